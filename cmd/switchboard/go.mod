@@ -1,0 +1,3 @@
+module github.com/switchboard-net/switchboard/cmd/switchboard
+
+go 1.26.0

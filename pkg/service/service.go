@@ -1,0 +1,518 @@
+// Package service is the runtime every Switchboard service starts with: flags
+// with SWITCHBOARD_* environment twins, log/slog, a gRPC server with
+// reflection, grpc.health.v1, OpenTelemetry and Prometheus instrumentation,
+// an admin HTTP port (/metrics, /healthz, /readyz), and a graceful shutdown
+// that drains in-flight RPCs within a bounded grace period.
+//
+// A service is a Spec: its name, default addresses, its own flags and a Start
+// function that registers its gRPC handlers and background work on the
+// Runtime. Main runs a Spec as a program; Run runs it under a context, which
+// is how `switchboard dev` runs five services in one process.
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/switchboard-net/switchboard/pkg/config"
+	"github.com/switchboard-net/switchboard/pkg/telemetry"
+)
+
+// Spec describes one service.
+type Spec struct {
+	// Name is the short service name ("registry"); spans carry
+	// "switchboard-<name>" as their service.name.
+	Name string
+	// GRPCAddr and AdminAddr are the default listen addresses.
+	GRPCAddr, AdminAddr string
+	// Flags registers the service's own flags (nil for none).
+	Flags func(fs *flag.FlagSet)
+	// Start registers gRPC services on rt.GRPC, opens extra listeners and
+	// starts background work with rt.Go. It returns once the service is set
+	// up; the runtime then serves until its context ends.
+	Start func(ctx context.Context, rt *Runtime) error
+}
+
+// Option changes how Run runs a Spec.
+type Option func(*options)
+
+type options struct {
+	lookup config.LookupFunc
+	ready  func(addrs map[string]string)
+	logOut io.Writer
+}
+
+// WithEnv sets where environment twins of flags and OTEL_* variables are
+// read from (os.LookupEnv by default; config.NoEnv ignores the environment).
+func WithEnv(lookup config.LookupFunc) Option { return func(o *options) { o.lookup = lookup } }
+
+// WithReady calls fn once the service serves, with every listener's name
+// ("grpc", "admin", and those opened by Start) and bound address.
+func WithReady(fn func(addrs map[string]string)) Option {
+	return func(o *options) { o.ready = fn }
+}
+
+// WithLogOutput sends logs to w instead of standard error.
+func WithLogOutput(w io.Writer) Option { return func(o *options) { o.logOut = w } }
+
+// Main runs spec as a program: it stops on SIGINT or SIGTERM (a second
+// signal kills at once) and exits 2 on a flag error, 1 on any other error.
+func Main(spec Spec) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() { <-ctx.Done(); stop() }()
+	err := Run(ctx, spec, os.Args[1:])
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.As(err, new(*FlagError)):
+		fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Name, err)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Name, err)
+		os.Exit(1)
+	}
+}
+
+// FlagError is a bad command line or environment value.
+type FlagError struct{ Err error }
+
+func (e *FlagError) Error() string { return e.Err.Error() }
+func (e *FlagError) Unwrap() error { return e.Err }
+
+// Common flags every service takes.
+type common struct {
+	grpcAddr, adminAddr string
+	logFormat, logLevel string
+	grace               time.Duration
+}
+
+// Run parses args, starts the service and serves until ctx ends, then drains
+// and stops. It returns the first error that stopped the service, or nil on
+// a clean shutdown.
+func Run(ctx context.Context, spec Spec, args []string, opts ...Option) error {
+	o := options{lookup: os.LookupEnv, logOut: os.Stderr}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	fs := flag.NewFlagSet(spec.Name, flag.ContinueOnError)
+	var c common
+	fs.StringVar(&c.grpcAddr, "grpc-addr", spec.GRPCAddr, "gRPC listen address")
+	fs.StringVar(&c.adminAddr, "admin-addr", spec.AdminAddr, "admin HTTP listen address (/metrics, /healthz, /readyz)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.grace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
+	if spec.Flags != nil {
+		spec.Flags(fs)
+	}
+	if err := config.Parse(fs, args, o.lookup); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &FlagError{Err: err}
+	}
+	if c.grace <= 0 {
+		return &FlagError{Err: fmt.Errorf("--shutdown-grace must be positive, got %v", c.grace)}
+	}
+	log, err := telemetry.NewLogger(o.logOut, c.logFormat, c.logLevel)
+	if err != nil {
+		return &FlagError{Err: err}
+	}
+	log = log.With("service", spec.Name)
+
+	rt, err := newRuntime(ctx, spec.Name, log, o.lookup)
+	if err != nil {
+		return err
+	}
+	return rt.run(ctx, spec, c, o)
+}
+
+// Runtime is what a service's Start gets: the gRPC server to register on,
+// telemetry, and owned background work.
+type Runtime struct {
+	// Log is the service's logger.
+	Log *slog.Logger
+	// GRPC is the service's gRPC server; register services on it in Start.
+	GRPC *grpc.Server
+	// Health is the grpc.health.v1 server; the runtime sets "" and every
+	// registered service SERVING once started and NOT_SERVING on shutdown.
+	Health *health.Server
+	// Metrics is the service's Prometheus registry, served on /metrics.
+	Metrics *prometheus.Registry
+	// Admin is the admin HTTP mux; Start may add handlers.
+	Admin *http.ServeMux
+	// Tracing is the service's tracer provider.
+	Tracing *telemetry.Tracing
+
+	name     string
+	lookup   config.LookupFunc
+	grpcMet  *grpcprom.ServerMetrics
+	stopping context.Context // cancelled when shutdown begins
+	stop     context.CancelFunc
+
+	mu        sync.Mutex
+	addrs     map[string]string
+	closers   []io.Closer
+	hooks     []func(context.Context) error
+	checks    map[string]func(context.Context) error
+	ready     bool
+	workers   sync.WaitGroup
+	workerErr chan error
+}
+
+func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup config.LookupFunc) (*Runtime, error) {
+	tr, err := telemetry.NewTracing(ctx, "switchboard-"+name, lookup)
+	if err != nil {
+		return nil, err
+	}
+	reg := telemetry.NewRegistry()
+	met := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}),
+	))
+	reg.MustRegister(met)
+	stopping, stop := context.WithCancel(context.Background())
+	rt := &Runtime{
+		Log:       log,
+		Health:    health.NewServer(),
+		Metrics:   reg,
+		Admin:     http.NewServeMux(),
+		Tracing:   tr,
+		name:      name,
+		lookup:    lookup,
+		grpcMet:   met,
+		stopping:  stopping,
+		stop:      stop,
+		addrs:     map[string]string{},
+		checks:    map[string]func(context.Context) error{},
+		workerErr: make(chan error, 1),
+	}
+	rt.GRPC = grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tr.Provider),
+			otelgrpc.WithPropagators(telemetry.Propagator()),
+		)),
+		grpc.ChainUnaryInterceptor(met.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(met.StreamServerInterceptor(), rt.endStreamsOnStop),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(8<<20),
+	)
+	reflection.Register(rt.GRPC)
+	healthpb.RegisterHealthServer(rt.GRPC, rt.Health)
+	rt.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	return rt, nil
+}
+
+// Name returns the service's short name.
+func (rt *Runtime) Name() string { return rt.name }
+
+// Tracer returns a tracer of the service's provider.
+func (rt *Runtime) Tracer() trace.Tracer {
+	return rt.Tracing.Provider.Tracer("github.com/switchboard-net/switchboard/" + rt.name)
+}
+
+// Stopping returns a context that ends when shutdown begins: long-lived work
+// (watch streams, loops) ends with it, while in-flight unary RPCs drain.
+func (rt *Runtime) Stopping() context.Context { return rt.stopping }
+
+// Lookup reads an environment variable the way this runtime was told to.
+func (rt *Runtime) Lookup(key string) (string, bool) { return rt.lookup(key) }
+
+// Listen opens a TCP listener for the named role ("dns", "http", ...); the
+// runtime records and logs its bound address and closes it on shutdown.
+func (rt *Runtime) Listen(name, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener on %s: %w", name, addr, err)
+	}
+	rt.record(name, ln.Addr().String(), ln)
+	return ln, nil
+}
+
+// ListenPacket opens a UDP socket for the named role, like Listen.
+func (rt *Runtime) ListenPacket(name, addr string) (net.PacketConn, error) {
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s socket on %s: %w", name, addr, err)
+	}
+	rt.record(name, pc.LocalAddr().String(), pc)
+	return pc, nil
+}
+
+// AddListener records a listener opened elsewhere (for example on a port
+// another socket of the service already holds).
+func (rt *Runtime) AddListener(name string, addr net.Addr, c io.Closer) {
+	rt.record(name, addr.String(), c)
+}
+
+func (rt *Runtime) record(name, addr string, c io.Closer) {
+	rt.mu.Lock()
+	rt.addrs[name] = addr
+	rt.closers = append(rt.closers, c)
+	rt.mu.Unlock()
+	rt.Log.Info("listening", "listener", name, "addr", addr)
+}
+
+// Addr returns the bound address of the named listener, or "".
+func (rt *Runtime) Addr(name string) string {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.addrs[name]
+}
+
+// Addrs returns every listener's bound address by name.
+func (rt *Runtime) Addrs() map[string]string {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	m := make(map[string]string, len(rt.addrs))
+	for k, v := range rt.addrs {
+		m[k] = v
+	}
+	return m
+}
+
+// Go runs fn in the background until the runtime stops (its context is
+// Stopping()). An error other than context.Canceled stops the service.
+func (rt *Runtime) Go(name string, fn func(ctx context.Context) error) {
+	rt.workers.Add(1)
+	go func() {
+		defer rt.workers.Done()
+		err := fn(rt.stopping)
+		if err != nil && !errors.Is(err, context.Canceled) && rt.stopping.Err() == nil {
+			select {
+			case rt.workerErr <- fmt.Errorf("%s: %w", name, err):
+			default:
+			}
+		}
+	}()
+}
+
+// OnShutdown adds a drain hook, called when shutdown begins (after Stopping
+// is cancelled, before the gRPC server drains) with the grace-period
+// context. Hooks run in reverse order of registration.
+func (rt *Runtime) OnShutdown(fn func(ctx context.Context) error) {
+	rt.mu.Lock()
+	rt.hooks = append(rt.hooks, fn)
+	rt.mu.Unlock()
+}
+
+// AddReadyCheck makes /readyz also depend on fn (for example, "the backend
+// is reachable"). fn gets a context with a short deadline.
+func (rt *Runtime) AddReadyCheck(name string, fn func(ctx context.Context) error) {
+	rt.mu.Lock()
+	rt.checks[name] = fn
+	rt.mu.Unlock()
+}
+
+// endStreamsOnStop ends streaming RPCs when shutdown begins, so that long
+// watches do not hold GracefulStop for the whole grace period.
+func (rt *Runtime) endStreamsOnStop(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	stopAfter := context.AfterFunc(rt.stopping, cancel)
+	defer stopAfter()
+	return h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err error) {
+	defer rt.stop()
+	grpcLn, err := rt.Listen("grpc", c.grpcAddr)
+	if err != nil {
+		return err
+	}
+	adminLn, err := rt.Listen("admin", c.adminAddr)
+	if err != nil {
+		rt.closeListeners()
+		return err
+	}
+	if spec.Start != nil {
+		if err := spec.Start(rt.stopping, rt); err != nil {
+			rt.stop()
+			rt.closeListeners()
+			rt.waitWorkers(c.grace)
+			_ = rt.Tracing.Shutdown(context.Background())
+			return fmt.Errorf("start %s: %w", spec.Name, err)
+		}
+	}
+	rt.grpcMet.InitializeMetrics(rt.GRPC)
+	rt.installAdmin()
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- rt.GRPC.Serve(grpcLn) }()
+	admin := &http.Server{
+		Handler:           rt.Admin,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	go func() {
+		if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+
+	for name := range rt.GRPC.GetServiceInfo() {
+		rt.Health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	rt.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	rt.mu.Lock()
+	rt.ready = true
+	rt.mu.Unlock()
+	addrs := rt.Addrs()
+	rt.Log.Info("ready", "grpc", addrs["grpc"], "admin", addrs["admin"])
+	if o.ready != nil {
+		o.ready(addrs)
+	}
+
+	select {
+	case <-ctx.Done():
+		rt.Log.Info("shutting down", "grace", c.grace)
+	case err = <-rt.workerErr:
+		rt.Log.Error("stopping after a failure", "err", err)
+	case err = <-serveErr:
+		rt.Log.Error("stopping after a failure", "err", err)
+	}
+	rt.shutdown(c.grace, admin)
+	return err
+}
+
+func (rt *Runtime) installAdmin() {
+	rt.Admin.Handle("GET /metrics", promhttp.HandlerFor(rt.Metrics, promhttp.HandlerOpts{}))
+	rt.Admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	rt.Admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := rt.readiness(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+}
+
+func (rt *Runtime) readiness(ctx context.Context) error {
+	rt.mu.Lock()
+	ready := rt.ready
+	names := make([]string, 0, len(rt.checks))
+	for n := range rt.checks {
+		names = append(names, n)
+	}
+	checks := make([]func(context.Context) error, 0, len(names))
+	sort.Strings(names)
+	for _, n := range names {
+		checks = append(checks, rt.checks[n])
+	}
+	rt.mu.Unlock()
+	if !ready {
+		return errors.New("starting or stopping")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for i, check := range checks {
+		if err := check(ctx); err != nil {
+			return fmt.Errorf("%s: %w", names[i], err)
+		}
+	}
+	return nil
+}
+
+// shutdown drains: readiness off, streams and workers told to stop, drain
+// hooks, then gRPC GracefulStop bounded by grace, then telemetry flush.
+func (rt *Runtime) shutdown(grace time.Duration, admin *http.Server) {
+	rt.mu.Lock()
+	rt.ready = false
+	hooks := append([]func(context.Context) error(nil), rt.hooks...)
+	rt.mu.Unlock()
+	rt.Health.Shutdown()
+	rt.stop()
+
+	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	for i := len(hooks) - 1; i >= 0; i-- {
+		if err := hooks[i](graceCtx); err != nil {
+			rt.Log.Warn("drain hook", "err", err)
+		}
+	}
+	stopped := make(chan struct{})
+	go func() { rt.GRPC.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-graceCtx.Done():
+		rt.Log.Warn("grace period over; cancelling in-flight RPCs")
+		rt.GRPC.Stop()
+		<-stopped
+	}
+	rt.waitWorkers(time.Until(deadlineOf(graceCtx)))
+	_ = admin.Shutdown(graceCtx)
+	_ = admin.Close()
+	rt.closeListeners()
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelFlush()
+	if err := rt.Tracing.Shutdown(flushCtx); err != nil {
+		rt.Log.Warn("flushing traces", "err", err)
+	}
+	rt.Log.Info("stopped")
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+func (rt *Runtime) waitWorkers(max time.Duration) {
+	done := make(chan struct{})
+	go func() { rt.workers.Wait(); close(done) }()
+	if max < time.Second {
+		max = time.Second
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		rt.Log.Warn("background work did not stop in time")
+	}
+}
+
+func (rt *Runtime) closeListeners() {
+	rt.mu.Lock()
+	closers := rt.closers
+	rt.closers = nil
+	rt.mu.Unlock()
+	for _, c := range closers {
+		_ = c.Close()
+	}
+}
