@@ -1,0 +1,60 @@
+// Package netx is what Switchboard's services share for sockets: dialing
+// with deadlines and keep-alive, socket options, a listener with graceful
+// shutdown, a bounded pool of idle connections, and a bidirectional copy
+// that keeps the kernel's zero-copy path and half-closes correctly.
+//
+// # Dialing
+//
+// A Dialer bounds every dial in time (Timeout, default 10 s) even when the
+// context has no deadline, sets TCP keep-alive, and applies SocketOptions:
+//
+//	d := &netx.Dialer{Timeout: 2 * time.Second}
+//	c, err := d.DialContext(ctx, "tcp", "10.0.0.7:8080")
+//
+// # Socket options
+//
+// SocketOptions sets SO_RCVBUF/SO_SNDBUF before connect or listen, can
+// re-enable Nagle's algorithm (Go disables it by default) and sets
+// SO_REUSEPORT on listeners. The zero value keeps the defaults.
+//
+// # Listening and graceful shutdown
+//
+// Listen (or NewListener around any net.Listener) returns a Listener that
+// tracks the connections it accepts, can bound how many are open at once
+// (MaxConns), and shuts down in two steps:
+//
+//	l, err := netx.Listen(ctx, "tcp", ":7900", netx.ListenOptions{MaxConns: 10000})
+//	go l.Serve(func(ctx context.Context, c net.Conn) { ... })
+//	...
+//	err = l.Shutdown(drainCtx) // stop accepting, wait, then force-close
+//
+// The connections it accepts wrap *net.TCPConn but forward ReadFrom,
+// WriteTo, CloseWrite and CloseRead, so io.Copy between them and Join
+// still use splice(2). Unwrap returns the *net.TCPConn beneath.
+//
+// # Pooling
+//
+// A Pool keeps up to MaxIdlePerKey idle connections per key (a backend
+// address), handing out the most recently used first (LIFO, so the rest
+// age out). Idle connections are closed after IdleTimeout, are not reused
+// after MaxLifetime, and are checked with a non-blocking MSG_PEEK before
+// reuse: one the peer has closed, or one holding bytes nobody asked for,
+// is discarded and counted as Dead in Stats.
+//
+//	p := netx.NewPool(netx.PoolOptions{MaxIdlePerKey: 32, IdleTimeout: 30 * time.Second})
+//	c, err := p.Get(ctx, "10.0.0.7:8080")
+//	... use c ...
+//	p.Put(c) // or c.Close() if the connection is no longer usable
+//
+// # Joining two connections
+//
+// Join copies both directions between two connections, as a TCP proxy
+// does. It calls io.Copy on the connections themselves, so between two
+// *net.TCPConn the kernel moves the bytes with splice(2) and no user-space
+// buffer. When one side finishes sending, Join half-closes the other
+// (CloseWrite) and keeps copying the reverse direction; when both are done
+// it closes both and returns the byte counts for metrics. An idle timeout
+// and context cancellation end it early.
+//
+//	up, down, err := netx.Join(ctx, clientConn, backendConn, netx.JoinOptions{IdleTimeout: 5 * time.Minute})
+package netx

@@ -1,0 +1,94 @@
+package netx
+
+import (
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func sockopt(t *testing.T, c any, level, opt int) int {
+	t.Helper()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		t.Fatalf("%T has no socket", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil {
+		t.Fatal(err)
+	}
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return v
+}
+
+func TestSocketOptions(t *testing.T) {
+	const rbuf, wbuf = 96 << 10, 160 << 10
+	opts := SocketOptions{Nagle: true, ReadBuffer: rbuf, WriteBuffer: wbuf}
+	l := listenTracked(t, ListenOptions{Socket: opts})
+	d := &Dialer{Socket: opts}
+	dialed, err := d.DialContext(testContext(t), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	accepted := accept(t, l)
+
+	for name, c := range map[string]net.Conn{"dialed": dialed, "accepted": Unwrap(accepted)} {
+		// Linux doubles the requested size to allow for bookkeeping.
+		if got := sockopt(t, c, unix.SOL_SOCKET, unix.SO_RCVBUF); got < rbuf {
+			t.Errorf("%s SO_RCVBUF = %d, want >= %d", name, got, rbuf)
+		}
+		if got := sockopt(t, c, unix.SOL_SOCKET, unix.SO_SNDBUF); got < wbuf {
+			t.Errorf("%s SO_SNDBUF = %d, want >= %d", name, got, wbuf)
+		}
+		if got := sockopt(t, c, unix.IPPROTO_TCP, unix.TCP_NODELAY); got != 0 {
+			t.Errorf("%s TCP_NODELAY = %d, want 0 (Nagle on)", name, got)
+		}
+	}
+
+	// Default options leave Go's TCP_NODELAY in place.
+	plain, err := (&Dialer{}).DialContext(testContext(t), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if got := sockopt(t, plain, unix.IPPROTO_TCP, unix.TCP_NODELAY); got == 0 {
+		t.Error("default dial has Nagle on")
+	}
+}
+
+func TestListenReusePort(t *testing.T) {
+	tests := []struct {
+		name      string
+		reuse     bool
+		wantShare bool
+	}{
+		{"SO_REUSEPORT", true, true},
+		{"default", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := ListenOptions{Socket: SocketOptions{ReusePort: tt.reuse}}
+			first := listenTracked(t, opts)
+			second, err := Listen(testContext(t), "tcp", first.Addr().String(), opts)
+			if err == nil {
+				second.Close()
+			}
+			if shared := err == nil; shared != tt.wantShare {
+				t.Fatalf("second listener on %s: %v; want shared = %v", first.Addr(), err, tt.wantShare)
+			}
+			if !tt.wantShare && !errors.Is(err, syscall.EADDRINUSE) {
+				t.Fatalf("second listener error %v, want EADDRINUSE", err)
+			}
+		})
+	}
+}
