@@ -1,0 +1,70 @@
+package balance
+
+// P2CName is the name of the power-of-two-choices policy: two endpoints at
+// random, the one with the lower latency × (outstanding+1) / weight wins.
+const P2CName = "p2c"
+
+func init() { Register(P2CName, buildP2C) }
+
+// p2c compares two distinct random endpoints by peak-EWMA latency times
+// outstanding requests (as Finagle, Linkerd and Envoy's least_request do).
+// Latency estimates decay toward zero while an endpoint gets no traffic,
+// so an avoided endpoint is tried again after a while.
+type p2c struct {
+	eps      []*EndpointState
+	inv      []float64
+	panic    bool
+	halfOpen int32
+	decay    float64
+	rand     *Rand
+	clock    Clock
+}
+
+var _ Picker = (*p2c)(nil)
+
+func buildP2C(b BuildInfo) Picker {
+	p := &p2c{
+		eps:      b.Endpoints,
+		panic:    b.Panic,
+		halfOpen: int32(b.Config.Breaker.HalfOpenRequests),
+		decay:    float64(b.Config.LatencyDecay),
+		rand:     b.Rand,
+		clock:    b.Clock,
+	}
+	if !allEqual(b.Weights) {
+		p.inv = make([]float64, len(b.Weights))
+		for i, w := range b.Weights {
+			p.inv[i] = 1 / w
+		}
+	}
+	return p
+}
+
+func (p *p2c) score(i int, now int64) float64 {
+	es := p.eps[i]
+	if !p.panic && !es.pickable(p.halfOpen) {
+		return maxScore
+	}
+	s := es.cost(now, p.decay)
+	if p.inv != nil {
+		s *= p.inv[i]
+	}
+	return s
+}
+
+func (p *p2c) Pick(PickInfo) (*EndpointState, error) {
+	n := len(p.eps)
+	if n == 1 {
+		return p.eps[0], nil
+	}
+	i := p.rand.IntN(n)
+	j := p.rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	now := p.clock.Now().UnixNano()
+	if p.score(j, now) < p.score(i, now) {
+		i = j
+	}
+	return p.eps[i], nil
+}

@@ -1,0 +1,429 @@
+package balance
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Set owns the endpoints of one service and answers picks. Update replaces
+// the endpoint list and rebuilds an immutable picker snapshot; Pick loads
+// that snapshot with one atomic load and never blocks. Ejection, breaker
+// transitions and slow-start steps also rebuild the snapshot: on the
+// Done that caused them, or lazily on the first Pick after a deadline
+// (ejection end, breaker open time, next ramp step) has passed, or when
+// the owner calls Refresh.
+type Set struct {
+	cfg        Config
+	build      Builder
+	clock      Clock
+	rand       *Rand
+	decay      float64 // LatencyDecay in ns
+	halfOpen   int32
+	initialSet bool // Update has been called at least once
+
+	snap atomic.Pointer[snapshot]
+
+	mu    sync.Mutex // serialises Update, rebuild, ejection
+	byID  map[string]*EndpointState
+	order []*EndpointState // in Update order
+}
+
+type snapshot struct {
+	picker   Picker
+	eps      []*EndpointState // what picker chooses from
+	err      error            // ErrNoEndpoint / ErrNoHealthy when eps is empty
+	panic    bool
+	deadline int64 // unix nanos at which the snapshot goes stale; 0 = never
+}
+
+// Option configures a Set.
+type Option func(*Set)
+
+// WithClock sets the clock (default SystemClock).
+func WithClock(c Clock) Option { return func(s *Set) { s.clock = c } }
+
+// WithSeed makes the set's randomness a deterministic sequence from seed
+// (for tests and simulations). Without it, picks use math/rand/v2's
+// runtime source.
+func WithSeed(seed uint64) Option { return func(s *Set) { s.rand = newRand(seed, true) } }
+
+// New returns an empty Set. The configuration is validated first; errors
+// are *ConfigError values naming the field.
+func New(cfg Config, opts ...Option) (*Set, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	b, _ := Lookup(cfg.Policy) // checked by Validate
+	s := &Set{
+		cfg:      cfg,
+		build:    b,
+		clock:    SystemClock,
+		rand:     newRand(0, false),
+		decay:    float64(cfg.LatencyDecay),
+		halfOpen: int32(cfg.Breaker.HalfOpenRequests),
+		byID:     make(map[string]*EndpointState),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.snap.Store(&snapshot{err: ErrNoEndpoint})
+	return s, nil
+}
+
+// Config returns the set's configuration with defaults filled in.
+func (s *Set) Config() Config { return s.cfg }
+
+// Update replaces the endpoint list. Endpoints are matched to existing
+// state by ID. IDs must be unique and non-empty.
+func (s *Set) Update(eps []Endpoint) error {
+	seen := make(map[string]struct{}, len(eps))
+	for i := range eps {
+		id := eps[i].ID
+		if id == "" {
+			return fmt.Errorf("balance: endpoints[%d].ID: empty", i)
+		}
+		if _, dup := seen[id]; dup {
+			return fmt.Errorf("balance: endpoints[%d].ID: duplicate %q", i, id)
+		}
+		seen[id] = struct{}{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	byID := make(map[string]*EndpointState, len(eps))
+	order := make([]*EndpointState, 0, len(eps))
+	for i := range eps {
+		ep := eps[i]
+		es := s.byID[ep.ID]
+		if es == nil {
+			es = &EndpointState{set: s, id: ep.ID}
+			switch {
+			case !ep.AddedAt.IsZero():
+				es.rampStart = ep.AddedAt
+			case s.initialSet:
+				es.rampStart = now
+			}
+			// Not ramped again for becoming eligible the first time.
+			es.wasEligible = true
+		}
+		es.ep.Store(&ep)
+		byID[ep.ID] = es
+		order = append(order, es)
+	}
+	for id, es := range s.byID {
+		if _, ok := byID[id]; !ok {
+			es.removed.Store(true)
+			es.effWeight.Store(0)
+		}
+	}
+	s.byID, s.order, s.initialSet = byID, order, true
+	s.rebuildLocked(now)
+	return nil
+}
+
+// Endpoints returns the current endpoints' states in Update order.
+func (s *Set) Endpoints() []*EndpointState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*EndpointState(nil), s.order...)
+}
+
+// Panicking reports whether the current snapshot is in panic mode.
+func (s *Set) Panicking() bool { return s.snap.Load().panic }
+
+// Refresh rebuilds the snapshot now if a deadline (ejection end, breaker
+// open time, slow-start step) has passed. Pick does this lazily; an owner
+// with a ticker may call it to keep that work off the request path.
+func (s *Set) Refresh() {
+	sn := s.snap.Load()
+	if sn.deadline != 0 && s.clock.Now().UnixNano() >= sn.deadline {
+		s.refresh()
+	}
+}
+
+// refresh rebuilds if nobody else is doing it; it never blocks.
+func (s *Set) refresh() *snapshot {
+	if s.mu.TryLock() {
+		sn := s.snap.Load()
+		if now := s.clock.Now(); sn.deadline != 0 && now.UnixNano() >= sn.deadline {
+			s.rebuildLocked(now)
+		}
+		s.mu.Unlock()
+	}
+	return s.snap.Load()
+}
+
+// Selection is the result of a pick. Call Done exactly once when the
+// request ends.
+type Selection struct {
+	// Endpoint is the chosen endpoint.
+	Endpoint *EndpointState
+	probe    bool
+}
+
+// Pick chooses an endpoint. It is lock-free and allocation-free for the
+// built-in policies. It returns ErrNoEndpoint or ErrNoHealthy (wrapped
+// never; compare with ==) when nothing can be picked.
+func (s *Set) Pick(info PickInfo) (Selection, error) {
+	sn := s.snap.Load()
+	if sn.deadline != 0 && s.clock.Now().UnixNano() >= sn.deadline {
+		sn = s.refresh()
+	}
+	if sn.err != nil {
+		return Selection{}, sn.err
+	}
+	const maxAttempts = 3
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		info.Attempt = attempt
+		es, err := sn.picker.Pick(info)
+		if err != nil {
+			return Selection{}, err
+		}
+		if sel, ok := s.take(es, sn.panic); ok {
+			return sel, nil
+		}
+	}
+	// The policy kept choosing endpoints that cannot admit (for example the
+	// one half-open endpoint under least_conn): take the first that can.
+	n := len(sn.eps)
+	start := s.rand.IntN(n)
+	for i := 0; i < n; i++ {
+		j := start + i
+		if j >= n {
+			j -= n
+		}
+		if sel, ok := s.take(sn.eps[j], sn.panic); ok {
+			return sel, nil
+		}
+	}
+	return Selection{}, ErrNoHealthy
+}
+
+func (s *Set) take(es *EndpointState, panicking bool) (Selection, bool) {
+	if panicking {
+		es.outstanding.Add(1)
+		return Selection{Endpoint: es}, true
+	}
+	ok, probe := es.admit(s.halfOpen)
+	if !ok {
+		return Selection{}, false
+	}
+	es.outstanding.Add(1)
+	return Selection{Endpoint: es, probe: probe}, true
+}
+
+// Done reports how the request ended and how long it took. It releases the
+// outstanding count and feeds the latency estimate, outlier detection and
+// the breaker. Done on a zero Selection does nothing.
+func (sel Selection) Done(o Outcome, latency time.Duration) {
+	es := sel.Endpoint
+	if es == nil {
+		return
+	}
+	es.outstanding.Add(-1)
+	if sel.probe {
+		es.probes.Add(-1)
+	}
+	if o == Ignore {
+		return
+	}
+	es.set.report(es, o, latency, sel.probe)
+}
+
+// report runs on the Done path: per-endpoint lock, the set's lock only
+// when an ejection or breaker transition needs a rebuild.
+func (s *Set) report(es *EndpointState, o Outcome, latency time.Duration, probe bool) {
+	failed := o == Failure
+	es.requests.Add(1)
+	if failed {
+		es.failures.Add(1)
+	}
+	now := s.clock.Now()
+	var eject, rebuild bool
+	es.mu.Lock()
+	es.observe(now.UnixNano(), latency, failed, s.decay)
+	if failed {
+		es.consecFail++
+	} else {
+		es.consecFail = 0
+	}
+	st := es.status.Load()
+	if b := &s.cfg.Breaker; b.FailureThreshold > 0 {
+		switch {
+		case st&stHalfOpen != 0 && probe:
+			if failed {
+				es.openUntil = now.Add(b.OpenTime)
+				es.halfOpenPassed = 0
+				es.status.Store(st&^stHalfOpen | stOpen)
+				rebuild = true
+			} else if es.halfOpenPassed++; es.halfOpenPassed >= b.HalfOpenRequests {
+				es.halfOpenPassed = 0
+				es.status.Store(st &^ stHalfOpen)
+			}
+		case st&(stOpen|stHalfOpen) == 0 && failed && es.consecFail >= b.FailureThreshold:
+			es.openUntil = now.Add(b.OpenTime)
+			es.status.Store(st | stOpen)
+			rebuild = true
+		}
+	}
+	if n := s.cfg.Outlier.ConsecutiveFailures; n > 0 && failed && es.consecFail >= n && es.status.Load()&stEjected == 0 {
+		eject = true
+	}
+	es.mu.Unlock()
+	if !eject && !rebuild {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if es.removed.Load() {
+		return
+	}
+	if eject {
+		s.ejectLocked(es, now)
+	}
+	s.rebuildLocked(now)
+}
+
+// ejectLocked ejects es unless that would exceed the ejected share.
+// Caller holds s.mu.
+func (s *Set) ejectLocked(es *EndpointState, now time.Time) {
+	o := &s.cfg.Outlier
+	ejected := 0
+	for _, e := range s.order {
+		if e.status.Load()&stEjected != 0 {
+			ejected++
+		}
+	}
+	limit := len(s.order) * o.MaxEjectedPercent / 100
+	if limit < 1 {
+		limit = 1
+	}
+	if ejected >= limit {
+		return
+	}
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if es.status.Load()&stEjected != 0 || es.consecFail < o.ConsecutiveFailures {
+		return // a success got in first, or someone else ejected it
+	}
+	if !es.returnedAt.IsZero() && now.Sub(es.returnedAt) > o.MaxEjection {
+		es.ejections = 0 // behaved for long enough: back-off starts over
+	}
+	es.ejections++
+	d := o.BaseEjection
+	for i := 1; i < es.ejections && d < o.MaxEjection; i++ {
+		d *= 2
+	}
+	d = min(d, o.MaxEjection)
+	es.ejectedUntil = now.Add(d)
+	es.consecFail = 0
+	es.status.Or(stEjected)
+}
+
+// rampSteps is how many steps slow start takes from the minimum to full
+// weight; the snapshot is rebuilt at each step.
+const rampSteps = 16
+
+// rebuildLocked expires ejections and open breakers whose time has come,
+// computes effective weights and panic mode, and publishes a new snapshot.
+// Caller holds s.mu.
+func (s *Set) rebuildLocked(now time.Time) {
+	var deadline time.Time
+	soonest := func(t time.Time) {
+		if deadline.IsZero() || t.Before(deadline) {
+			deadline = t
+		}
+	}
+	n := len(s.order)
+	eligible := make([]bool, n)
+	weights := make([]float64, n)
+	nElig := 0
+	for i, es := range s.order {
+		es.mu.Lock()
+		st := es.status.Load()
+		if st&stEjected != 0 {
+			if !now.Before(es.ejectedUntil) {
+				st &^= stEjected
+				es.returnedAt = now
+			} else {
+				soonest(es.ejectedUntil)
+			}
+		}
+		if st&stOpen != 0 {
+			if !now.Before(es.openUntil) {
+				st = st&^stOpen | stHalfOpen
+				es.probes.Store(0)
+				es.halfOpenPassed = 0
+			} else {
+				soonest(es.openUntil)
+			}
+		}
+		es.status.Store(st)
+		es.mu.Unlock()
+
+		el := es.ep.Load().Health != HealthUnhealthy && st&(stEjected|stOpen) == 0
+		if el && !es.wasEligible {
+			es.rampStart = now // back from unhealthy or ejected: ramp again
+		}
+		es.wasEligible = el
+		eligible[i] = el
+		w := es.ep.Load().weight()
+		if ss := s.cfg.SlowStart; ss > 0 && !es.rampStart.IsZero() {
+			if el := now.Sub(es.rampStart); el < ss {
+				k := int(int64(el)*rampSteps/int64(ss)) + 1
+				kmin := (s.cfg.SlowStartMinPercent*rampSteps + 99) / 100
+				k = max(k, kmin, 1)
+				if k < rampSteps {
+					w = w * float64(k) / rampSteps
+					soonest(es.rampStart.Add(time.Duration(int64(ss) * int64(k) / rampSteps)))
+				}
+			}
+		}
+		weights[i] = w
+		if el {
+			nElig++
+			es.effWeight.Store(math.Float64bits(w))
+		} else {
+			es.effWeight.Store(0)
+		}
+	}
+	sn := &snapshot{}
+	if !deadline.IsZero() {
+		sn.deadline = deadline.UnixNano()
+	}
+	p := s.cfg.PanicThresholdPercent
+	switch {
+	case n == 0:
+		sn.err = ErrNoEndpoint
+	case p > 0 && nElig*100 < p*n:
+		sn.panic = true
+		sn.eps = append([]*EndpointState(nil), s.order...)
+	case nElig == 0:
+		sn.err = ErrNoHealthy
+	default:
+		sn.eps = make([]*EndpointState, 0, nElig)
+		w := weights[:0]
+		for i, es := range s.order {
+			if eligible[i] {
+				sn.eps = append(sn.eps, es)
+				w = append(w, weights[i])
+			}
+		}
+		weights = w
+	}
+	if sn.err == nil {
+		sn.picker = s.build(BuildInfo{
+			Endpoints: sn.eps,
+			Weights:   weights,
+			Panic:     sn.panic,
+			Config:    &s.cfg,
+			Rand:      s.rand,
+			Clock:     s.clock,
+		})
+	}
+	s.snap.Store(sn)
+}
