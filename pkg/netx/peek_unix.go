@@ -20,9 +20,10 @@ func (c *PoolConn) initPeek() {
 	}
 	c.rc = rc
 	c.peekFn = func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), c.peekBuf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		err := peekSocket(int(fd), c.peekBuf[:])
 		// EAGAIN: nothing to read and no end of stream, the healthy case.
-		// n == 0 with no error: the peer closed. n > 0: unexpected bytes.
+		// No error means the peek returned the peer's close (0 bytes) or
+		// bytes nobody asked for; any other error is a broken connection.
 		c.peekLive = err == unix.EAGAIN || err == unix.EWOULDBLOCK
 		return true // never wait for readiness
 	}

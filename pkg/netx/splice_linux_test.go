@@ -35,22 +35,6 @@ func procIO(t *testing.T) (rchar, wchar int64) {
 	return rchar, wchar
 }
 
-// naiveJoin copies through a 32 KiB user-space buffer, as a proxy does when
-// the connections are hidden behind wrappers.
-func naiveJoin(a, b net.Conn) {
-	done := make(chan struct{})
-	go func() {
-		io.CopyBuffer(writerOnly{a}, readerOnly{b}, make([]byte, 32<<10))
-		a.(*net.TCPConn).CloseWrite()
-		close(done)
-	}()
-	io.CopyBuffer(writerOnly{b}, readerOnly{a}, make([]byte, 32<<10))
-	b.(*net.TCPConn).CloseWrite()
-	<-done
-	a.Close()
-	b.Close()
-}
-
 // TestJoinZeroCopy checks that Join's copy stays in the kernel: sending
 // size bytes client -> proxy -> server costs this process size bytes of
 // write (the client) and size of read (the server) and no more. The naive
