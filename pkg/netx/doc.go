@@ -53,8 +53,9 @@
 // *net.TCPConn the kernel moves the bytes with splice(2) and no user-space
 // buffer. When one side finishes sending, Join half-closes the other
 // (CloseWrite) and keeps copying the reverse direction; when both are done
-// it closes both and returns the byte counts for metrics. An idle timeout
-// and context cancellation end it early.
+// it closes both and returns the byte counts for metrics (JoinCounters
+// gives live counts for long-lived connections). An idle timeout and
+// context cancellation end it early.
 //
 //	up, down, err := netx.Join(ctx, clientConn, backendConn, netx.JoinOptions{IdleTimeout: 5 * time.Minute})
 package netx

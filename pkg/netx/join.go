@@ -21,8 +21,22 @@ type JoinOptions struct {
 	// IdleTimeout ends the join with ErrIdleTimeout when no byte has moved
 	// in either direction for this long; the check is coarse, so the join
 	// ends between one and one and a half timeouts after the last byte.
-	// Zero means no limit. When set, Join owns both connections' deadlines.
+	// Zero means no limit.
 	IdleTimeout time.Duration
+	// Counters, if set, receives live byte counts while the join runs, for
+	// metrics on long-lived connections. The kernel copy reports only when
+	// it pauses, so Join wakes each direction every CountEvery (and every
+	// IdleTimeout/2) to publish what it has moved.
+	Counters *JoinCounters
+	// CountEvery bounds how stale Counters may be. Zero means they are
+	// brought up to date only at IdleTimeout/2 wakes and at the end.
+	CountEvery time.Duration
+}
+
+// JoinCounters are the live byte counts of a Join. Read them with Load
+// from any goroutine.
+type JoinCounters struct {
+	AToB, BToA atomic.Int64
 }
 
 // Join copies a to b and b to a until both directions are done, then
@@ -39,12 +53,25 @@ type JoinOptions struct {
 // The copy uses io.Copy on the connections themselves (unwrapping this
 // package's tracking and pooling wrappers), so two *net.TCPConn values
 // are copied by the kernel with splice(2) and no user-space buffer.
+//
+// When IdleTimeout or CountEvery is set, Join owns both connections'
+// deadlines: it clears them and sets read deadlines to wake the copy.
 func Join(ctx context.Context, a, b net.Conn, opts JoinOptions) (aToB, bToA int64, err error) {
 	j := &joiner{a: a, b: b, idle: opts.IdleTimeout}
 	if j.idle > 0 {
+		j.wake = j.idle / 2
+	}
+	if opts.CountEvery > 0 && (j.wake == 0 || opts.CountEvery < j.wake) {
+		j.wake = opts.CountEvery
+	}
+	if j.wake > 0 {
 		a.SetDeadline(time.Time{})
 		b.SetDeadline(time.Time{})
 		j.touch(time.Now())
+	}
+	var countAB, countBA *atomic.Int64
+	if c := opts.Counters; c != nil {
+		countAB, countBA = &c.AToB, &c.BToA
 	}
 	stop := context.AfterFunc(ctx, func() { j.abort(ctx.Err()) })
 	defer stop()
@@ -54,9 +81,9 @@ func Join(ctx context.Context, a, b net.Conn, opts JoinOptions) (aToB, bToA int6
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		bToA = j.pipe(ra, rb)
+		bToA = j.pipe(ra, rb, countBA)
 	}()
-	aToB = j.pipe(rb, ra)
+	aToB = j.pipe(rb, ra, countAB)
 	wg.Wait()
 	a.Close()
 	b.Close()
@@ -69,7 +96,8 @@ func Join(ctx context.Context, a, b net.Conn, opts JoinOptions) (aToB, bToA int6
 type joiner struct {
 	a, b net.Conn
 	idle time.Duration
-	last atomic.Int64 // unix nanoseconds of the last observed progress
+	wake time.Duration // read deadline period; zero for none
+	last atomic.Int64  // unix nanoseconds of the last observed progress
 
 	mu      sync.Mutex
 	aborted bool
@@ -99,20 +127,23 @@ func (j *joiner) isAborted() bool {
 	return j.aborted
 }
 
-// pipe copies src to dst (both unwrapped) and reports the bytes copied.
-// Connections are closed only through abort and Join, which use the
-// caller's values so that trackers see the close.
-func (j *joiner) pipe(dst, src net.Conn) int64 {
+// pipe copies src to dst (both unwrapped), adding to count if it is not
+// nil, and reports the bytes copied. Connections are closed only through
+// abort and Join, which use the caller's values so trackers see the close.
+func (j *joiner) pipe(dst, src net.Conn, count *atomic.Int64) int64 {
 	var total int64
 	for {
-		if j.idle > 0 {
-			// Each direction wakes every half timeout to publish its
-			// progress, so a silent direction can tell whether the other
-			// one is busy before declaring the connection idle.
-			src.SetReadDeadline(time.Now().Add(j.idle / 2))
+		if j.wake > 0 {
+			// Each direction wakes periodically to publish its progress,
+			// so a silent direction can tell whether the other one is busy
+			// before declaring the connection idle.
+			src.SetReadDeadline(time.Now().Add(j.wake))
 		}
 		n, err := io.Copy(dst, src)
 		total += n
+		if count != nil && n > 0 {
+			count.Add(n)
+		}
 		if err == nil {
 			// src reached end of stream: pass it on, keep the other way open.
 			if _, ok := dst.(closeWriter); !ok {
@@ -124,7 +155,7 @@ func (j *joiner) pipe(dst, src net.Conn) int64 {
 			}
 			return total
 		}
-		if j.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !j.isAborted() {
+		if j.wake > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !j.isAborted() {
 			// Only read deadlines are set, so the splice pipe is empty and
 			// the copy can resume where it stopped.
 			now := time.Now()
@@ -132,7 +163,7 @@ func (j *joiner) pipe(dst, src net.Conn) int64 {
 				j.touch(now)
 				continue
 			}
-			if now.Sub(time.Unix(0, j.last.Load())) < j.idle {
+			if j.idle == 0 || now.Sub(time.Unix(0, j.last.Load())) < j.idle {
 				continue
 			}
 			j.abort(ErrIdleTimeout)

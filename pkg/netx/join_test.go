@@ -306,3 +306,34 @@ func TestJoinWithoutCloseWrite(t *testing.T) {
 		t.Fatalf("pipe read after join: %v, want EOF", err)
 	}
 }
+
+// TestJoinLiveCounters: with CountEvery set, byte counts appear while the
+// connection is still open, not only when it ends.
+func TestJoinLiveCounters(t *testing.T) {
+	for _, kind := range []proxyKind{kindRaw, kindWrapped} {
+		t.Run(string(kind), func(t *testing.T) {
+			client, a, b, server := proxyConns(t, kind)
+			var counters JoinCounters
+			done := startJoin(testContext(t), a, b, JoinOptions{Counters: &counters, CountEvery: 10 * time.Millisecond})
+			client.Write([]byte("0123456789"))
+			server.SetDeadline(time.Now().Add(testTimeout))
+			if _, err := io.ReadFull(server, make([]byte, 10)); err != nil {
+				t.Fatal(err)
+			}
+			server.Write([]byte("abc"))
+			waitFor(t, "live counters", func() bool { return counters.AToB.Load() == 10 && counters.BToA.Load() == 3 })
+			client.(*net.TCPConn).CloseWrite()
+			if _, err := server.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("server read: %v, want EOF", err)
+			}
+			server.Close()
+			r := awaitJoin(t, done)
+			if r.err != nil || r.aToB != 10 || r.bToA != 3 {
+				t.Fatalf("Join = %d, %d, %v; want 10, 3, nil", r.aToB, r.bToA, r.err)
+			}
+			if counters.AToB.Load() != 10 || counters.BToA.Load() != 3 {
+				t.Fatalf("counters = %d, %d after Join; want 10, 3", counters.AToB.Load(), counters.BToA.Load())
+			}
+		})
+	}
+}
