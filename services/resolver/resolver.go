@@ -1,0 +1,227 @@
+// Package resolver is Switchboard's DNS front (on github.com/miekg/dns):
+// authoritative for the service zone (<service>.service.switchboard. A,
+// AAAA and SRV, live from the registry's Watch) and for static zones read
+// from RFC 1035 master files plus records managed over gRPC, and a caching
+// forwarder for every other name, for allowed client networks.
+//
+// Answers for our zones are packed once per zone change into an immutable
+// snapshot and patched per query (ID, flags, the query's case, rotation,
+// OPT, truncation), so the answer path stays allocation-light.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/switchboard-net/switchboard/pkg/service"
+	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+	resolverv1 "github.com/switchboard-net/switchboard/proto/switchboard/resolver/v1"
+)
+
+// Config is the resolver's configuration, from flags.
+type Config struct {
+	// DNSAddr is where DNS is served, UDP and TCP on the same port.
+	DNSAddr string
+	// Zone is the service zone's origin.
+	Zone string
+	// ZoneFiles are RFC 1035 master files, each defining a static zone.
+	ZoneFiles listFlag
+	// Upstreams are resolvers (host:port) for names outside our zones.
+	Upstreams listFlag
+	// AllowRecursion lists the client networks that may use forwarding.
+	AllowRecursion listFlag
+	// CacheSize bounds the forwarding cache (entries; 0 disables it).
+	CacheSize int
+	// RRLRate limits UDP responses per second per client /24 or /56 (0: off).
+	RRLRate float64
+	// RegistryAddr is the registry's gRPC address.
+	RegistryAddr string
+	// ServiceTTL is the TTL of service-zone records and its negative TTL.
+	ServiceTTL time.Duration
+	// UpstreamTimeout bounds each upstream attempt.
+	UpstreamTimeout time.Duration
+}
+
+// listFlag is a repeatable flag; each value may also be a comma-separated list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// defaultAllow is where recursion is allowed unless --allow-recursion says otherwise.
+var defaultAllow = []string{"127.0.0.0/8", "::1/128"}
+
+// RegisterFlags adds the resolver's flags to fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DNSAddr, "dns-addr", ":8053", "DNS listen address (UDP and TCP on the same port)")
+	fs.StringVar(&c.Zone, "zone", "switchboard.", "service zone: <service>.service.<zone>")
+	fs.Var(&c.ZoneFiles, "zone-file", "RFC 1035 master file of a static zone (repeatable; its SOA defines the zone)")
+	fs.Var(&c.Upstreams, "upstream", "upstream resolver host:port for other names (repeatable; none: no forwarding)")
+	fs.Var(&c.AllowRecursion, "allow-recursion", "client networks allowed to use forwarding (CIDR list; default 127.0.0.0/8,::1/128)")
+	fs.IntVar(&c.CacheSize, "cache-size", 10000, "forwarding cache entries (0 disables the cache)")
+	fs.Float64Var(&c.RRLRate, "rrl-rate", 0, "UDP responses per second per client /24 (IPv4) or /56 (IPv6); 0 disables rate limiting")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address")
+	fs.DurationVar(&c.ServiceTTL, "service-ttl", 5*time.Second, "TTL of service-zone records (and their negative TTL)")
+	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", 2*time.Second, "timeout of each upstream attempt")
+}
+
+// Spec returns the resolver service, ready for service.Main or service.Run.
+func Spec() service.Spec {
+	cfg := &Config{}
+	return service.Spec{
+		Name:      "resolver",
+		GRPCAddr:  ":7300",
+		AdminAddr: ":7301",
+		Flags:     cfg.RegisterFlags,
+		Start:     func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
+	}
+}
+
+// validate checks the configuration and returns the parsed allow list.
+func (c *Config) validate() ([]netip.Prefix, error) {
+	if _, ok := dns.IsDomainName(c.Zone); !ok || c.Zone == "" || c.Zone == "." {
+		return nil, fmt.Errorf("--zone: %q is not a domain name", c.Zone)
+	}
+	if c.CacheSize < 0 {
+		return nil, fmt.Errorf("--cache-size: must not be negative, got %d", c.CacheSize)
+	}
+	if c.RRLRate < 0 {
+		return nil, fmt.Errorf("--rrl-rate: must not be negative, got %v", c.RRLRate)
+	}
+	if c.ServiceTTL < time.Second {
+		return nil, fmt.Errorf("--service-ttl: must be at least 1s, got %v", c.ServiceTTL)
+	}
+	if c.UpstreamTimeout <= 0 {
+		return nil, fmt.Errorf("--upstream-timeout: must be positive, got %v", c.UpstreamTimeout)
+	}
+	for _, u := range c.Upstreams {
+		if _, _, err := net.SplitHostPort(u); err != nil {
+			return nil, fmt.Errorf("--upstream: %q: %w", u, err)
+		}
+	}
+	allow := c.AllowRecursion
+	if len(allow) == 0 {
+		allow = defaultAllow
+	}
+	var prefixes []netip.Prefix
+	for _, a := range allow {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return nil, fmt.Errorf("--allow-recursion: %w", err)
+		}
+		prefixes = append(prefixes, p.Masked())
+	}
+	return prefixes, nil
+}
+
+func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
+	allow, err := cfg.validate()
+	if err != nil {
+		return &service.FlagError{Err: err}
+	}
+	var static []*staticZone
+	for _, path := range cfg.ZoneFiles {
+		z, err := loadZoneFile(path)
+		if err != nil {
+			return err
+		}
+		static = append(static, z)
+	}
+	s := newServer(ctx, rt.Log, cfg, static, allow)
+	s.mu.Lock()
+	err = s.rebuildLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	rt.Metrics.MustRegister(s.queries)
+
+	cc, err := rt.Dial(cfg.RegistryAddr)
+	if err != nil {
+		return err
+	}
+	rt.OnShutdown(func(context.Context) error { return cc.Close() })
+	reg := registryv1.NewRegistryClient(cc)
+	rt.Go("watch-services", func(ctx context.Context) error { return s.watchServices(ctx, reg) })
+	rt.Go("watch-records", func(ctx context.Context) error { return s.watchRecords(ctx, reg) })
+	if s.rrl != nil {
+		rt.Go("rrl-sweep", func(ctx context.Context) error {
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case now := <-t.C:
+					s.rrl.sweep(now)
+				}
+			}
+		})
+	}
+	rt.AddReadyCheck("registry", func(context.Context) error {
+		if !s.synced.Load() {
+			return errors.New("no service snapshot from the registry yet")
+		}
+		return nil
+	})
+
+	resolverv1.RegisterResolverServer(rt.GRPC, &api{s: s, reg: reg})
+
+	pc, ln, err := listenDNS(cfg.DNSAddr)
+	if err != nil {
+		return err
+	}
+	rt.AddListener("dns", pc.LocalAddr(), pc)
+	rt.AddListener("dns-tcp", ln.Addr(), ln)
+	udpSrv := &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery, UDPSize: 4096}
+	tcpSrv := &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
+		IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: 1000}
+	for name, srv := range map[string]*dns.Server{"dns-udp": udpSrv, "dns-tcp": tcpSrv} {
+		rt.Go(name, func(context.Context) error { return srv.ActivateAndServe() })
+		rt.OnShutdown(func(ctx context.Context) error { return srv.ShutdownContext(ctx) })
+	}
+	return nil
+}
+
+// listenDNS binds UDP and TCP on the same port; with port 0 it retries
+// until the port the UDP socket got is free for TCP too.
+func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, &service.FlagError{Err: fmt.Errorf("--dns-addr: %w", err)}
+	}
+	var lc net.ListenConfig
+	for attempt := 0; ; attempt++ {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dns udp socket on %s: %w", addr, err)
+		}
+		bound := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+		ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(host, bound))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || attempt >= 10 {
+			return nil, nil, fmt.Errorf("dns tcp listener on %s: %w", net.JoinHostPort(host, bound), err)
+		}
+	}
+}

@@ -1,0 +1,339 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+)
+
+// server is the DNS handler and the zone data behind it.
+type server struct {
+	log        *slog.Logger
+	origin     string // service zone, lower case
+	serviceTTL uint32
+	static     []*staticZone
+
+	mu        sync.Mutex // guards the inputs below and rebuilds
+	instances []*registryv1.Instance
+	svcIndex  uint64
+	managed   []*registryv1.Record
+	synced    atomic.Bool // a service snapshot has arrived
+
+	auth  atomic.Pointer[authority]
+	cache *cache
+	fwd   *forwarder // nil: no forwarding
+	allow []netip.Prefix
+	rrl   *limiter // nil: no rate limiting
+	ctx   context.Context
+	bufs  sync.Pool
+
+	queries *prometheus.CounterVec
+	qAuth   prometheus.Counter
+	qCache  prometheus.Counter
+	qFwd    prometheus.Counter
+	qRefuse prometheus.Counter
+	qOther  prometheus.Counter
+	qRRL    prometheus.Counter
+}
+
+func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*staticZone, allow []netip.Prefix) *server {
+	s := &server{
+		log:        log,
+		origin:     lowerASCII(dns.Fqdn(cfg.Zone)),
+		serviceTTL: uint32(cfg.ServiceTTL / time.Second),
+		static:     static,
+		cache:      newCache(cfg.CacheSize),
+		allow:      allow,
+		ctx:        ctx,
+	}
+	if len(cfg.Upstreams) > 0 {
+		s.fwd = newForwarder(cfg.Upstreams, cfg.UpstreamTimeout)
+	}
+	if cfg.RRLRate > 0 {
+		s.rrl = newLimiter(cfg.RRLRate)
+	}
+	s.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	s.queries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_resolver_queries_total",
+		Help: "DNS queries answered, by how they were answered.",
+	}, []string{"answer"})
+	s.qAuth = s.queries.WithLabelValues("authoritative")
+	s.qCache = s.queries.WithLabelValues("cache")
+	s.qFwd = s.queries.WithLabelValues("forwarded")
+	s.qRefuse = s.queries.WithLabelValues("refused")
+	s.qOther = s.queries.WithLabelValues("error")
+	s.qRRL = s.queries.WithLabelValues("rate_limited")
+	return s
+}
+
+// rebuild recomputes the authority snapshot from zone files, managed
+// records and service instances. Callers hold s.mu.
+func (s *server) rebuildLocked() error {
+	b := newAuthorityBuilder()
+	for _, z := range s.static {
+		b.addZone(z.soa, "zonefile:"+z.path)
+	}
+	b.addZone(serviceSOA(s.origin, uint32(s.svcIndex), s.serviceTTL), "service")
+	for _, z := range s.static {
+		for _, rr := range z.rrs {
+			if err := b.add(sourced{rr: rr, source: "zonefile:" + z.path}); err != nil {
+				return fmt.Errorf("zone file %s: %w", z.path, err)
+			}
+		}
+	}
+	for _, rec := range s.managed {
+		rr, err := recordRR(rec)
+		if err == nil {
+			err = b.add(sourced{rr: rr, source: "managed"})
+		}
+		if err != nil {
+			s.log.Warn("skipping managed record", "name", rec.GetName(), "type", rec.GetType(), "err", err)
+		}
+	}
+	for _, rr := range serviceRecords(s.origin, s.serviceTTL, s.instances) {
+		if err := b.add(rr); err != nil {
+			s.log.Warn("skipping service record", "record", rr.rr.String(), "err", err)
+		}
+	}
+	a, err := b.build()
+	if err != nil {
+		return err
+	}
+	s.auth.Store(a)
+	return nil
+}
+
+// setInstances replaces the service snapshot.
+func (s *server) setInstances(index uint64, ins []*registryv1.Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.instances, s.svcIndex = ins, index
+	if err := s.rebuildLocked(); err != nil {
+		s.log.Error("rebuilding zones", "err", err)
+	}
+	s.synced.Store(true)
+}
+
+// setManaged replaces the managed record set.
+func (s *server) setManaged(recs []*registryv1.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.managed = recs
+	if err := s.rebuildLocked(); err != nil {
+		s.log.Error("rebuilding zones", "err", err)
+	}
+}
+
+// recordRR parses a registry record into a resource record.
+func recordRR(rec *registryv1.Record) (dns.RR, error) {
+	t, ok := dns.StringToType[rec.GetType()]
+	if !ok {
+		return nil, fmt.Errorf("type: unknown DNS type %q", rec.GetType())
+	}
+	rr, err := dns.NewRR(fmt.Sprintf("%s %d IN %s %s", dns.Fqdn(rec.GetName()), rec.GetTtl(), dns.TypeToString[t], rec.GetData()))
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	if rr == nil {
+		return nil, fmt.Errorf("data: empty record")
+	}
+	return rr, nil
+}
+
+// acceptQuery rejects, from the header alone, what is not a plain query:
+// responses are ignored, other opcodes get NOTIMP, and anything but one
+// question (or records in the answer or authority sections) FORMERR.
+func acceptQuery(h dns.Header) dns.MsgAcceptAction {
+	if h.Bits&(1<<15) != 0 {
+		return dns.MsgIgnore
+	}
+	if opcode := int(h.Bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+		return dns.MsgRejectNotImplemented
+	}
+	if h.Qdcount != 1 || h.Ancount != 0 || h.Nscount != 0 || h.Arcount > 2 {
+		return dns.MsgReject
+	}
+	return dns.MsgAccept
+}
+
+// clientOf returns the client address and whether it came over UDP.
+func clientOf(a net.Addr) (netip.Addr, bool) {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), true
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), false
+	}
+	return netip.Addr{}, false
+}
+
+func (s *server) recursionAllowed(client netip.Addr) bool {
+	if s.fwd == nil {
+		return false
+	}
+	for _, p := range s.allow {
+		if p.Contains(client) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeDNS answers one query.
+func (s *server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	client, udp := clientOf(w.RemoteAddr())
+	slip := false
+	if s.rrl != nil && udp {
+		switch s.rrl.check(client, time.Now()) {
+		case rrlDrop:
+			s.qRRL.Inc()
+			return
+		case rrlSlip:
+			s.qRRL.Inc()
+			slip = true
+		}
+	}
+	bp := s.bufs.Get().(*[]byte)
+	out, _, err := s.respond(*bp, r, client, udp, slip)
+	if err != nil {
+		s.log.Debug("answering", "err", err)
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeServerFailure)
+		_ = w.WriteMsg(m)
+	} else {
+		_, _ = w.Write(out)
+	}
+	if cap(out) <= 64<<10 {
+		*bp = out[:0]
+		s.bufs.Put(bp)
+	}
+}
+
+// respond builds the response to r into dst. cached reports an answer
+// from the forwarding cache.
+func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bool) (out []byte, cached bool, err error) {
+	rep := reply{id: r.Id, rd: r.RecursionDesired, maxSize: dns.MaxMsgSize}
+	if udp {
+		rep.maxSize = minUDPSize
+	}
+	nOpt := 0
+	for _, rr := range r.Extra {
+		opt, ok := rr.(*dns.OPT)
+		if !ok {
+			continue
+		}
+		nOpt++
+		if opt.Version() != 0 {
+			return s.badVersion(dst, r)
+		}
+		rep.edns, rep.do = true, opt.Do()
+		if udp {
+			rep.maxSize = min(max(int(opt.UDPSize()), minUDPSize), advertisedUDPSize)
+		}
+	}
+	if slip {
+		rep.maxSize = 0
+	}
+	if len(r.Question) != 1 || nOpt > 1 {
+		s.qOther.Inc()
+		return s.rcodeReply(dst, r, &rep, dns.RcodeFormatError)
+	}
+	q := r.Question[0]
+	rep.qname, rep.qtype = q.Name, q.Qtype
+	rep.ra = s.recursionAllowed(client)
+	switch {
+	case q.Qtype == dns.TypeOPT:
+		s.qOther.Inc()
+		return s.rcodeReply(dst, r, &rep, dns.RcodeFormatError)
+	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY,
+		q.Qtype == dns.TypeAXFR, q.Qtype == dns.TypeIXFR:
+		s.qRefuse.Inc()
+		return s.rcodeReply(dst, r, &rep, dns.RcodeRefused)
+	}
+	name := lowerASCII(q.Name)
+	a := s.auth.Load()
+	if n, z := a.find(name); z != nil {
+		s.qAuth.Inc()
+		var p *prepared
+		if n != nil {
+			p = n.answer(q.Qtype)
+		}
+		if p == nil {
+			if p, err = prepare(a.resolve(name, q.Qtype), true); err != nil {
+				return dst, false, err
+			}
+		}
+		out, err = p.appendTo(dst, &rep)
+		return out, false, err
+	}
+	if !rep.ra {
+		s.qRefuse.Inc()
+		return s.rcodeReply(dst, r, &rep, dns.RcodeRefused)
+	}
+	now := time.Now()
+	if p, elapsed := s.cache.get(name, q.Qtype, now); p != nil {
+		s.qCache.Inc()
+		rep.elapsed = elapsed
+		out, err = p.appendTo(dst, &rep)
+		return out, true, err
+	}
+	s.qFwd.Inc()
+	resp, err := s.fwd.exchange(s.ctx, name, q.Qtype)
+	if err != nil {
+		s.log.Debug("forwarding", "name", name, "err", err)
+		return s.rcodeReply(dst, r, &rep, dns.RcodeServerFailure)
+	}
+	p, err := prepare(resp, false)
+	if err != nil {
+		return dst, false, err
+	}
+	if ttl, negative, ok := cacheTTL(resp); ok {
+		s.cache.put(name, q.Qtype, p, ttl, negative, now)
+	}
+	out, err = p.appendTo(dst, &rep)
+	return out, false, err
+}
+
+// rcodeReply is an empty, non-authoritative reply with rcode.
+func (s *server) rcodeReply(dst []byte, r *dns.Msg, rep *reply, rcode int) ([]byte, bool, error) {
+	m := new(dns.Msg)
+	m.SetRcode(r, rcode)
+	m.Extra = nil
+	if len(m.Question) > 1 {
+		m.Question = m.Question[:1]
+	}
+	p, err := prepare(m, false)
+	if err != nil {
+		return dst, false, err
+	}
+	rep.qname, rep.qtype = "", 0
+	if len(m.Question) == 1 {
+		rep.qname, rep.qtype = m.Question[0].Name, m.Question[0].Qtype
+	}
+	out, err := p.appendTo(dst, rep)
+	return out, false, err
+}
+
+// badVersion answers a query with an EDNS version we do not speak
+// (RFC 6891 6.1.3): BADVERS, with our OPT at version 0.
+func (s *server) badVersion(dst []byte, r *dns.Msg) ([]byte, bool, error) {
+	m := new(dns.Msg)
+	m.SetRcode(r, dns.RcodeBadVers)
+	m.Extra = nil
+	m.SetEdns0(advertisedUDPSize, false)
+	m.Rcode = dns.RcodeBadVers
+	out, err := m.PackBuffer(dst)
+	return out, false, err
+}
