@@ -39,6 +39,7 @@ func benchStream(b *testing.B, kind proxyKind, join func(a, b net.Conn)) {
 	}()
 	b.SetBytes(chunk)
 	b.ReportAllocs()
+	cpu := startCPU()
 	b.ResetTimer()
 	for range b.N {
 		if _, err := client.Write(buf); err != nil {
@@ -51,6 +52,7 @@ func benchStream(b *testing.B, kind proxyKind, join func(a, b net.Conn)) {
 	}
 	<-joined
 	b.StopTimer()
+	cpu.report(b)
 }
 
 func joinFunc(opts JoinOptions) func(a, b net.Conn) {
@@ -81,6 +83,7 @@ func benchDirect(b *testing.B) {
 	}()
 	b.SetBytes(chunk)
 	b.ReportAllocs()
+	cpu := startCPU()
 	b.ResetTimer()
 	for range b.N {
 		if _, err := client.Write(buf); err != nil {
@@ -92,6 +95,7 @@ func benchDirect(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	cpu.report(b)
 }
 
 // BenchmarkJoinPingPong measures a small request/response round trip
