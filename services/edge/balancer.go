@@ -1,0 +1,251 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/switchboard-net/switchboard/pkg/balance"
+	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
+)
+
+// watcher follows the balancer's WatchEndpoints stream and feeds the
+// upstreams; when the balancer is unreachable the last sets stay in use.
+type watcher struct {
+	client  balancerv1.BalancerClient
+	ups     *upstreams
+	log     *slog.Logger
+	changed func() // rebuild routes
+	updates atomic.Uint64
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		got, err := w.stream(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if got {
+			backoff = 100 * time.Millisecond
+		}
+		w.log.Warn("balancer stream ended; keeping the last endpoint sets", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+func (w *watcher) stream(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := w.client.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{})
+	if err != nil {
+		return false, err
+	}
+	got := false
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			return got, err
+		}
+		got = true
+		if err := w.apply(resp); err != nil {
+			w.log.Warn("endpoint set rejected", "service", resp.GetService(), "err", err)
+			continue
+		}
+		w.updates.Add(1)
+		w.changed()
+	}
+}
+
+func (w *watcher) apply(resp *balancerv1.WatchEndpointsResponse) error {
+	name := resp.GetService()
+	if name == "" {
+		return errors.New("service: empty")
+	}
+	cfg := policyConfig(resp.GetPolicy())
+	eps := make([]balance.Endpoint, 0, len(resp.GetEndpoints()))
+	tags := map[string][]string{}
+	for _, e := range resp.GetEndpoints() {
+		if e.GetId() == "" {
+			continue
+		}
+		ep := balance.Endpoint{
+			ID:     e.GetId(),
+			Addr:   net.JoinHostPort(e.GetAddress(), strconv.Itoa(int(e.GetPort()))),
+			Weight: e.GetWeight(),
+			Zone:   e.GetZone(),
+			Health: balance.HealthHealthy,
+		}
+		if !e.GetHealthy() || e.GetEjected() {
+			ep.Health = balance.HealthUnhealthy
+		}
+		if ew := e.GetEffectiveWeight(); ew > 0 {
+			ep.Weight = uint32(max(1, ew+0.5))
+		}
+		eps = append(eps, ep)
+		tags[ep.ID] = e.GetTags()
+	}
+	return w.ups.update(name, cfg, eps, tags, false)
+}
+
+// policyConfig maps the balancer's policy onto a local balance.Config.
+// Slow start is left to the balancer (its effective weights are ramped).
+func policyConfig(p *balancerv1.Policy) balance.Config {
+	c := balance.DefaultConfig()
+	if p == nil {
+		return c
+	}
+	if p.GetName() != "" {
+		c.Policy = p.GetName()
+	}
+	if p.GetHashOn() != "" {
+		c.HashOn = p.GetHashOn()
+	}
+	if v := p.GetPanicThresholdPercent(); v > 0 {
+		c.PanicThresholdPercent = int(min(v, 100))
+	}
+	if o := p.GetOutlier(); o != nil {
+		if v := o.GetConsecutiveFailures(); v > 0 {
+			c.Outlier.ConsecutiveFailures = int(v)
+		}
+		if d := o.GetBaseEjectionTime().AsDuration(); d > 0 {
+			c.Outlier.BaseEjection = d
+		}
+		if d := o.GetMaxEjectionTime().AsDuration(); d > 0 {
+			c.Outlier.MaxEjection = d
+		}
+		c.Outlier.MaxEjection = max(c.Outlier.MaxEjection, c.Outlier.BaseEjection)
+		if v := o.GetMaxEjectionPercent(); v > 0 {
+			c.Outlier.MaxEjectedPercent = int(min(v, 100))
+		}
+	}
+	if b := p.GetBreaker(); b != nil && b.GetFailureThreshold() > 0 {
+		c.Breaker.FailureThreshold = int(b.GetFailureThreshold())
+		if d := b.GetOpenTime().AsDuration(); d > 0 {
+			c.Breaker.OpenTime = d
+		}
+	}
+	if c.Validate() != nil {
+		return balance.DefaultConfig()
+	}
+	return c
+}
+
+// routesFromTags returns the (host, prefix, strip) routes a service's
+// endpoint tags ask for.
+func routesFromTags(tags map[string][]string) (out [][3]string) {
+	seen := map[[3]string]bool{}
+	for _, ts := range tags {
+		strip := ""
+		for _, t := range ts {
+			if t == "edge.strip_prefix=true" {
+				strip = "strip"
+			}
+		}
+		for _, t := range ts {
+			if h, p, ok := parseRouteTag(t); ok && strings.HasPrefix(p, "/") {
+				k := [3]string{h, p, strip}
+				if !seen[k] {
+					seen[k] = true
+					out = append(out, k)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// report is one outcome queued for the balancer.
+type report struct {
+	svc, id string
+	outcome balancerv1.Outcome
+	latency time.Duration
+}
+
+// reporter batches outcomes to the balancer: a bounded queue that drops
+// when full, flushed every interval or when a batch is full.
+type reporter struct {
+	client   balancerv1.BalancerClient
+	ch       chan report
+	batch    int
+	interval time.Duration
+	met      *metrics
+	log      *slog.Logger
+	sent     atomic.Uint64
+	dropped  atomic.Uint64
+}
+
+func (r *reporter) add(rep report) {
+	if r == nil {
+		return
+	}
+	select {
+	case r.ch <- rep:
+	default:
+		r.dropped.Add(1)
+		r.met.dropped.Inc()
+	}
+}
+
+func (r *reporter) run(ctx context.Context) error {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	buf := make([]*balancerv1.LoadReport, 0, r.batch)
+	flush := func() {
+		if len(buf) == 0 {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := r.client.Report(cctx, &balancerv1.ReportRequest{Reports: buf})
+		cancel()
+		if err != nil {
+			r.log.Debug("load report not delivered", "n", len(buf), "err", err)
+		} else {
+			r.sent.Add(uint64(len(buf)))
+		}
+		buf = make([]*balancerv1.LoadReport, 0, r.batch)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			// Flush what is queued, bounded by the batch size.
+			for len(buf) < r.batch {
+				select {
+				case rep := <-r.ch:
+					buf = append(buf, toProto(rep))
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return nil
+		case rep := <-r.ch:
+			buf = append(buf, toProto(rep))
+			if len(buf) >= r.batch {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		}
+	}
+}
+
+func toProto(r report) *balancerv1.LoadReport {
+	return &balancerv1.LoadReport{Service: r.svc, EndpointId: r.id, Outcome: r.outcome, Latency: durationpb.New(r.latency)}
+}

@@ -1,0 +1,147 @@
+package edge
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http/httputil"
+	"time"
+)
+
+// writeErr marks a failure on the writing side of a copy, so callers can
+// tell whose fault it was.
+type writeErr struct{ err error }
+
+func (e *writeErr) Error() string { return "write: " + e.err.Error() }
+func (e *writeErr) Unwrap() error { return e.err }
+
+var errShortBody = errors.New("body ended early")
+
+// copyN copies n bytes (all until EOF when n < 0) from src to dst through
+// src's buffer. Before blocking on src it flushes dst, so streamed bodies
+// reach the peer as they arrive; when srcConn is set its read deadline is
+// pushed forward by idle at each wait.
+func copyN(dst *bufio.Writer, src *bufio.Reader, n int64, srcConn net.Conn, idle time.Duration) error {
+	for n != 0 {
+		if src.Buffered() == 0 {
+			if dst.Buffered() > 0 {
+				if err := dst.Flush(); err != nil {
+					return &writeErr{err}
+				}
+			}
+			if srcConn != nil && idle > 0 {
+				srcConn.SetReadDeadline(time.Now().Add(idle))
+			}
+			if _, err := src.Peek(1); err != nil {
+				if n < 0 && err == io.EOF {
+					return nil
+				}
+				if err == io.EOF {
+					return errShortBody
+				}
+				return err
+			}
+		}
+		m := src.Buffered()
+		if n >= 0 && int64(m) > n {
+			m = int(n)
+		}
+		b, _ := src.Peek(m)
+		if _, err := dst.Write(b); err != nil {
+			return &writeErr{err}
+		}
+		src.Discard(m)
+		if n > 0 {
+			n -= int64(m)
+		}
+	}
+	return nil
+}
+
+// copyChunked copies one chunked body verbatim, trailers included, and
+// checks its framing as it goes.
+func copyChunked(dst *bufio.Writer, src *bufio.Reader, srcConn net.Conn, _ bool) error {
+	for {
+		line, err := readLine(dst, src)
+		if err != nil {
+			return err
+		}
+		sz := trimOWS(trimCRLF(line))
+		if i := indexByte(sz, ';'); i >= 0 {
+			sz = trimOWS(sz[:i])
+		}
+		size, ok := parseHex(sz)
+		if !ok {
+			return errMalformed
+		}
+		if _, err := dst.Write(line); err != nil {
+			return &writeErr{err}
+		}
+		if size == 0 {
+			// Trailer section, up to and including the empty line.
+			for {
+				tl, err := readLine(dst, src)
+				if err != nil {
+					return err
+				}
+				if _, err := dst.Write(tl); err != nil {
+					return &writeErr{err}
+				}
+				if len(trimCRLF(tl)) == 0 {
+					return nil
+				}
+			}
+		}
+		if err := copyN(dst, src, size, nil, 0); err != nil {
+			return err
+		}
+		crlf, err := readLine(dst, src)
+		if err != nil {
+			return err
+		}
+		if len(trimCRLF(crlf)) != 0 {
+			return errMalformed
+		}
+		if _, err := dst.Write(crlf); err != nil {
+			return &writeErr{err}
+		}
+	}
+}
+
+// readLine reads one line (bounded by the reader's buffer), flushing dst
+// first when it would block.
+func readLine(dst *bufio.Writer, src *bufio.Reader) ([]byte, error) {
+	if src.Buffered() == 0 && dst.Buffered() > 0 {
+		if err := dst.Flush(); err != nil {
+			return nil, &writeErr{err}
+		}
+	}
+	line, err := src.ReadSlice('\n')
+	if err != nil {
+		if err == io.EOF {
+			return nil, errShortBody
+		}
+		if err == bufio.ErrBufferFull {
+			return nil, errMalformed
+		}
+		return nil, err
+	}
+	return line, nil
+}
+
+func trimCRLF(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+		if n := len(b); n > 0 && b[n-1] == '\r' {
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// copyDechunked decodes a chunked body for an HTTP/1.0 client.
+func copyDechunked(dst *bufio.Writer, src *bufio.Reader) error {
+	_, err := io.Copy(dst, httputil.NewChunkedReader(src))
+	return err
+}

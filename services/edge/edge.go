@@ -1,0 +1,350 @@
+// Package edge is the Switchboard edge proxy: an HTTP reverse proxy with a
+// hand-written HTTP/1.1 fast path (HTTP/2 over TLS and h2c through
+// net/http), TCP and UDP proxies, a wire-protocol tunnel listener, and a
+// runtime API on a Unix socket and over gRPC. Backends are picked locally
+// with pkg/balance from the balancer's WatchEndpoints stream; outcomes go
+// back to the balancer in batches.
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-net/switchboard/pkg/netx"
+	"github.com/switchboard-net/switchboard/pkg/service"
+	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
+	edgev1 "github.com/switchboard-net/switchboard/proto/switchboard/edge/v1"
+)
+
+// Config is the edge's command-line configuration.
+type Config struct {
+	HTTPAddr      string
+	HTTPSAddr     string
+	TLSCerts      stringList
+	TLSKeys       stringList
+	WireAddr      string
+	WireTLS       bool
+	ConfigFile    string
+	BalancerAddr  string
+	RuntimeSocket string
+	RuntimeAddr   string
+	AccessLog     string
+	RateLimit     float64
+	RateBurst     int
+	ReportEvery   time.Duration
+	ReportBatch   int
+	HTTP          HTTPOptions
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// RegisterFlags registers the edge's flags on fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (empty disables)")
+	fs.StringVar(&c.HTTPSAddr, "https-addr", "", "HTTPS listen address (HTTP/1.1 and HTTP/2; off by default)")
+	fs.Var(&c.TLSCerts, "tls-cert", "TLS certificate file (PEM); repeat with --tls-key for more names (chosen by SNI)")
+	fs.Var(&c.TLSKeys, "tls-key", "TLS private key file (PEM), paired in order with --tls-cert")
+	fs.StringVar(&c.WireAddr, "wire-addr", ":7900", "wire protocol listen address (empty disables)")
+	fs.BoolVar(&c.WireTLS, "wire-tls", false, "serve the wire listener over TLS with the --tls-cert pairs")
+	fs.StringVar(&c.ConfigFile, "config", "", "static routes and TCP/UDP listeners (YAML or JSON file)")
+	fs.StringVar(&c.BalancerAddr, "balancer-addr", "localhost:7200", "balancer gRPC address (empty: static routes only)")
+	fs.StringVar(&c.RuntimeSocket, "runtime-socket", filepath.Join(os.TempDir(), "switchboard-edge.sock"), "runtime API Unix socket path (empty disables)")
+	fs.StringVar(&c.RuntimeAddr, "runtime-addr", "", "runtime API on a loopback TCP address too (opt-in)")
+	fs.StringVar(&c.AccessLog, "access-log", "", "access log: a file path, - for standard output (empty disables)")
+	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "requests per second allowed per client IP (0 disables)")
+	fs.IntVar(&c.RateBurst, "rate-burst", 0, "burst allowed per client IP (default: the rate)")
+	fs.DurationVar(&c.ReportEvery, "report-interval", time.Second, "how often load reports are flushed to the balancer")
+	fs.IntVar(&c.ReportBatch, "report-batch", 512, "flush load reports when this many are queued")
+	h := &c.HTTP
+	fs.IntVar(&h.Retries, "retries", 2, "retries on another backend when safe (idempotent, or never reached the backend)")
+	fs.IntVar(&h.RetryBudgetPercent, "retry-budget", 20, "retries allowed as a percentage of requests")
+	fs.DurationVar(&h.ConnectTimeout, "connect-timeout", 2*time.Second, "backend connect timeout")
+	fs.DurationVar(&h.ResponseHeaderTimeout, "response-timeout", 30*time.Second, "time allowed for a backend's response headers (then 504)")
+	fs.DurationVar(&h.BackendIdleTimeout, "backend-idle-timeout", 60*time.Second, "silence allowed within a response body")
+	fs.DurationVar(&h.IdleTimeout, "idle-timeout", 60*time.Second, "client keep-alive idle timeout")
+	fs.DurationVar(&h.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed for a client's request header (slow clients get 408)")
+	fs.DurationVar(&h.ClientTimeout, "client-timeout", 30*time.Second, "time allowed for each client body read and response write")
+	fs.DurationVar(&h.TunnelIdleTimeout, "tunnel-idle-timeout", time.Hour, "idle timeout of upgraded (WebSocket) connections")
+	fs.IntVar(&h.MaxHeaderBytes, "max-header-bytes", 32<<10, "largest request header section (then 431)")
+	fs.IntVar(&h.MaxConns, "max-conns", 20000, "most client connections open at once per HTTP listener")
+}
+
+// Spec returns the edge service, ready for service.Main or service.Run.
+func Spec() service.Spec {
+	cfg := &Config{}
+	return service.Spec{Name: "edge", GRPCAddr: ":7500", AdminAddr: ":7501",
+		Flags: cfg.RegisterFlags,
+		Start: func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) }}
+}
+
+// Edge is a running edge.
+type Edge struct {
+	cfg    *Config
+	file   *FileConfig
+	ups    *upstreams
+	proxy  *proxy
+	met    *metrics
+	tcp    []*tcpProxy
+	udp    []*udpProxy
+	wire   *wireServer
+	mu     sync.Mutex // serialises route rebuilds
+	static []*route
+}
+
+var errNotFound = errors.New("not found")
+
+func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
+	if len(cfg.TLSCerts) != len(cfg.TLSKeys) {
+		return &service.FlagError{Err: fmt.Errorf("--tls-cert and --tls-key: %d certificates but %d keys", len(cfg.TLSCerts), len(cfg.TLSKeys))}
+	}
+	file := &FileConfig{}
+	if cfg.ConfigFile != "" {
+		var err error
+		if file, err = LoadConfig(cfg.ConfigFile); err != nil {
+			return err
+		}
+	}
+	met := newMetrics(rt.Metrics)
+	dialer := &netx.Dialer{Timeout: cfg.HTTP.ConnectTimeout}
+	ups := newUpstreams(dialer, 256, 30*time.Second, met)
+	e := &Edge{cfg: cfg, file: file, ups: ups, met: met}
+
+	var rep *reporter
+	if cfg.BalancerAddr != "" {
+		cc, err := rt.Dial(cfg.BalancerAddr)
+		if err != nil {
+			return err
+		}
+		rt.OnShutdown(func(context.Context) error { return cc.Close() })
+		client := balancerv1.NewBalancerClient(cc)
+		rep = &reporter{client: client, ch: make(chan report, 8192), batch: max(cfg.ReportBatch, 1),
+			interval: cfg.ReportEvery, met: met, log: rt.Log}
+		w := &watcher{client: client, ups: ups, log: rt.Log, changed: e.rebuildRoutes}
+		rt.Go("balancer-watch", w.run)
+		rt.Go("balancer-reports", rep.run)
+	}
+	p := newProxy(cfg.HTTP, rt.Log, ups, rep, met)
+	e.proxy = p
+	if rt.Tracing.Exporting {
+		p.tracer = rt.Tracer()
+	}
+	if cfg.RateLimit > 0 {
+		p.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst, 100_000)
+	}
+	if cfg.AccessLog != "" {
+		var out io.Writer = os.Stdout
+		if cfg.AccessLog != "-" {
+			f, err := os.OpenFile(cfg.AccessLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				return fmt.Errorf("--access-log: %w", err)
+			}
+			rt.OnShutdown(func(context.Context) error { return f.Close() })
+			out = f
+		}
+		p.access = newAccessLog(out)
+		rt.Go("access-log", p.access.run)
+	}
+	p.fallback = newFallback(p)
+
+	if err := e.loadStatic(); err != nil {
+		return err
+	}
+	e.rebuildRoutes()
+
+	var closers []io.Closer
+	if cfg.HTTPAddr != "" {
+		ln, err := rt.Listen("http", cfg.HTTPAddr)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, ln)
+		rt.Go("http", func(context.Context) error { return p.serve(ln, nil) })
+	}
+	var tlsConf *tls.Config
+	if len(cfg.TLSCerts) > 0 {
+		var err error
+		if tlsConf, err = loadTLS(cfg.TLSCerts, cfg.TLSKeys); err != nil {
+			return err
+		}
+	}
+	if cfg.HTTPSAddr != "" {
+		if tlsConf == nil {
+			return &service.FlagError{Err: errors.New("--https-addr needs at least one --tls-cert/--tls-key pair")}
+		}
+		ln, err := rt.Listen("https", cfg.HTTPSAddr)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, ln)
+		c := tlsConf.Clone()
+		c.NextProtos = []string{"h2", "http/1.1"}
+		rt.Go("https", func(context.Context) error { return p.serve(ln, c) })
+	}
+	for i, t := range file.TCP {
+		tp, err := e.startTCP(rt, i, t)
+		if err != nil {
+			return err
+		}
+		e.tcp = append(e.tcp, tp)
+	}
+	for i, u := range file.UDP {
+		up, err := e.startUDP(rt, i, u)
+		if err != nil {
+			return err
+		}
+		e.udp = append(e.udp, up)
+	}
+	if cfg.WireAddr != "" {
+		var wc *tls.Config
+		if cfg.WireTLS {
+			if tlsConf == nil {
+				return &service.FlagError{Err: errors.New("--wire-tls needs at least one --tls-cert/--tls-key pair")}
+			}
+			wc = tlsConf.Clone()
+			wc.NextProtos = []string{"switchboard-wire"}
+		}
+		ws, err := e.startWire(rt, cfg.WireAddr, wc)
+		if err != nil {
+			return err
+		}
+		e.wire = ws
+	}
+	if err := e.startRuntime(rt); err != nil {
+		return err
+	}
+	edgev1.RegisterEdgeServer(rt.GRPC, &grpcAPI{e: e})
+
+	rt.Go("refresh", func(ctx context.Context) error {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				ups.refreshAll()
+			}
+		}
+	})
+	rt.OnShutdown(func(ctx context.Context) error {
+		// Stop accepting, then drain requests, tunnels and streams.
+		for _, c := range closers {
+			c.Close()
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 3+len(e.tcp))
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[0] = p.drain(ctx) }()
+		if e.wire != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[1] = e.wire.drain(ctx) }()
+		}
+		for i, t := range e.tcp {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[3+i] = t.drain(ctx) }()
+		}
+		for _, u := range e.udp {
+			u.close()
+		}
+		wg.Wait()
+		ups.closeAll()
+		return errors.Join(errs...)
+	})
+	return nil
+}
+
+// loadStatic registers the config file's routes and static services.
+func (e *Edge) loadStatic() error {
+	for _, r := range e.file.Routes {
+		svc := r.Service
+		if len(r.Addresses) > 0 {
+			svc = "static:" + r.Name
+			if err := e.ups.setStatic(svc, r.Policy, r.Addresses); err != nil {
+				return fmt.Errorf("config route %s: %w", r.Name, err)
+			}
+		}
+		rt := &route{name: r.Name, host: r.Host, prefix: r.PathPrefix, strip: r.StripPrefix,
+			service: svc, source: "config", svc: e.ups.service(svc)}
+		for k, v := range r.Headers {
+			rt.headers = append(rt.headers, [2]string{strings.ToLower(k), v})
+		}
+		e.met.routeSeries(rt)
+		e.static = append(e.static, rt)
+	}
+	return nil
+}
+
+// rebuildRoutes publishes a new route table: config routes plus routes
+// from registry tags.
+func (e *Edge) rebuildRoutes() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rs := append([]*route(nil), e.static...)
+	taken := map[string]bool{}
+	for _, r := range rs {
+		taken[r.host+r.prefix] = true
+	}
+	for _, tr := range e.ups.tagRoutes() {
+		name := tr.host + tr.prefix
+		if taken[name] {
+			continue // the config file wins
+		}
+		taken[name] = true
+		r := &route{name: name, host: tr.host, prefix: tr.prefix, strip: tr.strip,
+			service: tr.svc, source: "registry", svc: e.ups.service(tr.svc)}
+		e.met.routeSeries(r)
+		rs = append(rs, r)
+	}
+	e.proxy.routes.Store(newRouteTable(rs))
+}
+
+type tagRoute struct {
+	svc, host, prefix string
+	strip             bool
+}
+
+// tagRoutes lists the routes asked for by registry tags, by service.
+func (u *upstreams) tagRoutes() []tagRoute {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []tagRoute
+	for name, s := range u.svcs {
+		if s.static {
+			continue
+		}
+		for _, r := range routesFromTags(s.tags) {
+			out = append(out, tagRoute{svc: name, host: r[0], prefix: r[1], strip: r[2] != ""})
+		}
+	}
+	return out
+}
+
+func loadTLS(certs, keys []string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	for i := range certs {
+		kp, err := tls.LoadX509KeyPair(certs[i], keys[i])
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", certs[i], keys[i], err)
+		}
+		c.Certificates = append(c.Certificates, kp)
+	}
+	// With several certificates, crypto/tls picks by SNI against each
+	// leaf's names and falls back to the first.
+	return c, nil
+}
+
+// listenAddrOf is the bound address of a listener, for logs.
+func listenAddrOf(ln net.Listener) string { return ln.Addr().String() }

@@ -1,0 +1,841 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-net/switchboard/pkg/balance"
+	"github.com/switchboard-net/switchboard/pkg/netx"
+	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
+)
+
+// The HTTP/1.1 fast path: one goroutine per client connection, heads
+// parsed into reused buffers, upstream connections pooled per backend
+// with their buffers, bodies copied through the bufio buffers. HTTP/2
+// (TLS ALPN "h2" and h2c prior knowledge) is handed to net/http.
+
+// Connection states for draining.
+const (
+	stIdle int32 = iota
+	stActive
+	stClosed
+)
+
+type h1conn struct {
+	p      *proxy
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	ip     []byte // client IP text
+	ipAddr netip.Addr
+	tls    bool
+	state  atomic.Int32
+	req    head
+	resp   head
+	host   []byte // normalised host of the current request
+	scratch []byte
+	trace   *traceState
+}
+
+var h1pool = sync.Pool{New: func() any {
+	return &h1conn{br: bufio.NewReaderSize(nil, 8<<10), bw: bufio.NewWriterSize(nil, 8<<10)}
+}}
+
+// serveConn runs the keep-alive loop of one client connection.
+func (p *proxy) serveConn(c net.Conn, isTLS bool) {
+	h := h1pool.Get().(*h1conn)
+	h.p, h.c, h.tls = p, c, isTLS
+	h.br.Reset(c)
+	h.bw.Reset(c)
+	h.ip = h.ip[:0]
+	h.ipAddr = netip.Addr{}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		h.ipAddr = ap.Addr().Unmap()
+		h.ip = h.ipAddr.AppendTo(h.ip)
+	}
+	h.state.Store(stIdle)
+	if !p.track(h) {
+		c.Close()
+		h1pool.Put(h)
+		return
+	}
+	handedOff := false
+	defer func() {
+		p.untrack(h)
+		if !handedOff {
+			c.Close()
+		}
+		h.c = nil
+		h.br.Reset(nil)
+		h.bw.Reset(nil)
+		h1pool.Put(h)
+	}()
+	for {
+		if !h.waitRequest() {
+			return
+		}
+		keep, handed := h.serveOne()
+		if handed {
+			handedOff = true
+			return
+		}
+		if !keep || p.draining.Load() {
+			return
+		}
+		h.state.Store(stIdle)
+	}
+}
+
+// waitRequest waits for the first byte of the next request within the
+// idle timeout, then moves the connection to active unless draining took
+// it first.
+func (h *h1conn) waitRequest() bool {
+	if h.p.draining.Load() {
+		return false
+	}
+	if h.br.Buffered() == 0 {
+		h.c.SetReadDeadline(time.Now().Add(h.p.opt.IdleTimeout))
+		if _, err := h.br.Peek(1); err != nil {
+			return false
+		}
+	}
+	if !h.state.CompareAndSwap(stIdle, stActive) {
+		return false
+	}
+	h.c.SetReadDeadline(time.Now().Add(h.p.opt.ReadHeaderTimeout))
+	return true
+}
+
+// serveOne handles one request. keep reports whether the connection may
+// carry another; handed that it now belongs to someone else.
+func (h *h1conn) serveOne() (keep, handed bool) {
+	p := h.p
+	start := time.Now()
+	req := &h.req
+	if err := req.readHead(h.br, p.opt.MaxHeaderBytes); err != nil {
+		switch {
+		case errors.Is(err, errHeadTooLarge):
+			h.writeError(431, "request header fields too large\n", true)
+		case errors.Is(err, io.EOF):
+		case isTimeout(err):
+			h.writeError(408, "timed out reading the request header\n", true)
+		default:
+			h.writeError(400, "malformed request\n", true)
+		}
+		return false, false
+	}
+	if err := req.parse(true); err != nil {
+		h.writeError(400, "malformed request\n", true)
+		return false, false
+	}
+	if string(req.l3.of(req.buf)) == "HTTP/2.0" {
+		if string(req.l1.of(req.buf)) == "PRI" && string(req.l2.of(req.buf)) == "*" && p.fallback != nil {
+			// h2c with prior knowledge: replay what was read to net/http.
+			h.handOff()
+			return false, true
+		}
+		h.writeError(505, "HTTP version not supported\n", true)
+		return false, false
+	}
+	http10 := req.buf[req.l3.e-1] == '0'
+	keep = !req.connClose && (!http10 || req.connKeepAlive)
+	if req.teOther || (req.chunked && req.contentLength >= 0) {
+		h.writeError(400, "bad request framing\n", true)
+		return false, false
+	}
+	hostHdr, hasHost := req.getKind(hkHost)
+	target := req.l2.of(req.buf)
+	path := target
+	if len(target) > 0 && target[0] != '/' {
+		// absolute-form (http://host/path) or authority/asterisk form.
+		if i := indexAfterScheme(target); i > 0 {
+			j := i
+			for j < len(target) && target[j] != '/' && target[j] != '?' {
+				j++
+			}
+			hostHdr, hasHost = target[i:j], true
+			path = target[j:]
+			if len(path) == 0 {
+				path = slash
+			}
+		} else if string(req.l1.of(req.buf)) != "OPTIONS" || string(target) != "*" {
+			h.writeError(400, "bad request target\n", true)
+			return false, false
+		}
+	}
+	if !hasHost && !http10 {
+		h.writeError(400, "missing Host header\n", true)
+		return false, false
+	}
+	if n := countKind(req, hkHost); n > 1 {
+		h.writeError(400, "more than one Host header\n", true)
+		return false, false
+	}
+	h.host = append(h.host[:0], hostHdr...)
+	h.host = normHost(h.host)
+
+	if p.limiter != nil && !p.limiter.allow(h.ipAddr, start) {
+		p.met.limited.Inc()
+		h.discardBody()
+		h.writeError(429, "rate limit exceeded\n", !keep)
+		return keep && h.bodyDone(), false
+	}
+
+	rt := p.routes.Load().match(h.host, path, req.get)
+	if rt == nil {
+		h.discardBody()
+		h.writeError(404, "no route for "+string(h.host)+string(path)+"\n", !keep)
+		p.logAccess(h, start, 404, 0, nil, "")
+		return keep && h.bodyDone(), false
+	}
+	code, n, backendID, keepConn, handed := h.forward(rt, path, hostHdr, http10, keep, start)
+	if handed {
+		h.endSpan(code, backendID)
+		return false, true
+	}
+	h.endSpan(code, backendID)
+	rt.mCode[statusClass(code)].Inc()
+	p.logAccess(h, start, code, n, rt, backendID)
+	return keep && keepConn, false
+}
+
+var slash = []byte("/")
+
+func countKind(h *head, k uint8) int {
+	n := 0
+	for i := range h.hdrs {
+		if h.hdrs[i].kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+func indexAfterScheme(t []byte) int {
+	for _, s := range []string{"http://", "https://"} {
+		if len(t) > len(s) && eqFold(t[:len(s)], s) {
+			return len(s)
+		}
+	}
+	return -1
+}
+
+// bodyDone reports whether the request body has been consumed, so the
+// connection is at a message boundary.
+func (h *h1conn) bodyDone() bool { return h.req.contentLength <= 0 && !h.req.chunked }
+
+// discardBody reads and drops a small request body so the connection can
+// stay open; larger bodies make the connection close instead.
+func (h *h1conn) discardBody() {
+	if n := h.req.contentLength; n > 0 && n <= 64<<10 {
+		if _, err := h.br.Discard(int(n)); err == nil {
+			h.req.contentLength = 0
+		}
+	}
+}
+
+// errKind classifies upstream failures for status codes and retries.
+type upErr struct {
+	code      int
+	retryable bool // the request never reached the backend, or it is safe to resend
+	err       error
+}
+
+// forward sends the request to a backend of rt and relays the response.
+func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep bool, start time.Time) (code int, n int64, backendID string, keep, handed bool) {
+	p := h.p
+	req := &h.req
+	svc := rt.svc
+	set := svc.set.Load()
+	method := req.l1.of(req.buf)
+	idempotent := isIdempotent(method)
+	hasBody := req.contentLength > 0 || req.chunked
+	upgrade := req.connUpgrade && countKind(req, hkUpgrade) > 0
+	p.budget.deposit()
+
+	var info balance.PickInfo
+	if set.Config().Policy == balance.ConsistentHashName {
+		info.Hash, info.HasHash = h.hashKey(svc)
+	}
+	var last upErr
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if attempt > p.opt.Retries || !last.retryable || !p.budget.withdraw() {
+				break
+			}
+			p.met.retries.Inc()
+		}
+		sel, err := set.Pick(info)
+		if err != nil {
+			if attempt == 0 {
+				msg := "no healthy backend for service " + svc.name + "\n"
+				if errors.Is(err, balance.ErrNoEndpoint) {
+					msg = "no backend registered for service " + svc.name + "\n"
+				}
+				h.discardBody()
+				h.writeError(503, msg, !clientKeep)
+				return 503, 0, "", h.bodyDone(), false
+			}
+			break
+		}
+		b := svc.backendFor(sel.Endpoint)
+		if b == nil {
+			sel.Done(balance.Ignore, 0)
+			last = upErr{code: 503, retryable: true, err: errors.New("backend gone")}
+			continue
+		}
+		b.active.Add(1)
+		t0 := time.Now()
+		res := h.attempt(rt, b, path, hostHdr, http10, clientKeep, idempotent, hasBody, upgrade)
+		b.active.Add(-1)
+		b.total.Add(1)
+		b.mReq.Inc()
+		lat := time.Since(t0)
+		outcome := balance.Success
+		if res.failed {
+			outcome = balance.Failure
+			b.failures.Add(1)
+			b.mFail.Inc()
+		}
+		sel.Done(outcome, lat)
+		if !svc.static {
+			po := balancerv1.Outcome_OUTCOME_SUCCESS
+			if res.failed {
+				po = balancerv1.Outcome_OUTCOME_FAILURE
+				if res.err.code == 504 {
+					po = balancerv1.Outcome_OUTCOME_TIMEOUT
+				}
+			}
+			p.rep.add(report{svc: svc.name, id: b.id, outcome: po, latency: lat})
+		}
+		if res.handed {
+			return 101, res.n, b.id, false, true
+		}
+		if res.sent {
+			rt.mDur.Observe(lat.Seconds())
+			return res.code, res.n, b.id, res.keep, false
+		}
+		last = res.err
+	}
+	// Every attempt failed before a response reached the client.
+	code = last.code
+	msg := "bad gateway: " + errText(last.err) + "\n"
+	if code == 504 {
+		msg = "gateway timeout: the backend did not answer in time\n"
+	} else if code == 503 {
+		msg = "no healthy backend for service " + svc.name + "\n"
+	}
+	h.writeError(code, msg, true)
+	return code, 0, "", false, false
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "no backend answered"
+	}
+	return err.Error()
+}
+
+// attemptResult is the outcome of one try against one backend.
+type attemptResult struct {
+	sent   bool // a response (or part of one) went to the client; no retry
+	code   int
+	n      int64
+	keep   bool // client connection reusable
+	failed bool // counts against the backend
+	handed bool // upgraded: the connections were joined
+	err    upErr
+}
+
+func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, clientKeep, idempotent, hasBody, upgrade bool) (r attemptResult) {
+	p := h.p
+	req := &h.req
+	uc, err := b.get(context.Background(), p.ups)
+	if err != nil {
+		code := 502
+		if isTimeout(err) {
+			code = 504
+		}
+		// Never reached the backend: always safe to retry.
+		return attemptResult{failed: true, err: upErr{code: code, retryable: true, err: err}}
+	}
+	closeUp := true
+	defer func() {
+		if closeUp {
+			uc.c.Close()
+		}
+	}()
+	uc.c.SetWriteDeadline(time.Now().Add(p.opt.ResponseHeaderTimeout))
+	h.writeUpstreamHead(uc.bw, rt, path, hostHdr, upgrade, b)
+	if hasBody {
+		if req.expect100 {
+			h.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			if err := h.flushClient(); err != nil {
+				return attemptResult{sent: true, code: 499}
+			}
+		}
+		h.c.SetReadDeadline(time.Now().Add(p.opt.ClientTimeout))
+		var cerr error
+		if req.chunked {
+			cerr = copyChunked(uc.bw, h.br, uc.c, true)
+		} else {
+			cerr = copyN(uc.bw, h.br, req.contentLength, nil, 0)
+		}
+		req.contentLength, req.chunked = 0, false
+		if cerr != nil {
+			var we *writeErr
+			if errors.As(cerr, &we) {
+				return attemptResult{failed: true, err: upErr{code: 502, err: cerr}}
+			}
+			// The client failed mid-body.
+			h.writeError(400, "incomplete request body\n", true)
+			return attemptResult{sent: true, code: 400}
+		}
+	}
+	if err := uc.bw.Flush(); err != nil {
+		return attemptResult{failed: true, err: upErr{code: 502, retryable: uc.reused && idempotent && !hasBody, err: err}}
+	}
+	uc.c.SetReadDeadline(time.Now().Add(p.opt.ResponseHeaderTimeout))
+	resp := &h.resp
+	for {
+		if err := resp.readHead(uc.br, 64<<10); err != nil {
+			if isTimeout(err) {
+				return attemptResult{failed: true, err: upErr{code: 504, err: err}}
+			}
+			// Nothing came back: the backend closed or reset. Resending is
+			// safe for idempotent requests without a body.
+			return attemptResult{failed: true, err: upErr{code: 502, retryable: idempotent && !hasBody, err: errBackendClosed}}
+		}
+		if err := resp.parse(false); err != nil {
+			return attemptResult{failed: true, err: upErr{code: 502, err: errors.New("malformed response from backend")}}
+		}
+		code := atoi3(resp.l2.of(resp.buf))
+		if code == 101 && upgrade {
+			closeUp = false
+			return h.tunnel(uc, code)
+		}
+		if code >= 100 && code < 200 {
+			if code == 100 {
+				continue // we answered 100-continue ourselves
+			}
+			h.writeResponseHead(code, false, false, http10)
+			if err := h.flushClient(); err != nil {
+				return attemptResult{sent: true, code: 499}
+			}
+			continue
+		}
+		r.code = code
+		break
+	}
+	r.sent = true
+	r.failed = r.code >= 500
+	method := req.l1.of(req.buf)
+	noBody := eqFold(method, "head") || r.code == 204 || r.code == 304
+	upKeep := !resp.connClose && resp.buf[resp.l1.e-1] == '1'
+	if resp.buf[resp.l1.e-1] == '0' && resp.connKeepAlive {
+		upKeep = true
+	}
+	untilClose := !noBody && !resp.chunked && resp.contentLength < 0
+	dechunk := !noBody && resp.chunked && http10
+	r.keep = clientKeep && !untilClose && !dechunk
+	if resp.teOther || (resp.chunked && resp.contentLength >= 0) {
+		return attemptResult{failed: true, err: upErr{code: 502, err: errors.New("bad response framing from backend")}}
+	}
+	h.writeResponseHead(r.code, !r.keep, resp.chunked && !noBody && !dechunk, http10)
+	h.c.SetWriteDeadline(time.Now().Add(p.opt.ClientTimeout))
+	uc.c.SetReadDeadline(time.Now().Add(p.opt.BackendIdleTimeout))
+	var cerr error
+	switch {
+	case noBody:
+	case dechunk:
+		cerr = copyDechunked(h.bw, uc.br)
+		upKeep = false
+	case resp.chunked:
+		cerr = copyChunked(h.bw, uc.br, uc.c, false)
+	case resp.contentLength >= 0:
+		cerr = copyN(h.bw, uc.br, resp.contentLength, uc.c, p.opt.BackendIdleTimeout)
+		r.n = resp.contentLength
+	default:
+		cerr = copyN(h.bw, uc.br, -1, uc.c, p.opt.BackendIdleTimeout)
+		upKeep = false
+	}
+	if cerr != nil {
+		r.keep = false
+		var we *writeErr
+		if !errors.As(cerr, &we) {
+			r.failed = true // the backend broke off the body
+		}
+		return r
+	}
+	if err := h.flushClient(); err != nil {
+		r.keep = false
+	}
+	if upKeep && uc.br.Buffered() == 0 {
+		closeUp = false
+		uc.c.SetDeadline(time.Time{})
+		b.put(uc)
+	}
+	return r
+}
+
+var errBackendClosed = errors.New("the backend closed the connection without a response")
+
+// writeUpstreamHead writes the request head for the backend: hop-by-hop
+// headers removed, X-Forwarded-* and Forwarded set.
+func (h *h1conn) writeUpstreamHead(w *bufio.Writer, rt *route, path, hostHdr []byte, upgrade bool, b *backend) {
+	p := h.p
+	req := &h.req
+	buf := req.buf
+	w.Write(req.l1.of(buf))
+	w.WriteByte(' ')
+	if rt.strip {
+		h.scratch = rt.stripPath(path, h.scratch[:0])
+		w.Write(h.scratch)
+	} else {
+		w.Write(path)
+	}
+	w.WriteString(" HTTP/1.1\r\n")
+	var xff, fwd []byte
+	hostWritten := false
+	var trace *traceState
+	if p.tracer != nil {
+		if h.trace == nil {
+			h.startSpan(rt)
+		}
+		trace = h.trace
+	}
+	for i := range req.hdrs {
+		hd := &req.hdrs[i]
+		name := hd.name.of(buf)
+		val := hd.val.of(buf)
+		switch hd.kind {
+		case hkXFF:
+			xff = appendList(xff, val)
+			continue
+		case hkForwarded:
+			fwd = appendList(fwd, val)
+			continue
+		case hkXFProto, hkXFHost, hkExpect:
+			continue
+		case hkTE:
+			if containsToken(val, "trailers") {
+				w.WriteString("TE: trailers\r\n")
+			}
+			continue
+		case hkHost:
+			hostWritten = true
+		case hkTraceparent, hkTracestate:
+			if trace != nil {
+				continue
+			}
+		}
+		if isHopByHop(hd.kind) || (len(req.connTokens) > 0 && req.inConnTokens(name)) {
+			continue
+		}
+		w.Write(name)
+		w.WriteString(": ")
+		w.Write(val)
+		w.WriteString("\r\n")
+	}
+	if !hostWritten {
+		w.WriteString("Host: ")
+		if len(hostHdr) > 0 {
+			w.Write(hostHdr)
+		} else {
+			w.WriteString(b.addr)
+		}
+		w.WriteString("\r\n")
+	}
+	if upgrade {
+		uv, _ := req.getKind(hkUpgrade)
+		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		w.Write(uv)
+		w.WriteString("\r\n")
+	}
+	if req.chunked {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	scheme := "http"
+	if h.tls {
+		scheme = "https"
+	}
+	w.WriteString("X-Forwarded-For: ")
+	if len(xff) > 0 {
+		w.Write(xff)
+		w.WriteString(", ")
+	}
+	w.Write(h.ip)
+	w.WriteString("\r\nX-Forwarded-Proto: ")
+	w.WriteString(scheme)
+	if len(hostHdr) > 0 {
+		w.WriteString("\r\nX-Forwarded-Host: ")
+		w.Write(hostHdr)
+	}
+	w.WriteString("\r\nForwarded: ")
+	if len(fwd) > 0 {
+		w.Write(fwd)
+		w.WriteString(", ")
+	}
+	w.WriteString("for=")
+	if h.ipAddr.Is6() {
+		w.WriteString("\"[")
+		w.Write(h.ip)
+		w.WriteString("]\"")
+	} else {
+		w.Write(h.ip)
+	}
+	if len(hostHdr) > 0 {
+		w.WriteString(";host=\"")
+		w.Write(hostHdr)
+		w.WriteByte('"')
+	}
+	w.WriteString(";proto=")
+	w.WriteString(scheme)
+	w.WriteString("\r\n")
+	if trace != nil {
+		trace.writeHeaders(w)
+	}
+	w.WriteString("\r\n")
+}
+
+func appendList(dst, v []byte) []byte {
+	if len(dst) > 0 {
+		dst = append(dst, ", "...)
+	}
+	return append(dst, v...)
+}
+
+// writeResponseHead writes the backend's response head to the client,
+// without hop-by-hop headers.
+func (h *h1conn) writeResponseHead(code int, closeConn, chunked, http10 bool) {
+	resp := &h.resp
+	buf := resp.buf
+	w := h.bw
+	w.WriteString("HTTP/1.1 ")
+	w.Write(resp.l2.of(buf))
+	w.WriteByte(' ')
+	w.Write(resp.l3.of(buf))
+	w.WriteString("\r\n")
+	for i := range resp.hdrs {
+		hd := &resp.hdrs[i]
+		if code == 101 && (hd.kind == hkUpgrade) {
+			// kept for the switch
+		} else if isHopByHop(hd.kind) || (len(resp.connTokens) > 0 && resp.inConnTokens(hd.name.of(buf))) {
+			continue
+		}
+		w.Write(hd.name.of(buf))
+		w.WriteString(": ")
+		w.Write(hd.val.of(buf))
+		w.WriteString("\r\n")
+	}
+	switch {
+	case code == 101:
+		w.WriteString("Connection: Upgrade\r\n")
+	case closeConn:
+		w.WriteString("Connection: close\r\n")
+	case http10:
+		w.WriteString("Connection: keep-alive\r\n")
+	}
+	if chunked {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// tunnel completes a protocol switch: the 101 goes to the client, then the
+// two connections are joined until both sides are done.
+func (h *h1conn) tunnel(uc *upConn, code int) attemptResult {
+	h.writeResponseHead(code, false, false, false)
+	// Bytes already read on either side go across first.
+	if n := uc.br.Buffered(); n > 0 {
+		b, _ := uc.br.Peek(n)
+		h.bw.Write(b)
+	}
+	if err := h.flushClient(); err != nil {
+		uc.c.Close()
+		return attemptResult{sent: true, code: code}
+	}
+	if n := h.br.Buffered(); n > 0 {
+		b, _ := h.br.Peek(n)
+		if _, err := uc.c.Write(b); err != nil {
+			uc.c.Close()
+			return attemptResult{sent: true, code: code}
+		}
+	}
+	h.c.SetDeadline(time.Time{})
+	uc.c.SetDeadline(time.Time{})
+	c := h.c
+	p := h.p
+	h.state.Store(stClosed)
+	p.untrack(h)
+	// The join runs on this goroutine after the connection left the pool
+	// of tracked keep-alive connections; streams are tracked separately.
+	p.streams.Add(1)
+	go func() {
+		defer p.streams.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stop := context.AfterFunc(p.hardStop, cancel)
+		defer stop()
+		netx.Join(ctx, c, uc.c, netx.JoinOptions{IdleTimeout: p.opt.TunnelIdleTimeout})
+	}()
+	return attemptResult{sent: true, code: code, handed: true}
+}
+
+// handOff passes the connection to the net/http server (h2c).
+func (h *h1conn) handOff() {
+	pre := append([]byte(nil), h.req.buf...)
+	if n := h.br.Buffered(); n > 0 {
+		b, _ := h.br.Peek(n)
+		pre = append(pre, b...)
+	}
+	h.c.SetDeadline(time.Time{})
+	h.state.Store(stClosed)
+	h.p.untrack(h)
+	h.p.fallback.serve(&replayConn{Conn: h.c, pre: pre})
+}
+
+// replayConn replays bytes already read before reading the connection.
+type replayConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+func (h *h1conn) flushClient() error {
+	if h.bw.Buffered() == 0 {
+		return nil
+	}
+	h.c.SetWriteDeadline(time.Now().Add(h.p.opt.ClientTimeout))
+	return h.bw.Flush()
+}
+
+// writeError sends a short plain-text response generated by the edge.
+func (h *h1conn) writeError(code int, body string, closeConn bool) {
+	w := h.bw
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(code))
+	w.WriteByte(' ')
+	w.WriteString(statusText(code))
+	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	if closeConn || !h.bodyDone() {
+		w.WriteString("\r\nConnection: close")
+	}
+	w.WriteString("\r\nX-Edge-Error: 1\r\n\r\n")
+	w.WriteString(body)
+	h.flushClient()
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 429:
+		return "Too Many Requests"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 499:
+		return "Client Closed Request"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Error"
+}
+
+func atoi3(b []byte) int {
+	return int(b[0]-'0')*100 + int(b[1]-'0')*10 + int(b[2]-'0')
+}
+
+func isIdempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// hashKey computes the consistent-hash key for the request.
+func (h *h1conn) hashKey(svc *upService) (uint64, bool) {
+	ho := svc.hashOn.Load()
+	switch ho.Source {
+	case balance.HashHeader:
+		if v, ok := h.req.get(lowerASCII(ho.Name)); ok {
+			return balance.HashBytes(v), true
+		}
+		return 0, false
+	case balance.HashCookie:
+		if v, ok := h.req.get("cookie"); ok {
+			if c, found := cookieValue(v, ho.Name); found {
+				return balance.HashBytes(c), true
+			}
+		}
+		return 0, false
+	}
+	if h.ipAddr.IsValid() {
+		return balance.HashAddr(h.ipAddr), true
+	}
+	return 0, false
+}
+
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+func cookieValue(v []byte, name string) ([]byte, bool) {
+	for len(v) > 0 {
+		i := indexByte(v, ';')
+		part := v
+		if i >= 0 {
+			part, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
+		part = trimOWS(part)
+		if eq := indexByte(part, '='); eq > 0 && string(part[:eq]) == name {
+			return part[eq+1:], true
+		}
+	}
+	return nil, false
+}

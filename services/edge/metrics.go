@@ -1,0 +1,79 @@
+package edge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the edge's Prometheus series.
+type metrics struct {
+	reqs       *prometheus.CounterVec
+	dur        *prometheus.HistogramVec
+	beReqs     *prometheus.CounterVec
+	beFails    *prometheus.CounterVec
+	retries    prometheus.Counter
+	dropped    prometheus.Counter
+	tcpConns   *prometheus.CounterVec
+	udpFlows   *prometheus.CounterVec
+	wireStreams prometheus.Counter
+	limited    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_http_requests_total", Help: "HTTP requests by route and status class."},
+			[]string{"route", "code"}),
+		dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_http_request_duration_seconds", Help: "Time to the backend's response headers, by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
+			[]string{"route"}),
+		beReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_backend_requests_total", Help: "Requests and connections sent to each backend."},
+			[]string{"service", "backend"}),
+		beFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_backend_failures_total", Help: "Failed requests and connections per backend."},
+			[]string{"service", "backend"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_http_retries_total", Help: "Requests retried on another backend."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_reports_dropped_total", Help: "Load reports dropped because the queue was full."}),
+		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_tcp_connections_total", Help: "TCP connections proxied, by listener."},
+			[]string{"listener"}),
+		udpFlows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_udp_flows_total", Help: "UDP flows created, by listener."},
+			[]string{"listener"}),
+		wireStreams: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_wire_streams_total", Help: "Wire streams tunnelled."}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_http_rate_limited_total", Help: "Requests refused by the per-client rate limit."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.reqs, m.dur, m.beReqs, m.beFails, m.retries, m.dropped, m.tcpConns, m.udpFlows, m.wireStreams, m.limited)
+	}
+	return m
+}
+
+func (m *metrics) routeSeries(r *route) {
+	codes := [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+	for i, c := range codes {
+		r.mCode[i] = m.reqs.WithLabelValues(r.name, c)
+	}
+	r.mDur = m.dur.WithLabelValues(r.name)
+}
+
+func (m *metrics) backendCounters(b *backend) (req, fail prometheus.Counter) {
+	return m.beReqs.WithLabelValues(b.svc, b.id), m.beFails.WithLabelValues(b.svc, b.id)
+}
+
+func (m *metrics) forgetBackend(b *backend) {
+	m.beReqs.DeleteLabelValues(b.svc, b.id)
+	m.beFails.DeleteLabelValues(b.svc, b.id)
+}
+
+func statusClass(code int) int {
+	if c := code / 100; c >= 1 && c <= 5 {
+		return c
+	}
+	return 0
+}

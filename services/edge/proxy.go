@@ -1,0 +1,342 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// HTTPOptions are the HTTP proxy's limits and timeouts.
+type HTTPOptions struct {
+	IdleTimeout           time.Duration // client keep-alive idle
+	ReadHeaderTimeout     time.Duration // a request head must arrive within this
+	ClientTimeout         time.Duration // each client body read / response write
+	ConnectTimeout        time.Duration // dialing a backend
+	ResponseHeaderTimeout time.Duration // backend's response head
+	BackendIdleTimeout    time.Duration // silence within a response body
+	TunnelIdleTimeout     time.Duration // upgraded connections
+	MaxHeaderBytes        int
+	Retries               int
+	RetryBudgetPercent    int
+	MaxConns              int
+}
+
+// proxy is the HTTP proxy shared by every HTTP listener.
+type proxy struct {
+	opt      HTTPOptions
+	log      *slog.Logger
+	routes   atomic.Pointer[routeTable]
+	ups      *upstreams
+	rep      *reporter
+	met      *metrics
+	budget   *retryBudget
+	limiter  *rateLimiter
+	access   *accessLog
+	tracer   trace.Tracer // nil when spans are not exported
+	fallback *fallbackServer
+
+	draining atomic.Bool
+	hardStop context.Context // cancelled when the grace period ends
+	cancel   context.CancelFunc
+	streams  sync.WaitGroup // upgraded tunnels and handed-off conns
+	mu       sync.Mutex
+	conns    map[*h1conn]struct{}
+	connWG   sync.WaitGroup
+	sem      chan struct{}
+}
+
+func newProxy(opt HTTPOptions, log *slog.Logger, ups *upstreams, rep *reporter, met *metrics) *proxy {
+	p := &proxy{opt: opt, log: log, ups: ups, rep: rep, met: met,
+		budget: newRetryBudget(opt.RetryBudgetPercent), conns: map[*h1conn]struct{}{}}
+	p.hardStop, p.cancel = context.WithCancel(context.Background())
+	if opt.MaxConns > 0 {
+		p.sem = make(chan struct{}, opt.MaxConns)
+	}
+	p.routes.Store(newRouteTable(nil))
+	return p
+}
+
+func (p *proxy) track(h *h1conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.draining.Load() {
+		return false
+	}
+	p.conns[h] = struct{}{}
+	p.connWG.Add(1)
+	return true
+}
+
+func (p *proxy) untrack(h *h1conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.conns[h]; ok {
+		delete(p.conns, h)
+		p.connWG.Done()
+	}
+}
+
+// serve accepts plain HTTP connections until ln closes.
+func (p *proxy) serve(ln net.Listener, tlsConf *tls.Config) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if p.sem != nil {
+			select {
+			case p.sem <- struct{}{}:
+			default:
+				c.Close() // over the connection limit
+				continue
+			}
+		}
+		go func() {
+			if p.sem != nil {
+				defer func() { <-p.sem }()
+			}
+			if tlsConf == nil {
+				p.serveConn(c, false)
+				return
+			}
+			tc := tls.Server(c, tlsConf)
+			ctx, cancel := context.WithTimeout(p.hardStop, p.opt.ReadHeaderTimeout)
+			err := tc.HandshakeContext(ctx)
+			cancel()
+			if err != nil {
+				c.Close()
+				return
+			}
+			if tc.ConnectionState().NegotiatedProtocol == "h2" && p.fallback != nil {
+				p.fallback.serve(tc)
+				return
+			}
+			p.serveConn(tc, true)
+		}()
+	}
+}
+
+func isTemporary(err error) bool {
+	type temp interface{ Temporary() bool }
+	var t temp
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// drain stops keep-alive: idle connections close now, active ones after
+// their current request; then it waits for them and for tunnels, up to
+// ctx's end, when everything left is closed.
+func (p *proxy) drain(ctx context.Context) error {
+	p.draining.Store(true)
+	p.mu.Lock()
+	for h := range p.conns {
+		if h.state.CompareAndSwap(stIdle, stClosed) {
+			h.c.SetReadDeadline(time.Now()) // wakes the idle wait
+		}
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.connWG.Wait(); p.streams.Wait(); close(done) }()
+	var err error
+	if p.fallback != nil {
+		err = p.fallback.shutdown(ctx)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.cancel()
+		p.mu.Lock()
+		for h := range p.conns {
+			h.c.SetDeadline(time.Now())
+		}
+		p.mu.Unlock()
+		<-done
+		err = ctx.Err()
+	}
+	p.cancel()
+	return err
+}
+
+// retryBudget bounds retries to a share of requests: every request
+// deposits percent/100 of a token, every retry withdraws one; the balance
+// is capped so a quiet period does not bank a retry storm.
+type retryBudget struct {
+	milli   atomic.Int64
+	deposit_ int64
+	cap     int64
+}
+
+func newRetryBudget(percent int) *retryBudget {
+	b := &retryBudget{deposit_: int64(percent) * 10, cap: 100_000}
+	b.milli.Store(10_000) // ten retries to start with
+	return b
+}
+
+func (b *retryBudget) deposit() {
+	if b.deposit_ == 0 {
+		return
+	}
+	if b.milli.Add(b.deposit_) > b.cap {
+		b.milli.Store(b.cap)
+	}
+}
+
+func (b *retryBudget) withdraw() bool {
+	for {
+		v := b.milli.Load()
+		if v < 1000 {
+			return false
+		}
+		if b.milli.CompareAndSwap(v, v-1000) {
+			return true
+		}
+	}
+}
+
+// rateLimiter is a per-client-IP token bucket over a bounded table.
+type rateLimiter struct {
+	rate  float64 // tokens per second
+	burst float64
+	max   int
+	mu    sync.Mutex
+	m     map[netip.Addr]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(rate float64, burst, max int) *rateLimiter {
+	if burst < 1 {
+		burst = int(rate)
+		if burst < 1 {
+			burst = 1
+		}
+	}
+	return &rateLimiter{rate: rate, burst: float64(burst), max: max, m: map[netip.Addr]*bucket{}}
+}
+
+func (l *rateLimiter) allow(ip netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.m[ip]
+	if b == nil {
+		if len(l.m) >= l.max {
+			// Drop buckets that have refilled: they hold no information.
+			for k, v := range l.m {
+				if v.tokens+now.Sub(v.last).Seconds()*l.rate >= l.burst {
+					delete(l.m, k)
+				}
+			}
+			if len(l.m) >= l.max {
+				return false
+			}
+		}
+		b = &bucket{tokens: l.burst, last: now}
+		l.m[ip] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// accessLog writes one line per request to a buffered writer flushed
+// every second.
+type accessLog struct {
+	mu  sync.Mutex
+	w   *bufio.Writer
+	out io.Writer
+	buf []byte
+}
+
+func newAccessLog(out io.Writer) *accessLog {
+	return &accessLog{w: bufio.NewWriterSize(out, 64<<10), out: out}
+}
+
+func (a *accessLog) flush() {
+	a.mu.Lock()
+	a.w.Flush()
+	a.mu.Unlock()
+}
+
+func (a *accessLog) run(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.flush()
+			return nil
+		case <-t.C:
+			a.flush()
+		}
+	}
+}
+
+// logAccess writes: time client method host path status bytes duration_ms route backend.
+func (p *proxy) logAccess(h *h1conn, start time.Time, code int, n int64, rt *route, backendID string) {
+	a := p.access
+	if a == nil {
+		return
+	}
+	req := &h.req
+	a.mu.Lock()
+	b := a.buf[:0]
+	b = start.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, ' ')
+	b = append(b, h.ip...)
+	b = append(b, ' ')
+	b = append(b, req.l1.of(req.buf)...)
+	b = append(b, ' ')
+	b = append(b, h.host...)
+	b = append(b, ' ')
+	b = append(b, req.l2.of(req.buf)...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, n, 10)
+	b = append(b, ' ')
+	b = strconv.AppendFloat(b, float64(time.Since(start).Microseconds())/1000, 'f', 3, 64)
+	b = append(b, ' ')
+	if rt != nil {
+		b = append(b, rt.name...)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, ' ')
+	if backendID != "" {
+		b = append(b, backendID...)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, '\n')
+	a.w.Write(b)
+	a.buf = b
+	a.mu.Unlock()
+}

@@ -1,0 +1,199 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-net/switchboard/pkg/service"
+)
+
+// The runtime API is a line-based text protocol, in the spirit of
+// HAProxy's stats socket: one command per line, the answer follows and
+// ends with an empty line. Errors are one line starting with "error: ".
+
+const runtimeHelp = `commands:
+  help                                   this text
+  show routes                            HTTP routes in match order, TCP/UDP listeners
+  show backends [service]                backends with state and counters
+  disable backend <service> <id>         stop sending new traffic to a backend
+  enable backend <service> <id>          undo disable
+  set weight <service> <id> <weight>     override a backend's weight (0 clears)
+  quit                                   close the connection
+`
+
+func (e *Edge) startRuntime(rt *service.Runtime) error {
+	var lns []net.Listener
+	if p := e.cfg.RuntimeSocket; p != "" {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			// A socket left by an earlier run: remove it if nobody answers.
+			if c, err := net.DialTimeout("unix", p, 200*time.Millisecond); err == nil {
+				c.Close()
+				return fmt.Errorf("--runtime-socket %s: another process is serving it", p)
+			}
+			os.Remove(p)
+		}
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			return fmt.Errorf("--runtime-socket: %w", err)
+		}
+		os.Chmod(p, 0o600)
+		rt.AddListener("runtime", ln.Addr(), ln)
+		lns = append(lns, ln)
+	}
+	if a := e.cfg.RuntimeAddr; a != "" {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return fmt.Errorf("--runtime-addr: %w", err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return &service.FlagError{Err: fmt.Errorf("--runtime-addr %s: must be a loopback address", a)}
+		}
+		ln, err := rt.Listen("runtime-tcp", a)
+		if err != nil {
+			return err
+		}
+		lns = append(lns, ln)
+	}
+	for _, ln := range lns {
+		rt.Go("runtime-api", func(ctx context.Context) error { return e.serveRuntime(ctx, ln) })
+	}
+	return nil
+}
+
+func (e *Edge) serveRuntime(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			closeOnStop := context.AfterFunc(ctx, func() { c.Close() })
+			defer closeOnStop()
+			br := bufio.NewReaderSize(io.LimitReader(c, 1<<20), 4096)
+			for {
+				c.SetDeadline(time.Now().Add(5 * time.Minute))
+				line, err := br.ReadString('\n')
+				if strings.TrimSpace(line) != "" {
+					out, quit := e.runCommand(line)
+					if _, werr := io.WriteString(c, out+"\n"); werr != nil || quit {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// runCommand executes one runtime command line and returns its answer.
+func (e *Edge) runCommand(line string) (out string, quit bool) {
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return "", false
+	}
+	var b strings.Builder
+	switch {
+	case f[0] == "help":
+		return runtimeHelp, false
+	case f[0] == "quit":
+		return "", true
+	case f[0] == "show" && len(f) >= 2 && f[1] == "routes":
+		if len(f) > 2 {
+			return "error: show routes takes no arguments", false
+		}
+		fmt.Fprintf(&b, "%-8s %-24s %-16s %-6s %-24s %s\n", "proto", "host", "path_prefix", "strip", "service", "source")
+		for _, r := range e.listRoutes() {
+			host := r.Host
+			if host == "" {
+				host = "*"
+			}
+			fmt.Fprintf(&b, "%-8s %-24s %-16s %-6v %-24s %s\n", r.Protocol, host, r.PathPrefix, r.Strip, r.Service, r.Source)
+		}
+		return b.String(), false
+	case f[0] == "show" && len(f) >= 2 && f[1] == "backends":
+		if len(f) > 3 {
+			return "error: usage: show backends [service]", false
+		}
+		svc := ""
+		if len(f) == 3 {
+			svc = f[2]
+			if e.ups.lookup(svc) == nil {
+				return fmt.Sprintf("error: unknown service %q", svc), false
+			}
+		}
+		fmt.Fprintf(&b, "%-24s %-24s %-22s %-8s %-8s %-8s %-7s %-8s %-8s %s\n", "service", "id", "address", "weight", "healthy", "disabled", "active", "total", "failures", "breaker")
+		for _, x := range e.ups.backends(svc) {
+			fmt.Fprintf(&b, "%-24s %-24s %-22s %-8.4g %-8v %-8v %-7d %-8d %-8d %s\n", x.Service, x.ID, x.Addr, x.Weight, x.Healthy, x.Disabled, x.Active, x.Total, x.Failures, x.Breaker)
+		}
+		return b.String(), false
+	case (f[0] == "disable" || f[0] == "enable") && len(f) >= 2 && f[1] == "backend":
+		if len(f) != 4 {
+			return fmt.Sprintf("error: usage: %s backend <service> <id>", f[0]), false
+		}
+		dis := f[0] == "disable"
+		if _, err := e.ups.setOverride(f[2], f[3], &dis, nil); err != nil {
+			return "error: " + err.Error(), false
+		}
+		return fmt.Sprintf("ok: backend %s/%s %sd", f[2], f[3], f[0]), false
+	case f[0] == "set" && len(f) >= 2 && f[1] == "weight":
+		if len(f) != 5 {
+			return "error: usage: set weight <service> <id> <weight>", false
+		}
+		w, err := strconv.ParseUint(f[4], 10, 32)
+		if err != nil || w > 1_000_000 {
+			return fmt.Sprintf("error: weight %q: want an integer 0-1000000", f[4]), false
+		}
+		w32 := uint32(w)
+		if _, err := e.ups.setOverride(f[2], f[3], nil, &w32); err != nil {
+			return "error: " + err.Error(), false
+		}
+		return fmt.Sprintf("ok: backend %s/%s weight %d", f[2], f[3], w), false
+	case f[0] == "show" || f[0] == "disable" || f[0] == "enable" || f[0] == "set":
+		return fmt.Sprintf("error: unknown %s command %q (try help)", f[0], strings.Join(f, " ")), false
+	}
+	return fmt.Sprintf("error: unknown command %q (try help)", f[0]), false
+}
+
+// RouteInfo is one route for the runtime API.
+type RouteInfo struct {
+	Protocol, Host, PathPrefix, Service, Source string
+	Strip                                       bool
+}
+
+func (e *Edge) listRoutes() []RouteInfo {
+	var out []RouteInfo
+	for _, r := range e.proxy.routes.Load().all {
+		out = append(out, RouteInfo{Protocol: "http", Host: r.host, PathPrefix: r.prefix, Strip: r.strip, Service: r.service, Source: r.source})
+	}
+	for _, t := range e.tcp {
+		out = append(out, RouteInfo{Protocol: "tcp", Host: t.ln.Addr().String(), Service: t.svc.name, Source: "config"})
+	}
+	for _, u := range e.udp {
+		out = append(out, RouteInfo{Protocol: "udp", Host: u.pc.LocalAddr().String(), Service: u.svc.name, Source: "config"})
+	}
+	if e.wire != nil {
+		out = append(out, RouteInfo{Protocol: "wire", Host: e.wire.ln.Addr().String(), Service: "*", Source: "registry"})
+	}
+	return out
+}

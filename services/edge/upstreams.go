@@ -1,0 +1,357 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboard-net/switchboard/pkg/balance"
+	"github.com/switchboard-net/switchboard/pkg/netx"
+)
+
+// upstreams owns every service the edge sends traffic to: its balance.Set,
+// the edge-side state of each backend (connection pool, counters) and the
+// operator's overrides (disabled, weight), which survive endpoint updates.
+type upstreams struct {
+	dialer      *netx.Dialer
+	maxIdle     int
+	idleTimeout time.Duration
+	met         *metrics
+
+	mu        sync.Mutex
+	svcs      map[string]*upService
+	overrides map[backendKey]override
+}
+
+type backendKey struct{ svc, id string }
+
+type override struct {
+	disabled bool
+	weight   uint32 // 0 = none
+}
+
+// upService is one service's endpoints.
+type upService struct {
+	name   string
+	static bool
+	set    atomic.Pointer[balance.Set]
+	hashOn atomic.Pointer[balance.HashOn]
+	// backends by endpoint ID, copy-on-write.
+	backends atomic.Pointer[map[string]*backend]
+
+	// guarded by upstreams.mu
+	cfg  balance.Config
+	raw  []balance.Endpoint
+	tags map[string][]string // endpoint ID -> registry tags
+}
+
+// backend is one endpoint as the edge sees it: pooled connections and
+// counters. Its balance state lives in the service's Set.
+type backend struct {
+	svc, id, addr string
+	idle          chan *upConn
+	active        atomic.Int64
+	total         atomic.Uint64
+	failures      atomic.Uint64
+	closed        atomic.Bool
+
+	mReq, mFail prometheus.Counter
+}
+
+// upConn is a pooled upstream HTTP/1.1 connection with its buffers.
+type upConn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	b        *backend
+	idleAt   time.Time
+	reused   bool
+}
+
+func newUpstreams(d *netx.Dialer, maxIdle int, idle time.Duration, met *metrics) *upstreams {
+	return &upstreams{dialer: d, maxIdle: maxIdle, idleTimeout: idle, met: met,
+		svcs: map[string]*upService{}, overrides: map[backendKey]override{}}
+}
+
+// service returns the named service, creating an empty one.
+func (u *upstreams) service(name string) *upService {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.serviceLocked(name)
+}
+
+func (u *upstreams) serviceLocked(name string) *upService {
+	s := u.svcs[name]
+	if s == nil {
+		s = &upService{name: name, cfg: balance.DefaultConfig(), tags: map[string][]string{}}
+		set, _ := balance.New(s.cfg)
+		s.set.Store(set)
+		h, _ := balance.ParseHashOn(s.cfg.HashOn)
+		s.hashOn.Store(&h)
+		m := map[string]*backend{}
+		s.backends.Store(&m)
+		u.svcs[name] = s
+	}
+	return s
+}
+
+// lookup returns the named service or nil.
+func (u *upstreams) lookup(name string) *upService {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.svcs[name]
+}
+
+// setStatic gives a static service its plain addresses.
+func (u *upstreams) setStatic(name, policy string, addrs []string) error {
+	cfg := balance.DefaultConfig()
+	if policy != "" {
+		cfg.Policy = policy
+	}
+	eps := make([]balance.Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = balance.Endpoint{ID: a, Addr: a}
+	}
+	return u.update(name, cfg, eps, nil, true)
+}
+
+// update replaces a service's configuration and endpoints.
+func (u *upstreams) update(name string, cfg balance.Config, eps []balance.Endpoint, tags map[string][]string, static bool) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s := u.serviceLocked(name)
+	s.static = static
+	if cfg != s.cfg {
+		set, err := balance.New(cfg)
+		if err != nil {
+			return fmt.Errorf("service %s: %w", name, err)
+		}
+		h, err := balance.ParseHashOn(cfg.HashOn)
+		if err != nil {
+			return fmt.Errorf("service %s: %w", name, err)
+		}
+		s.cfg = cfg
+		s.set.Store(set)
+		s.hashOn.Store(&h)
+	}
+	s.raw = eps
+	if tags == nil {
+		tags = map[string][]string{}
+	}
+	s.tags = tags
+	return u.applyLocked(s)
+}
+
+// applyLocked feeds the set with the raw endpoints plus overrides and
+// refreshes the backend map.
+func (u *upstreams) applyLocked(s *upService) error {
+	eps := make([]balance.Endpoint, len(s.raw))
+	copy(eps, s.raw)
+	for i := range eps {
+		if o, ok := u.overrides[backendKey{s.name, eps[i].ID}]; ok {
+			if o.disabled {
+				eps[i].Health = balance.HealthUnhealthy
+			}
+			if o.weight > 0 {
+				eps[i].Weight = o.weight
+			}
+		}
+	}
+	if err := s.set.Load().Update(eps); err != nil {
+		return fmt.Errorf("service %s: %w", s.name, err)
+	}
+	old := *s.backends.Load()
+	next := make(map[string]*backend, len(eps))
+	for _, ep := range eps {
+		if b := old[ep.ID]; b != nil && b.addr == ep.Addr {
+			next[ep.ID] = b
+			continue
+		}
+		next[ep.ID] = u.newBackend(s.name, ep.ID, ep.Addr)
+	}
+	s.backends.Store(&next)
+	for id, b := range old {
+		if next[id] != b {
+			b.close()
+			u.met.forgetBackend(b)
+		}
+	}
+	return nil
+}
+
+func (u *upstreams) newBackend(svc, id, addr string) *backend {
+	b := &backend{svc: svc, id: id, addr: addr, idle: make(chan *upConn, u.maxIdle)}
+	b.mReq, b.mFail = u.met.backendCounters(b)
+	return b
+}
+
+// setOverride changes an operator override and reapplies it.
+func (u *upstreams) setOverride(svc, id string, disabled *bool, weight *uint32) (BackendInfo, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s := u.svcs[svc]
+	if s == nil {
+		return BackendInfo{}, fmt.Errorf("%w: service %q", errNotFound, svc)
+	}
+	found := false
+	for _, ep := range s.raw {
+		if ep.ID == id {
+			found = true
+		}
+	}
+	if !found {
+		return BackendInfo{}, fmt.Errorf("%w: backend %q of service %q", errNotFound, id, svc)
+	}
+	k := backendKey{svc, id}
+	o := u.overrides[k]
+	if disabled != nil {
+		o.disabled = *disabled
+	}
+	if weight != nil {
+		o.weight = *weight
+	}
+	if o == (override{}) {
+		delete(u.overrides, k)
+	} else {
+		u.overrides[k] = o
+	}
+	if err := u.applyLocked(s); err != nil {
+		return BackendInfo{}, err
+	}
+	for _, bi := range u.backendsLocked(svc) {
+		if bi.ID == id {
+			return bi, nil
+		}
+	}
+	return BackendInfo{}, fmt.Errorf("%w: backend %q", errNotFound, id)
+}
+
+// BackendInfo is one backend's state for the runtime API.
+type BackendInfo struct {
+	Service, ID, Addr string
+	Weight            float64
+	Disabled, Healthy bool
+	Active            int64
+	Total, Failures   uint64
+	Ejected           bool
+	Breaker           string
+}
+
+func (u *upstreams) backends(svc string) []BackendInfo {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.backendsLocked(svc)
+}
+
+func (u *upstreams) backendsLocked(svc string) []BackendInfo {
+	var out []BackendInfo
+	names := make([]string, 0, len(u.svcs))
+	for n := range u.svcs {
+		if svc == "" || n == svc {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		s := u.svcs[n]
+		bs := *s.backends.Load()
+		for _, es := range s.set.Load().Endpoints() {
+			ep := es.Endpoint()
+			b := bs[es.ID()]
+			bi := BackendInfo{Service: n, ID: es.ID(), Addr: ep.Addr,
+				Weight:   es.EffectiveWeight(),
+				Disabled: u.overrides[backendKey{n, es.ID()}].disabled,
+				Ejected:  es.Ejected(), Breaker: es.Breaker().String(),
+			}
+			bi.Healthy = ep.Health != balance.HealthUnhealthy && !es.Ejected() && es.Breaker() != balance.BreakerOpen
+			if b != nil {
+				bi.Active, bi.Total, bi.Failures = b.active.Load(), b.total.Load(), b.failures.Load()
+			}
+			out = append(out, bi)
+		}
+	}
+	return out
+}
+
+// refreshAll rebuilds snapshots whose deadlines passed (ejections ending).
+func (u *upstreams) refreshAll() {
+	u.mu.Lock()
+	sets := make([]*balance.Set, 0, len(u.svcs))
+	for _, s := range u.svcs {
+		sets = append(sets, s.set.Load())
+	}
+	u.mu.Unlock()
+	for _, s := range sets {
+		s.Refresh()
+	}
+}
+
+func (u *upstreams) closeAll() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, s := range u.svcs {
+		for _, b := range *s.backends.Load() {
+			b.close()
+		}
+	}
+}
+
+// backendFor returns the edge-side backend of a picked endpoint.
+func (s *upService) backendFor(es *balance.EndpointState) *backend {
+	return (*s.backends.Load())[es.ID()]
+}
+
+// get returns a pooled connection or dials one.
+func (b *backend) get(ctx context.Context, u *upstreams) (*upConn, error) {
+	for {
+		select {
+		case uc := <-b.idle:
+			if time.Since(uc.idleAt) > u.idleTimeout {
+				uc.c.Close()
+				continue
+			}
+			uc.reused = true
+			return uc, nil
+		default:
+		}
+		break
+	}
+	c, err := u.dialer.DialContext(ctx, "tcp", b.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10), b: b}, nil
+}
+
+// put returns a connection for reuse, or closes it when the pool is full.
+func (b *backend) put(uc *upConn) {
+	if b.closed.Load() {
+		uc.c.Close()
+		return
+	}
+	uc.idleAt = time.Now()
+	select {
+	case b.idle <- uc:
+	default:
+		uc.c.Close()
+	}
+}
+
+func (b *backend) close() {
+	b.closed.Store(true)
+	for {
+		select {
+		case uc := <-b.idle:
+			uc.c.Close()
+		default:
+			return
+		}
+	}
+}
