@@ -201,8 +201,9 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	return nil
 }
 
-// listenDNS binds UDP and TCP on the same port; with port 0 it retries
-// until the port the UDP socket got is free for TCP too.
+// listenDNS binds UDP and TCP on the same port. With port 0 the TCP
+// listener picks the port (TCP ports are the scarcer ones on a busy host)
+// and it retries until the UDP port is free too.
 func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -210,18 +211,18 @@ func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
 	}
 	var lc net.ListenConfig
 	for attempt := 0; ; attempt++ {
-		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("dns udp socket on %s: %w", addr, err)
+			return nil, nil, fmt.Errorf("dns tcp listener on %s: %w", addr, err)
 		}
-		bound := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
-		ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(host, bound))
+		bound := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		pc, err := lc.ListenPacket(context.Background(), "udp", bound)
 		if err == nil {
 			return pc, ln, nil
 		}
-		pc.Close()
-		if port != "0" || attempt >= 10 {
-			return nil, nil, fmt.Errorf("dns tcp listener on %s: %w", net.JoinHostPort(host, bound), err)
+		ln.Close()
+		if port != "0" || attempt >= 20 {
+			return nil, nil, fmt.Errorf("dns udp socket on %s: %w", bound, err)
 		}
 	}
 }

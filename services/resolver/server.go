@@ -295,11 +295,20 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 		s.log.Debug("forwarding", "name", name, "err", err)
 		return s.rcodeReply(dst, r, &rep, dns.RcodeServerFailure)
 	}
+	ttl, negative, cacheable := cacheTTL(resp)
+	if negative && cacheable {
+		// RFC 2308 5: the SOA of a negative answer carries the negative TTL.
+		for _, rr := range resp.Ns {
+			if soa, ok := rr.(*dns.SOA); ok {
+				soa.Hdr.Ttl = ttl
+			}
+		}
+	}
 	p, err := prepare(resp, false)
 	if err != nil {
 		return dst, false, err
 	}
-	if ttl, negative, ok := cacheTTL(resp); ok {
+	if cacheable {
 		s.cache.put(name, q.Qtype, p, ttl, negative, now)
 	}
 	out, err = p.appendTo(dst, &rep)
