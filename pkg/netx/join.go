@@ -59,7 +59,7 @@ type JoinCounters struct {
 func Join(ctx context.Context, a, b net.Conn, opts JoinOptions) (aToB, bToA int64, err error) {
 	j := &joiner{a: a, b: b, idle: opts.IdleTimeout}
 	if j.idle > 0 {
-		j.wake = j.idle / 2
+		j.wake = max(j.idle/2, 1)
 	}
 	if opts.CountEvery > 0 && (j.wake == 0 || opts.CountEvery < j.wake) {
 		j.wake = opts.CountEvery

@@ -23,8 +23,9 @@ var ErrPoolClosed = errors.New("netx: pool closed")
 
 // PoolOptions configure a Pool.
 type PoolOptions struct {
-	// Dial opens a new connection for key. Nil means dialing key as a TCP
-	// address with a zero Dialer (which bounds every dial in time).
+	// Dial opens a new connection for key; it should bound its own time, as
+	// Dialer does. Nil means dialing key as a TCP address with a zero
+	// Dialer.
 	Dial func(ctx context.Context, key string) (net.Conn, error)
 	// MaxIdlePerKey bounds the idle connections kept for one key; putting
 	// one more closes the longest-idle one. Zero means DefaultMaxIdlePerKey.
@@ -231,17 +232,20 @@ func (p *Pool) Close() error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
 		p.closed = true
-		idle := p.idle
+		var drop []*PoolConn
+		for _, list := range p.idle {
+			for _, c := range list {
+				c.idle = false
+				drop = append(drop, c)
+			}
+		}
 		p.idle = nil
 		p.nidle = 0
 		p.mu.Unlock()
 		close(p.stop)
 		p.swept.Wait()
-		for _, list := range idle {
-			for _, c := range list {
-				c.idle = false
-				c.Close()
-			}
+		for _, c := range drop {
+			c.Close()
 		}
 	})
 	return nil

@@ -99,6 +99,9 @@ func TestPoolReuseIsLIFO(t *testing.T) {
 	be := newBackend(t)
 	p := newTestPool(t, PoolOptions{})
 	c1, c2 := mustGet(t, p, be.addr), mustGet(t, p, be.addr)
+	if c1.Key() != be.addr || Unwrap(c1) != c1.NetConn() {
+		t.Fatalf("Key, NetConn = %q, %T", c1.Key(), c1.NetConn())
+	}
 	if c1.Reused() || c2.Reused() {
 		t.Fatal("fresh connections report Reused")
 	}

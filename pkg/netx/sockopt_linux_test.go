@@ -92,3 +92,24 @@ func TestListenReusePort(t *testing.T) {
 		})
 	}
 }
+
+// TestListenConfigPacket: the options also apply to datagram sockets, such
+// as a DNS server's UDP listener.
+func TestListenConfigPacket(t *testing.T) {
+	const rbuf = 200 << 10
+	opts := SocketOptions{ReadBuffer: rbuf, ReusePort: true}
+	lc := opts.ListenConfig()
+	first, err := lc.ListenPacket(testContext(t), "udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if got := sockopt(t, first, unix.SOL_SOCKET, unix.SO_RCVBUF); got < rbuf {
+		t.Errorf("SO_RCVBUF = %d, want >= %d", got, rbuf)
+	}
+	second, err := lc.ListenPacket(testContext(t), "udp", first.LocalAddr().String())
+	if err != nil {
+		t.Fatalf("second UDP socket with SO_REUSEPORT: %v", err)
+	}
+	second.Close()
+}

@@ -58,6 +58,12 @@ func TestJoinZeroCopy(t *testing.T) {
 			a.Close()
 			b.Close()
 		}, true},
+		{"ReadFrom wrapped", kindWrapped, func(a, b net.Conn) {
+			b.(io.ReaderFrom).ReadFrom(a)
+			b.(closeWriter).CloseWrite()
+			a.Close()
+			b.Close()
+		}, true},
 		{"naive 32 KiB copy (control)", kindRaw, naiveJoin, false},
 	}
 	for _, tt := range tests {
