@@ -96,11 +96,21 @@ func (a *authority) find(name string) (*node, *zone) {
 // zoneOf returns the zone that name falls in, or nil.
 func (a *authority) zoneOf(name string) *zone {
 	for _, z := range a.zones {
-		if dns.IsSubDomain(z.origin, name) {
+		if inZone(z.origin, name) {
 			return z
 		}
 	}
 	return nil
+}
+
+// inZone reports whether name is origin or below it; both are lower-case
+// and fully qualified. It does not allocate.
+func inZone(origin, name string) bool {
+	if origin == "." || name == origin {
+		return true
+	}
+	n := len(name) - len(origin)
+	return n > 0 && name[n-1] == '.' && name[n:] == origin
 }
 
 // sourced is a record with where it comes from.

@@ -1,0 +1,121 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+)
+
+// benchServer is a server with 3 services of 4 instances and the example
+// zone, no registry and no network.
+func benchServer(b *testing.B) *server {
+	b.Helper()
+	z, err := loadZoneFile("testdata/example.zone")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := &Config{Zone: "switchboard.", CacheSize: 1000, ServiceTTL: 5 * time.Second, UpstreamTimeout: time.Second,
+		Upstreams: listFlag{"127.0.0.1:1"}}
+	allow, _ := cfg.validate()
+	s := newServer(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), cfg, []*staticZone{z}, allow)
+	var ins []*registryv1.Instance
+	for _, svc := range []string{"web", "api", "db"} {
+		for i := range 4 {
+			ins = append(ins, &registryv1.Instance{Service: svc, Id: fmt.Sprintf("%s-%d", svc, i),
+				Address: fmt.Sprintf("10.0.%d.%d", len(svc), i+1), Port: 8080, Weight: uint32(i + 1),
+				Health: registryv1.HealthStatus_HEALTH_STATUS_PASSING})
+		}
+	}
+	s.setInstances(1, ins)
+	return s
+}
+
+// fakeWriter is a dns.ResponseWriter that keeps nothing.
+type fakeWriter struct{ n int }
+
+func (w *fakeWriter) LocalAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (w *fakeWriter) RemoteAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
+func (w *fakeWriter) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	w.n += len(b)
+	return err
+}
+func (w *fakeWriter) Write(b []byte) (int, error) { w.n += len(b); return len(b), nil }
+func (w *fakeWriter) Close() error                { return nil }
+func (w *fakeWriter) TsigStatus() error           { return nil }
+func (w *fakeWriter) TsigTimersOnly(bool)         {}
+func (w *fakeWriter) Hijack()                     {}
+
+func benchServe(b *testing.B, s *server, name string, qtype uint16, edns bool) {
+	r := new(dns.Msg)
+	r.SetQuestion(name, qtype)
+	if edns {
+		r.SetEdns0(1232, false)
+	}
+	w := &fakeWriter{}
+	s.ServeDNS(w, r)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		s.ServeDNS(w, r)
+	}
+}
+
+// BenchmarkServeServiceA is the handler's path for a service A query
+// (rotation, weights), after miekg/dns has parsed the query.
+func BenchmarkServeServiceA(b *testing.B) {
+	benchServe(b, benchServer(b), "web.service.switchboard.", dns.TypeA, false)
+}
+
+// BenchmarkServeServiceSRVEDNS adds the additional section and OPT.
+func BenchmarkServeServiceSRVEDNS(b *testing.B) {
+	benchServe(b, benchServer(b), "_web._tcp.service.switchboard.", dns.TypeSRV, true)
+}
+
+// BenchmarkServeStaticNXDOMAIN is the slow path (built per query).
+func BenchmarkServeStaticNXDOMAIN(b *testing.B) {
+	benchServe(b, benchServer(b), "nope.example.test.", dns.TypeA, false)
+}
+
+// BenchmarkServeCacheHit is a forwarded name answered from the cache.
+func BenchmarkServeCacheHit(b *testing.B) {
+	s := benchServer(b)
+	m := new(dns.Msg)
+	m.SetQuestion("cached.example.net.", dns.TypeA)
+	m.Response, m.RecursionAvailable = true, true
+	m.Answer = []dns.RR{mustRR("cached.example.net. 300 IN A 198.51.100.7"), mustRR("cached.example.net. 300 IN A 198.51.100.8")}
+	p, err := prepare(m, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.cache.put("cached.example.net.", dns.TypeA, p, 300, false, time.Now())
+	benchServe(b, s, "cached.example.net.", dns.TypeA, false)
+}
+
+// BenchmarkRespondServiceA is respond alone, without the writer.
+func BenchmarkRespondServiceA(b *testing.B) {
+	s := benchServer(b)
+	r := new(dns.Msg)
+	r.SetQuestion("web.service.switchboard.", dns.TypeA)
+	client := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		out, _, err := s.respond(buf, r, client, true, false)
+		if err != nil || len(out) == 0 {
+			b.Fatal(err)
+		}
+	}
+}
