@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -217,5 +218,74 @@ func TestListenerConnUnwrap(t *testing.T) {
 	}
 	if err := c.(closeWriter).CloseWrite(); err != nil {
 		t.Fatalf("CloseWrite: %v", err)
+	}
+}
+
+// scriptedListener returns the queued accept results in order, then
+// blocks until closed.
+type scriptedListener struct {
+	results chan acceptResult
+	closed  chan struct{}
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+func (s *scriptedListener) Accept() (net.Conn, error) {
+	select {
+	case r := <-s.results:
+		return r.c, r.err
+	case <-s.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (s *scriptedListener) Close() error   { close(s.closed); return nil }
+func (s *scriptedListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// TestListenerServeAcceptErrors: running out of descriptors is retried,
+// other accept errors end Serve.
+func TestListenerServeAcceptErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		err     error
+		wantErr bool
+	}{
+		{"EMFILE retried", syscall.EMFILE, false},
+		{"ENFILE retried", syscall.ENFILE, false},
+		{"other error ends Serve", errors.New("listener broke"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inner := &scriptedListener{results: make(chan acceptResult, 3), closed: make(chan struct{})}
+			l := NewListener(inner, ListenOptions{})
+			client, server := net.Pipe()
+			defer client.Close()
+			inner.results <- acceptResult{err: &net.OpError{Op: "accept", Net: "tcp", Err: tt.err}}
+			inner.results <- acceptResult{c: server}
+			handled := make(chan struct{})
+			served := make(chan error, 1)
+			go func() { served <- l.Serve(func(context.Context, net.Conn) { close(handled) }) }()
+			if tt.wantErr {
+				if err := <-served; err == nil {
+					t.Fatal("Serve = nil, want the accept error")
+				}
+				server.Close()
+				return
+			}
+			select {
+			case <-handled:
+			case <-time.After(testTimeout):
+				t.Fatal("connection after a transient error was not served")
+			}
+			if err := l.Shutdown(testContext(t)); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-served; err != nil {
+				t.Fatalf("Serve = %v", err)
+			}
+		})
 	}
 }
