@@ -42,10 +42,13 @@ func benchServer(b *testing.B) *server {
 // fakeWriter is a dns.ResponseWriter that keeps nothing.
 type fakeWriter struct{ n int }
 
-func (w *fakeWriter) LocalAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
-func (w *fakeWriter) RemoteAddr() net.Addr {
-	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-}
+var (
+	benchLocal  = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
+	benchRemote = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+)
+
+func (w *fakeWriter) LocalAddr() net.Addr  { return benchLocal }
+func (w *fakeWriter) RemoteAddr() net.Addr { return benchRemote }
 func (w *fakeWriter) WriteMsg(m *dns.Msg) error {
 	b, err := m.Pack()
 	w.n += len(b)
