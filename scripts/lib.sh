@@ -26,16 +26,18 @@ tool_version() {
 	echo "$ver"
 }
 
-# build_tool NAME VERSION PACKAGE [OUT]: builds PACKAGE from the module in
-# tools/NAME into $cache/NAME-VERSION/OUT (OUT defaults to NAME) unless it is
-# already there, then links it into .tools/bin/OUT. Prints one line either way.
+# build_tool NAME VERSION PACKAGE [OUT [LDFLAGS]]: builds PACKAGE from the
+# module in tools/NAME into $cache/NAME-VERSION/OUT (OUT defaults to NAME)
+# unless it is already there, then links it into .tools/bin/OUT. LDFLAGS are
+# added to the linker flags (upstream stamps versions with -X). Prints one
+# line when the binary is cached.
 #
 # The build uses the committed go.mod and go.sum as they are (-mod=readonly):
 # a stale go.sum fails the build instead of being rewritten behind our back.
 # GOWORK=off keeps the module out of the repo's go.work. The binary is written
 # to a temporary name and renamed, so an interrupted build never looks cached.
 build_tool() {
-	local name=$1 ver=$2 pkg=$3 out=${4:-$1}
+	local name=$1 ver=$2 pkg=$3 out=${4:-$1} ldflags=${5:-}
 	local dir=$cache/$name-$ver
 	mkdir -p "$bin" "$dir"
 	if [ -x "$dir/$out" ]; then
@@ -48,7 +50,7 @@ build_tool() {
 		(
 			cd "$root/tools/$name"
 			GOWORK=off CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath" \
-				go build -ldflags='-s -w' -o "$tmp" "$pkg"
+				go build -ldflags="-s -w $ldflags" -o "$tmp" "$pkg"
 		)
 		mv -f "$tmp" "$dir/$out"
 		trap - EXIT
