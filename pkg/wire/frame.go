@@ -189,16 +189,6 @@ func (h *Header) StreamID() uint32 { return binary.BigEndian.Uint32(h[8:12]) }
 // Length returns the payload length the header claims.
 func (h *Header) Length() uint32 { return binary.BigEndian.Uint32(h[12:16]) }
 
-// crc returns the CRC-32C of the header bytes. It runs the table by hand so
-// the header never escapes to the heap (crc32.Update's arguments do).
-func (h *Header) crc() uint32 {
-	c := ^uint32(0)
-	for _, b := range h {
-		c = castagnoli[byte(c)^b] ^ (c >> 8)
-	}
-	return ^c
-}
-
 // validate checks magic, version and the length cap.
 func (h *Header) validate(maxSize int) error {
 	if [4]byte(h[0:4]) != magic {
@@ -259,10 +249,11 @@ func (e *DecodeError) Code() ErrorCode {
 	}
 }
 
-// ReadHeader reads and validates one frame header from br. It fails before
-// any payload is read if the magic or version is wrong or the claimed length
-// exceeds maxSize. br must have a buffer of at least HeaderSize bytes.
-func ReadHeader(br *bufio.Reader, maxSize int) (Header, error) {
+// readHeader peeks at and validates the next frame header in br. It fails
+// before any payload is read if the magic or version is wrong or the
+// claimed length exceeds maxSize. The header stays buffered in br until
+// readPayload consumes it, so its checksum is computed in place.
+func readHeader(br *bufio.Reader, maxSize int) (Header, error) {
 	var h Header
 	p, err := br.Peek(HeaderSize)
 	if err != nil {
@@ -275,14 +266,19 @@ func ReadHeader(br *bufio.Reader, maxSize int) (Header, error) {
 	if err := h.validate(maxSize); err != nil {
 		return h, &DecodeError{Header: h, Err: err}
 	}
-	br.Discard(HeaderSize) //nolint:errcheck // Peek guaranteed the bytes.
 	return h, nil
 }
 
-// ReadPayload reads the payload and trailer of the frame whose header h was
-// just read with ReadHeader, into buf (grown only up to h.Length(), which
-// ReadHeader has already checked), and verifies the checksum.
-func ReadPayload(br *bufio.Reader, h *Header, buf []byte) ([]byte, error) {
+// readPayload consumes the header that readHeader returned as h, reads the
+// payload into buf (grown only up to h.Length(), already checked against
+// the cap) and verifies the trailer.
+func readPayload(br *bufio.Reader, h *Header, buf []byte) ([]byte, error) {
+	hb, err := br.Peek(HeaderSize)
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	sum := crc32.Update(0, castagnoli, hb)
+	br.Discard(HeaderSize) //nolint:errcheck // Peek guaranteed the bytes.
 	n := int(h.Length())
 	if cap(buf) < n {
 		buf = make([]byte, n)
@@ -297,8 +293,7 @@ func ReadPayload(br *bufio.Reader, h *Header, buf []byte) ([]byte, error) {
 	}
 	want := binary.BigEndian.Uint32(t)
 	br.Discard(TrailerSize) //nolint:errcheck // Peek guaranteed the bytes.
-	sum := crc32.Update(h.crc(), castagnoli, buf)
-	if sum != want {
+	if crc32.Update(sum, castagnoli, buf) != want {
 		return nil, &DecodeError{Header: *h, Err: ErrChecksum}
 	}
 	return buf, nil
@@ -317,39 +312,58 @@ func unexpected(err error) error {
 // of maxSize capacity reads without allocating. Decoding failures are
 // *DecodeError values; io.EOF means a clean end between frames.
 func ReadFrame(br *bufio.Reader, maxSize int, buf []byte) (Frame, error) {
-	h, err := ReadHeader(br, maxSize)
+	var f Frame
+	var err error
+	f.Header, err = readHeader(br, maxSize)
 	if err != nil {
-		return Frame{Header: h}, err
+		return f, err
 	}
-	p, err := ReadPayload(br, &h, buf)
-	return Frame{Header: h, Payload: p}, err
+	f.Payload, err = readPayload(br, &f.Header, buf)
+	return f, err
+}
+
+// ParseFrame decodes the frame at the start of b without copying: the
+// payload aliases b. It returns the frame and the number of bytes it
+// occupied; io.ErrUnexpectedEOF means b holds only part of a frame. The
+// checks are ReadFrame's.
+func ParseFrame(b []byte, maxSize int) (Frame, int, error) {
+	var f Frame
+	if len(b) < HeaderSize {
+		if len(b) == 0 {
+			return f, 0, io.EOF
+		}
+		return f, 0, io.ErrUnexpectedEOF
+	}
+	f.Header = Header(b[:HeaderSize])
+	if err := f.Header.validate(maxSize); err != nil {
+		return f, 0, &DecodeError{Header: f.Header, Err: err}
+	}
+	end := HeaderSize + int(f.Header.Length())
+	if len(b) < end+TrailerSize {
+		return f, 0, io.ErrUnexpectedEOF
+	}
+	if crc32.Update(0, castagnoli, b[:end]) != binary.BigEndian.Uint32(b[end:]) {
+		return f, 0, &DecodeError{Header: f.Header, Err: ErrChecksum}
+	}
+	f.Payload = b[HeaderSize:end:end]
+	return f, end + TrailerSize, nil
 }
 
 // AppendFrame appends the encoding of a version-1 frame to dst.
 func AppendFrame(dst []byte, t FrameType, f Flags, streamID uint32, payload []byte) []byte {
-	h := MakeHeader(t, f, streamID, len(payload))
-	dst = append(dst, h[:]...)
-	dst = append(dst, payload...)
-	sum := crc32.Update(h.crc(), castagnoli, payload)
-	return binary.BigEndian.AppendUint32(dst, sum)
+	return appendFrameVersion(dst, Version, t, f, streamID, payload)
 }
 
 // WriteFrame writes a version-1 frame to bw without allocating. It does not
 // flush.
 func WriteFrame(bw *bufio.Writer, t FrameType, f Flags, streamID uint32, payload []byte) error {
-	return writeFrameVersion(bw, Version, t, f, streamID, payload)
-}
-
-func writeFrameVersion(bw *bufio.Writer, v byte, t FrameType, f Flags, streamID uint32, payload []byte) error {
 	if bw.Available() < HeaderSize {
 		if err := bw.Flush(); err != nil {
 			return err
 		}
 	}
-	hb := bw.AvailableBuffer()[:HeaderSize]
-	h := (*Header)(hb)
-	h.set(v, t, f, streamID, uint32(len(payload)))
-	sum := crc32.Update(h.crc(), castagnoli, payload)
+	hb := appendHeader(bw.AvailableBuffer(), Version, t, f, streamID, len(payload))
+	sum := crc32.Update(crc32.Update(0, castagnoli, hb), castagnoli, payload)
 	if _, err := bw.Write(hb); err != nil {
 		return err
 	}
@@ -361,9 +375,24 @@ func writeFrameVersion(bw *bufio.Writer, v byte, t FrameType, f Flags, streamID 
 			return err
 		}
 	}
-	tb := binary.BigEndian.AppendUint32(bw.AvailableBuffer(), sum)
-	_, err := bw.Write(tb)
+	_, err := bw.Write(binary.BigEndian.AppendUint32(bw.AvailableBuffer(), sum))
 	return err
+}
+
+func appendHeader(dst []byte, v byte, t FrameType, f Flags, streamID uint32, length int) []byte {
+	dst = append(dst, magic[:]...)
+	dst = append(dst, v, byte(t))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(f))
+	dst = binary.BigEndian.AppendUint32(dst, streamID)
+	return binary.BigEndian.AppendUint32(dst, uint32(length))
+}
+
+func appendFrameVersion(dst []byte, v byte, t FrameType, f Flags, streamID uint32, payload []byte) []byte {
+	start := len(dst)
+	dst = appendHeader(dst, v, t, f, streamID, len(payload))
+	dst = append(dst, payload...)
+	sum := crc32.Update(0, castagnoli, dst[start:])
+	return binary.BigEndian.AppendUint32(dst, sum)
 }
 
 // Features are the HELLO feature bits.

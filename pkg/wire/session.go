@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"sync"
@@ -51,6 +52,15 @@ type Config struct {
 	// preference order (server). Empty means no compression.
 	Compression []Compression
 }
+
+// directWriteMin is the payload size from which DATA goes to a TCP or Unix
+// connection by writev instead of being copied into the write buffer.
+const directWriteMin = 16 << 10
+
+// sessionReadBuffer sizes the session's bufio.Reader: large enough to batch
+// small frames into one read, small enough that most of a large payload is
+// read straight into its own buffer instead of being copied through it.
+const sessionReadBuffer = 16 << 10
 
 // MinWindow is the smallest initial_window a peer may announce.
 const MinWindow = 1 << 10
@@ -127,9 +137,13 @@ type Session struct {
 
 	br *bufio.Reader
 
-	wmu     sync.Mutex // guards bw, wscratch and the connection's write side
-	bw      *bufio.Writer
-	writers atomic.Int32 // writers holding or waiting for wmu
+	wmu      sync.Mutex // guards wbuf, iov, trailer, wscratch and the connection's write side
+	wbuf     []byte     // frames waiting for the last writer out to flush
+	writev   bool       // conn takes net.Buffers in one syscall
+	iov      [3][]byte
+	bufs     net.Buffers
+	trailer  [TrailerSize]byte
+	writers  atomic.Int32 // writers holding or waiting for wmu
 	wscratch [16]byte
 
 	mu         sync.Mutex
@@ -171,12 +185,11 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		conn.Close()
 		return nil, err
 	}
-	bufSize := 2 * (cfg.MaxFrameSize + Overhead)
 	s := &Session{
 		conn:       conn,
 		cfg:        cfg,
 		client:     client,
-		br:         bufio.NewReaderSize(conn, max(64<<10, HandshakeMaxFrameSize+Overhead)),
+		br:         bufio.NewReaderSize(conn, sessionReadBuffer),
 		streams:    make(map[uint32]*Stream),
 		pings:      make(map[uint64]chan struct{}),
 		streamGone: make(chan struct{}, 1),
@@ -194,9 +207,6 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("wire: handshake: %w", err)
 	}
-	// The handshake frames are small; a modest writer suffices until the
-	// peer's max frame size is known.
-	s.bw = bufio.NewWriterSize(conn, 8<<10)
 	if client {
 		err = s.clientHandshake()
 	} else {
@@ -210,8 +220,11 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("wire: handshake: %w", err)
 	}
-	bufSize = max(bufSize, 2*(s.peerMaxFrame+Overhead))
-	s.bw = bufio.NewWriterSize(conn, bufSize)
+	s.wbuf = make([]byte, 0, max(64<<10, 2*(min(s.peerMaxFrame, directWriteMin)+Overhead)))
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		s.writev = true
+	}
 	s.wg.Add(2)
 	go s.readLoop()
 	go s.ctrlLoop()
@@ -240,10 +253,7 @@ func (s *Session) clientHandshake() error {
 		Token:         s.cfg.Token,
 	}
 	// HELLO always travels with the version-1 header layout.
-	if err := writeFrameVersion(s.bw, 1, FrameHello, 0, 0, AppendHello(nil, &hello)); err != nil {
-		return err
-	}
-	if err := s.bw.Flush(); err != nil {
+	if _, err := s.conn.Write(AppendFrame(nil, FrameHello, 0, 0, AppendHello(nil, &hello))); err != nil {
 		return err
 	}
 	f, err := ReadFrame(s.br, HandshakeMaxFrameSize, nil)
@@ -323,10 +333,7 @@ func (s *Session) serverHandshake() error {
 		}
 	}
 	ack := HelloAck{Version: v, MaxFrameSize: uint32(s.cfg.MaxFrameSize), InitialWindow: uint32(s.cfg.WindowSize), Features: chosen}
-	if err := writeFrameVersion(s.bw, 1, FrameHelloAck, 0, 0, AppendHelloAck(nil, &ack)); err != nil {
-		return err
-	}
-	if err := s.bw.Flush(); err != nil {
+	if _, err := s.conn.Write(AppendFrame(nil, FrameHelloAck, 0, 0, AppendHelloAck(nil, &ack))); err != nil {
 		return err
 	}
 	s.version = v
@@ -339,9 +346,7 @@ func (s *Session) serverHandshake() error {
 // refuse sends an ERROR frame during the handshake and returns the matching
 // local error.
 func (s *Session) refuse(code ErrorCode, reason string) error {
-	if err := writeFrameVersion(s.bw, 1, FrameError, 0, 0, AppendCodeReason(nil, code, reason)); err == nil {
-		s.bw.Flush() //nolint:errcheck // best effort: the session is ending.
-	}
+	s.conn.Write(AppendFrame(nil, FrameError, 0, 0, AppendCodeReason(nil, code, reason))) //nolint:errcheck // best effort: the session is ending.
 	return &SessionError{Code: code, Reason: reason}
 }
 
@@ -520,11 +525,9 @@ func (s *Session) Close() error {
 		last := s.lastPeerID
 		s.mu.Unlock()
 		s.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)) //nolint:errcheck // best effort
-		var p [8]byte
-		binary.BigEndian.PutUint32(p[0:4], last)
-		if writeFrameVersion(s.bw, s.version, FrameGoAway, 0, 0, p[:]) == nil {
-			s.bw.Flush() //nolint:errcheck // best effort
-		}
+		s.wbuf = appendFrameVersion(s.wbuf, s.version, FrameGoAway, 0, 0, AppendGoAway(nil, last, CodeNoError, ""))
+		s.conn.Write(s.wbuf) //nolint:errcheck // best effort
+		s.wbuf = s.wbuf[:0]
 		s.wmu.Unlock()
 	}
 	s.fail(ErrSessionClosed)
@@ -603,16 +606,48 @@ func (s *Session) writeLocked(t FrameType, f Flags, id uint32, payload []byte) e
 	if s.isDone() {
 		return s.closedErr()
 	}
-	if s.bw.Available() < len(payload)+Overhead {
+	if s.writev && len(payload) >= directWriteMin {
+		// Large payload: hand it to the kernel in place, behind whatever
+		// is buffered and the new header, in one writev.
+		start := len(s.wbuf)
+		s.wbuf = appendHeader(s.wbuf, s.version, t, f, id, len(payload))
+		sum := crc32.Update(crc32.Update(0, castagnoli, s.wbuf[start:]), castagnoli, payload)
+		binary.BigEndian.PutUint32(s.trailer[:], sum)
+		s.iov = [3][]byte{s.wbuf, payload, s.trailer[:]}
+		s.bufs = s.iov[:]
 		s.armWrite()
+		_, err := s.bufs.WriteTo(s.conn)
+		s.iov = [3][]byte{}
+		s.wbuf = s.wbuf[:0]
+		return err
 	}
-	return writeFrameVersion(s.bw, s.version, t, f, id, payload)
+	if len(s.wbuf)+len(payload)+Overhead > cap(s.wbuf) {
+		if err := s.flushLocked(); err != nil {
+			return err
+		}
+		if len(payload)+Overhead > cap(s.wbuf) {
+			s.armWrite()
+			_, err := s.conn.Write(appendFrameVersion(nil, s.version, t, f, id, payload))
+			return err
+		}
+	}
+	s.wbuf = appendFrameVersion(s.wbuf, s.version, t, f, id, payload)
+	return nil
+}
+
+func (s *Session) flushLocked() error {
+	if len(s.wbuf) == 0 {
+		return nil
+	}
+	s.armWrite()
+	_, err := s.conn.Write(s.wbuf)
+	s.wbuf = s.wbuf[:0]
+	return err
 }
 
 func (s *Session) endWrite(err error) error {
-	if s.writers.Add(-1) == 0 && err == nil && s.bw.Buffered() > 0 {
-		s.armWrite()
-		err = s.bw.Flush()
+	if s.writers.Add(-1) == 0 && err == nil {
+		err = s.flushLocked()
 	}
 	s.wmu.Unlock()
 	if err != nil && !s.isDone() {
@@ -749,7 +784,7 @@ func (s *Session) readLoop() {
 	defer s.wg.Done()
 	ctl := make([]byte, 0, maxControlPayload)
 	for {
-		h, err := ReadHeader(s.br, s.cfg.MaxFrameSize)
+		h, err := readHeader(s.br, s.cfg.MaxFrameSize)
 		if err == nil {
 			s.recvCount.Add(1)
 			err = s.handle(&h, ctl)
@@ -807,7 +842,7 @@ func (s *Session) handle(h *Header, ctl []byte) error {
 	if h.Length() > maxControlPayload {
 		return &SessionError{Code: CodeFrameSize, Reason: fmt.Sprintf("%v payload of %d bytes", t, h.Length())}
 	}
-	p, err := ReadPayload(s.br, h, ctl)
+	p, err := readPayload(s.br, h, ctl)
 	if err != nil {
 		return err
 	}
@@ -965,7 +1000,7 @@ func (s *Session) handleData(h *Header) error {
 		return protoErr("DATA on stream 0")
 	}
 	bp := getBuf(n)
-	p, err := ReadPayload(s.br, h, *bp)
+	p, err := readPayload(s.br, h, *bp)
 	if err != nil {
 		putBuf(bp)
 		return err
