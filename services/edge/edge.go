@@ -100,6 +100,7 @@ type Edge struct {
 	tcp    []*tcpProxy
 	udp    []*udpProxy
 	wire   *wireServer
+	watch  *watcher
 	mu     sync.Mutex // serialises route rebuilds
 	static []*route
 }
@@ -132,9 +133,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		client := balancerv1.NewBalancerClient(cc)
 		rep = &reporter{client: client, ch: make(chan report, 8192), batch: max(cfg.ReportBatch, 1),
 			interval: cfg.ReportEvery, met: met, log: rt.Log}
-		w := &watcher{client: client, ups: ups, log: rt.Log, changed: e.rebuildRoutes}
-		rt.Go("balancer-watch", w.run)
-		rt.Go("balancer-reports", rep.run)
+		e.watch = &watcher{client: client, ups: ups, log: rt.Log, changed: e.rebuildRoutes}
 	}
 	p := newProxy(cfg.HTTP, rt.Log, ups, rep, met)
 	e.proxy = p
@@ -163,6 +162,10 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		return err
 	}
 	e.rebuildRoutes()
+	if e.watch != nil {
+		rt.Go("balancer-watch", e.watch.run)
+		rt.Go("balancer-reports", rep.run)
+	}
 
 	var closers []io.Closer
 	if cfg.HTTPAddr != "" {

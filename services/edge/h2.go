@@ -32,9 +32,9 @@ func newFallback(p *proxy) *fallbackServer {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return p.ups.dialer.DialContext(ctx, "tcp", addr)
 		},
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: p.opt.ResponseHeaderTimeout,
+		MaxIdleConnsPerHost:    64,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  p.opt.ResponseHeaderTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
 	}
 	f := &fallbackServer{ln: newChanListener(), tr: tr}
@@ -68,9 +68,9 @@ func (f *fallbackServer) shutdown(ctx context.Context) error {
 
 // chanListener is a net.Listener fed with connections accepted elsewhere.
 type chanListener struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	once   sync.Once
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
 }
 
 func newChanListener() *chanListener {

@@ -31,17 +31,17 @@ const (
 )
 
 type h1conn struct {
-	p      *proxy
-	c      net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	ip     []byte // client IP text
-	ipAddr netip.Addr
-	tls    bool
-	state  atomic.Int32
-	req    head
-	resp   head
-	host   []byte // normalised host of the current request
+	p       *proxy
+	c       net.Conn
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	ip      []byte // client IP text
+	ipAddr  netip.Addr
+	tls     bool
+	state   atomic.Int32
+	req     head
+	resp    head
+	host    []byte // normalised host of the current request
 	scratch []byte
 	trace   *traceState
 }
@@ -279,7 +279,7 @@ func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep boo
 			if attempt == 0 {
 				msg := "no healthy backend for service " + svc.name + "\n"
 				if errors.Is(err, balance.ErrNoEndpoint) {
-					msg = "no backend registered for service " + svc.name + "\n"
+					msg = "no backend available for service " + svc.name + " (none registered, or all disabled)\n"
 				}
 				h.discardBody()
 				h.writeError(503, msg, !clientKeep)

@@ -6,16 +6,16 @@ import (
 
 // metrics are the edge's Prometheus series.
 type metrics struct {
-	reqs       *prometheus.CounterVec
-	dur        *prometheus.HistogramVec
-	beReqs     *prometheus.CounterVec
-	beFails    *prometheus.CounterVec
-	retries    prometheus.Counter
-	dropped    prometheus.Counter
-	tcpConns   *prometheus.CounterVec
-	udpFlows   *prometheus.CounterVec
+	reqs        *prometheus.CounterVec
+	dur         *prometheus.HistogramVec
+	beReqs      *prometheus.CounterVec
+	beFails     *prometheus.CounterVec
+	retries     prometheus.Counter
+	dropped     prometheus.Counter
+	tcpConns    *prometheus.CounterVec
+	udpFlows    *prometheus.CounterVec
 	wireStreams prometheus.Counter
-	limited    prometheus.Counter
+	limited     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -182,9 +182,9 @@ func (p *proxy) drain(ctx context.Context) error {
 // deposits percent/100 of a token, every retry withdraws one; the balance
 // is capped so a quiet period does not bank a retry storm.
 type retryBudget struct {
-	milli   atomic.Int64
+	milli    atomic.Int64
 	deposit_ int64
-	cap     int64
+	cap      int64
 }
 
 func newRetryBudget(percent int) *retryBudget {

@@ -18,12 +18,12 @@ import (
 
 // tcpProxy forwards each accepted connection to one backend of a service.
 type tcpProxy struct {
-	name  string
-	cfg   TCPConfig
-	svc   *upService
-	ln    *netx.Listener
-	e     *Edge
-	dial  *netx.Dialer
+	name string
+	cfg  TCPConfig
+	svc  *upService
+	ln   *netx.Listener
+	e    *Edge
+	dial *netx.Dialer
 }
 
 func (e *Edge) targetService(kind string, i int, service string, addrs []string) (*upService, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,12 +68,12 @@ type backend struct {
 
 // upConn is a pooled upstream HTTP/1.1 connection with its buffers.
 type upConn struct {
-	c        net.Conn
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	b        *backend
-	idleAt   time.Time
-	reused   bool
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	b      *backend
+	idleAt time.Time
+	reused bool
 }
 
 func newUpstreams(d *netx.Dialer, maxIdle int, idle time.Duration, met *metrics) *upstreams {
@@ -90,7 +91,7 @@ func (u *upstreams) service(name string) *upService {
 func (u *upstreams) serviceLocked(name string) *upService {
 	s := u.svcs[name]
 	if s == nil {
-		s = &upService{name: name, cfg: balance.DefaultConfig(), tags: map[string][]string{}}
+		s = &upService{name: name, static: strings.HasPrefix(name, "static:"), cfg: balance.DefaultConfig(), tags: map[string][]string{}}
 		set, _ := balance.New(s.cfg)
 		s.set.Store(set)
 		h, _ := balance.ParseHashOn(s.cfg.HashOn)
@@ -127,7 +128,6 @@ func (u *upstreams) update(name string, cfg balance.Config, eps []balance.Endpoi
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	s := u.serviceLocked(name)
-	s.static = static
 	if cfg != s.cfg {
 		set, err := balance.New(cfg)
 		if err != nil {
@@ -152,24 +152,26 @@ func (u *upstreams) update(name string, cfg balance.Config, eps []balance.Endpoi
 // applyLocked feeds the set with the raw endpoints plus overrides and
 // refreshes the backend map.
 func (u *upstreams) applyLocked(s *upService) error {
-	eps := make([]balance.Endpoint, len(s.raw))
-	copy(eps, s.raw)
-	for i := range eps {
-		if o, ok := u.overrides[backendKey{s.name, eps[i].ID}]; ok {
+	eps := make([]balance.Endpoint, 0, len(s.raw))
+	for _, ep := range s.raw {
+		if o, ok := u.overrides[backendKey{s.name, ep.ID}]; ok {
 			if o.disabled {
-				eps[i].Health = balance.HealthUnhealthy
+				// Disabled endpoints leave the set, so not even panic
+				// mode routes to them.
+				continue
 			}
 			if o.weight > 0 {
-				eps[i].Weight = o.weight
+				ep.Weight = o.weight
 			}
 		}
+		eps = append(eps, ep)
 	}
 	if err := s.set.Load().Update(eps); err != nil {
 		return fmt.Errorf("service %s: %w", s.name, err)
 	}
 	old := *s.backends.Load()
-	next := make(map[string]*backend, len(eps))
-	for _, ep := range eps {
+	next := make(map[string]*backend, len(s.raw))
+	for _, ep := range s.raw {
 		if b := old[ep.ID]; b != nil && b.addr == ep.Addr {
 			next[ep.ID] = b
 			continue
@@ -262,16 +264,20 @@ func (u *upstreams) backendsLocked(svc string) []BackendInfo {
 	for _, n := range names {
 		s := u.svcs[n]
 		bs := *s.backends.Load()
+		states := map[string]*balance.EndpointState{}
 		for _, es := range s.set.Load().Endpoints() {
-			ep := es.Endpoint()
-			b := bs[es.ID()]
-			bi := BackendInfo{Service: n, ID: es.ID(), Addr: ep.Addr,
-				Weight:   es.EffectiveWeight(),
-				Disabled: u.overrides[backendKey{n, es.ID()}].disabled,
-				Ejected:  es.Ejected(), Breaker: es.Breaker().String(),
+			states[es.ID()] = es
+		}
+		for _, ep := range s.raw {
+			bi := BackendInfo{Service: n, ID: ep.ID, Addr: ep.Addr, Breaker: "closed",
+				Disabled: u.overrides[backendKey{n, ep.ID}].disabled}
+			if es := states[ep.ID]; es != nil {
+				bi.Weight = es.EffectiveWeight()
+				bi.Ejected = es.Ejected()
+				bi.Breaker = es.Breaker().String()
+				bi.Healthy = ep.Health != balance.HealthUnhealthy && !es.Ejected() && es.Breaker() != balance.BreakerOpen
 			}
-			bi.Healthy = ep.Health != balance.HealthUnhealthy && !es.Ejected() && es.Breaker() != balance.BreakerOpen
-			if b != nil {
+			if b := bs[ep.ID]; b != nil {
 				bi.Active, bi.Total, bi.Failures = b.active.Load(), b.total.Load(), b.failures.Load()
 			}
 			out = append(out, bi)
