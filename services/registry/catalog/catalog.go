@@ -62,7 +62,7 @@ func TTL(inst *registryv1.Instance) time.Duration {
 
 // Prepare validates a registration and returns the instance as it will be
 // stored: a copy with defaults filled in (weight 1, check interval and
-// timeout, HTTP path "/"), health PASSING with output "registered", and
+// timeout, HTTP path "/"), health PASSING with no output, and
 // updated_at set to now. Every instance starts PASSING: one without a check
 // stays so, a prober-checked one (http/tcp/grpc) until the prober reports,
 // and a TTL one until its TTL passes without a Heartbeat.
@@ -98,7 +98,7 @@ func Prepare(in *registryv1.Instance, now time.Time) (*registryv1.Instance, erro
 		out.Tags = nil
 	}
 	out.Health = registryv1.HealthStatus_HEALTH_STATUS_PASSING
-	out.HealthOutput = "registered"
+	out.HealthOutput = ""
 	out.UpdatedAt = Timestamp(now)
 	return out, nil
 }

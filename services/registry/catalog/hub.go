@@ -151,6 +151,12 @@ func (h *Hub) Update(fn func(u *Update)) uint64 {
 		return c.index
 	}
 	idx := max(h.cur.index+1, u.floor)
+	for _, f := range u.setFloor {
+		idx = max(idx, f)
+	}
+	if u.recChanged {
+		idx = max(idx, u.recFloor)
+	}
 	next := &Snapshot{
 		index: idx, instIndex: h.cur.instIndex, recIndex: h.cur.recIndex, base: h.cur.base,
 		stale: u.stale, services: h.cur.services, records: h.cur.records, done: make(chan struct{}),
@@ -160,11 +166,22 @@ func (h *Hub) Update(fn func(u *Update)) uint64 {
 		next.services = u.services
 		for name := range u.touched {
 			set := next.services[name]
-			next.services[name] = &serviceSet{index: idx, insts: set.insts}
+			setIdx := idx
+			if f, ok := u.setFloor[name]; ok {
+				// The backend's own index of this service, kept monotonic.
+				setIdx = f
+				if old := h.cur.services[name]; old != nil {
+					setIdx = max(f, old.index+1)
+				}
+			}
+			next.services[name] = &serviceSet{index: setIdx, insts: set.insts}
 		}
 	}
 	if u.recChanged {
 		next.recIndex = idx
+		if u.recFloor != 0 {
+			next.recIndex = max(u.recFloor, h.cur.recIndex+1)
+		}
 		next.records = u.records
 	}
 	h.publish(next)
@@ -187,6 +204,26 @@ type Update struct {
 	recChanged  bool
 	stale       bool
 	floor       uint64
+	setFloor    map[string]uint64
+	recFloor    uint64
+}
+
+// SetServiceAt is SetService with the backend's own index of the service
+// (for example Consul's X-Consul-Index of its health query): if the set
+// changes, its index becomes max(idx, previous index + 1) instead of the
+// catalog index, so registries sharing a backend report the same index.
+func (u *Update) SetServiceAt(name string, insts []*registryv1.Instance, idx uint64) {
+	if u.setFloor == nil {
+		u.setFloor = map[string]uint64{}
+	}
+	u.setFloor[name] = idx
+	u.SetService(name, insts)
+}
+
+// SetRecordsAt is SetRecords with the backend's own index of the records.
+func (u *Update) SetRecordsAt(recs []*registryv1.Record, idx uint64) {
+	u.recFloor = idx
+	u.SetRecords(recs)
 }
 
 // Snapshot returns the snapshot the update starts from.

@@ -25,7 +25,7 @@ const (
 	MaxWeight        = 65535
 	MaxOutputLen     = 4096
 	MaxHTTPPathLen   = 256
-	MaxGRPCSvcLen    = 256
+	MaxGRPCSvcLen    = 128
 	MinCheckInterval = time.Second
 	MaxCheckInterval = 24 * time.Hour
 	MaxCheckTimeout  = 5 * time.Minute

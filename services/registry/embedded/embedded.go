@@ -371,4 +371,3 @@ func (s *Store) DeleteRecord(_ context.Context, name, typ, data string) (int, er
 	}
 	return len(gone), nil
 }
-
