@@ -337,9 +337,11 @@ type CheckSpec struct {
 	// DNS: name to query.
 	DnsName string `protobuf:"bytes,7,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
 	// DNS: type to query (default A).
-	DnsType       string `protobuf:"bytes,8,opt,name=dns_type,json=dnsType,proto3" json:"dns_type,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DnsType string `protobuf:"bytes,8,opt,name=dns_type,json=dnsType,proto3" json:"dns_type,omitempty"`
+	// HTTPS: do not verify the certificate (its expiry is still reported).
+	InsecureSkipVerify bool `protobuf:"varint,9,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CheckSpec) Reset() {
@@ -426,6 +428,13 @@ func (x *CheckSpec) GetDnsType() string {
 		return x.DnsType
 	}
 	return ""
+}
+
+func (x *CheckSpec) GetInsecureSkipVerify() bool {
+	if x != nil {
+		return x.InsecureSkipVerify
+	}
+	return false
 }
 
 // BandwidthSpec measures throughput to another prober's bandwidth peer.
@@ -1053,7 +1062,7 @@ type Hop struct {
 	Ttl uint32 `protobuf:"varint,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// Responding address ("" when none answered).
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	// RTT of each probe (unset when lost).
+	// RTT of each probe (zero when lost).
 	Rtts []*durationpb.Duration `protobuf:"bytes,3,rep,name=rtts,proto3" json:"rtts,omitempty"`
 	// This hop is the destination.
 	Reached       bool `protobuf:"varint,4,opt,name=reached,proto3" json:"reached,omitempty"`
@@ -2833,7 +2842,7 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
 	"\x05ports\x18\x02 \x01(\tR\x05ports\x12 \n" +
 	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x8b\x02\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xbd\x02\n" +
 	"\tCheckSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x123\n" +
@@ -2843,7 +2852,8 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"expectBody\x12!\n" +
 	"\fgrpc_service\x18\x06 \x01(\tR\vgrpcService\x12\x19\n" +
 	"\bdns_name\x18\a \x01(\tR\adnsName\x12\x19\n" +
-	"\bdns_type\x18\b \x01(\tR\adnsType\"\xcc\x01\n" +
+	"\bdns_type\x18\b \x01(\tR\adnsType\x120\n" +
+	"\x14insecure_skip_verify\x18\t \x01(\bR\x12insecureSkipVerify\"\xcc\x01\n" +
 	"\rBandwidthSpec\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x125\n" +
@@ -3027,8 +3037,7 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\n" +
 	"Unschedule\x12(.switchboard.prober.v1.UnscheduleRequest\x1a).switchboard.prober.v1.UnscheduleResponse\x12[\n" +
 	"\bListJobs\x12&.switchboard.prober.v1.ListJobsRequest\x1a'.switchboard.prober.v1.ListJobsResponse\x12X\n" +
-	"\aResults\x12%.switchboard.prober.v1.ResultsRequest\x1a&.switchboard.prober.v1.ResultsResponseB\xeb\x01\n" +
-	"\x19com.switchboard.prober.v1B\vProberProtoP\x01ZKgithub.com/switchboard-net/switchboard/proto/switchboard/prober/v1;proberv1\xa2\x02\x03SPX\xaa\x02\x15Switchboard.Prober.V1\xca\x02\x15Switchboard\\Prober\\V1\xe2\x02!Switchboard\\Prober\\V1\\GPBMetadata\xea\x02\x17Switchboard::Prober::V1b\x06proto3"
+	"\aResults\x12%.switchboard.prober.v1.ResultsRequest\x1a&.switchboard.prober.v1.ResultsResponseBMZKgithub.com/switchboard-net/switchboard/proto/switchboard/prober/v1;proberv1b\x06proto3"
 
 var (
 	file_switchboard_prober_v1_prober_proto_rawDescOnce sync.Once

@@ -1,0 +1,359 @@
+// Package discovery lets probers find each other on a LAN without
+// configuration: each announces itself on a UDP multicast group, answers
+// queries sent to the group or to each interface's broadcast address, and
+// keeps a bounded table of the peers it has heard.
+package discovery
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+// DefaultGroup is the multicast group and port probers use.
+const DefaultGroup = "239.255.74.2:7403"
+
+// MaxMessage bounds a discovery datagram.
+const MaxMessage = 1024
+
+// MaxPeers bounds the peer table.
+const MaxPeers = 256
+
+// Self is what a prober announces about itself.
+type Self struct {
+	// Name identifies the prober (host name by default).
+	Name string
+	// GRPCAddr and BandwidthAddr are its listen addresses; an empty or
+	// unspecified host is replaced by the sender's address on receipt.
+	GRPCAddr, BandwidthAddr string
+}
+
+// Peer is another prober heard on the LAN.
+type Peer struct {
+	// Name, GRPCAddr and BandwidthAddr as announced (hosts filled in).
+	Name, GRPCAddr, BandwidthAddr string
+	// Addr is the address its datagrams came from.
+	Addr netip.Addr
+	// LastSeen is when it was last heard.
+	LastSeen time.Time
+}
+
+// Message types.
+const (
+	typeAnnounce = "announce"
+	typeQuery    = "query"
+	typeAnswer   = "answer"
+)
+
+// message is the JSON body of every datagram.
+type message struct {
+	V    int    `json:"v"`
+	Type string `json:"t"`
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	GRPC string `json:"grpc,omitempty"`
+	BW   string `json:"bw,omitempty"`
+}
+
+// parseMessage decodes and validates a datagram.
+func parseMessage(b []byte) (message, error) {
+	var m message
+	if len(b) > MaxMessage {
+		return m, errors.New("too long")
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, err
+	}
+	if m.V != 1 {
+		return m, errors.New("unknown version")
+	}
+	switch m.Type {
+	case typeAnnounce, typeQuery, typeAnswer:
+	default:
+		return m, errors.New("unknown type")
+	}
+	if m.ID == "" || len(m.ID) > 64 || len(m.Name) > 253 {
+		return m, errors.New("bad id or name")
+	}
+	for _, a := range []string{m.GRPC, m.BW} {
+		if a == "" {
+			continue
+		}
+		if _, p, err := net.SplitHostPort(a); err != nil || p == "" {
+			return m, fmt.Errorf("bad address %q", a)
+		}
+	}
+	return m, nil
+}
+
+// Config tunes a Node.
+type Config struct {
+	// Group is the multicast group:port (DefaultGroup when empty).
+	Group string
+	// Announce is the announcement period (default 30s).
+	Announce time.Duration
+	// Expire drops peers not heard for this long (default 3 × Announce).
+	Expire time.Duration
+}
+
+// Node is one prober's discovery endpoint.
+type Node struct {
+	self   Self
+	id     string
+	cfg    Config
+	group  netip.AddrPort
+	listen *ipv4.PacketConn // bound to the group port, joined to the group
+	lconn  net.PacketConn
+	query  *ipv4.PacketConn // ephemeral port: queries out, answers in
+	qconn  net.PacketConn
+	ifaces []net.Interface
+	bcast  []netip.Addr
+
+	mu    sync.Mutex
+	peers map[string]Peer // by id
+}
+
+func reuse(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+		if serr == nil {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// Listen opens the node's sockets in the caller's network namespace and
+// joins the group on every up, multicast-capable interface it sees now.
+func Listen(cfg Config, self Self) (*Node, error) {
+	if cfg.Group == "" {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.Announce <= 0 {
+		cfg.Announce = 30 * time.Second
+	}
+	if cfg.Expire <= 0 {
+		cfg.Expire = 3 * cfg.Announce
+	}
+	g, err := netip.ParseAddrPort(cfg.Group)
+	if err != nil || !g.Addr().Is4() || !g.Addr().IsMulticast() {
+		return nil, fmt.Errorf("discovery group %q: want an IPv4 multicast address:port", cfg.Group)
+	}
+	var idb [8]byte
+	_, _ = rand.Read(idb[:])
+	n := &Node{self: self, id: hex.EncodeToString(idb[:]), cfg: cfg, group: g, peers: map[string]Peer{}}
+	lc := net.ListenConfig{Control: reuse}
+	n.lconn, err = lc.ListenPacket(context.Background(), "udp4", ":"+strconv.Itoa(int(g.Port())))
+	if err != nil {
+		return nil, fmt.Errorf("discovery socket: %w", err)
+	}
+	n.qconn, err = lc.ListenPacket(context.Background(), "udp4", ":0")
+	if err != nil {
+		n.lconn.Close()
+		return nil, fmt.Errorf("discovery query socket: %w", err)
+	}
+	n.listen, n.query = ipv4.NewPacketConn(n.lconn), ipv4.NewPacketConn(n.qconn)
+	for _, p := range []*ipv4.PacketConn{n.listen, n.query} {
+		_ = p.SetMulticastTTL(1)
+		_ = p.SetMulticastLoopback(true)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	grp := &net.UDPAddr{IP: g.Addr().AsSlice()}
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagUp == 0 {
+			continue
+		}
+		if ifi.Flags&net.FlagMulticast != 0 && n.listen.JoinGroup(&ifi, grp) == nil {
+			n.ifaces = append(n.ifaces, ifi)
+		}
+		if ifi.Flags&net.FlagBroadcast == 0 {
+			continue
+		}
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if pn, ok := a.(*net.IPNet); ok {
+				if b, ok := broadcastOf(pn); ok {
+					n.bcast = append(n.bcast, b)
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+func broadcastOf(pn *net.IPNet) (netip.Addr, bool) {
+	ip4 := pn.IP.To4()
+	if ip4 == nil || len(pn.Mask) != 4 {
+		return netip.Addr{}, false
+	}
+	var b [4]byte
+	for i := range b {
+		b[i] = ip4[i] | ^pn.Mask[i]
+	}
+	return netip.AddrFrom4(b), true
+}
+
+// Close closes the sockets; Run returns.
+func (n *Node) Close() {
+	n.lconn.Close()
+	n.qconn.Close()
+}
+
+// Run announces and answers until ctx ends, then closes the node.
+func (n *Node) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); n.read(n.lconn) }()
+	go func() { defer wg.Done(); n.read(n.qconn) }()
+	defer wg.Wait()
+	defer n.Close()
+	t := time.NewTicker(n.cfg.Announce)
+	defer t.Stop()
+	for {
+		n.sendGroup(n.listen, n.msg(typeAnnounce))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			n.expire()
+		}
+	}
+}
+
+func (n *Node) msg(typ string) []byte {
+	b, _ := json.Marshal(message{V: 1, Type: typ, ID: n.id, Name: n.self.Name, GRPC: n.self.GRPCAddr, BW: n.self.BandwidthAddr})
+	return b
+}
+
+// sendGroup sends b to the group on every joined interface.
+func (n *Node) sendGroup(p *ipv4.PacketConn, b []byte) {
+	grp := &net.UDPAddr{IP: n.group.Addr().AsSlice(), Port: int(n.group.Port())}
+	for i := range n.ifaces {
+		if p.SetMulticastInterface(&n.ifaces[i]) == nil {
+			_, _ = p.WriteTo(b, nil, grp)
+		}
+	}
+}
+
+func (n *Node) read(c net.PacketConn) {
+	b := make([]byte, MaxMessage+1)
+	for {
+		k, from, err := c.ReadFrom(b)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		m, err := parseMessage(b[:k])
+		if err != nil || m.ID == n.id {
+			continue
+		}
+		ua, ok := from.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(ua.IP)
+		src = src.Unmap()
+		if m.Type == typeQuery {
+			_, _ = n.lconn.WriteTo(n.msg(typeAnswer), from)
+		}
+		if m.Name != "" || m.GRPC != "" {
+			n.record(m, src)
+		}
+	}
+}
+
+func (n *Node) record(m message, src netip.Addr) {
+	p := Peer{Name: m.Name, GRPCAddr: fill(m.GRPC, src), BandwidthAddr: fill(m.BW, src), Addr: src, LastSeen: time.Now()}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, known := n.peers[m.ID]; !known && len(n.peers) >= MaxPeers {
+		return
+	}
+	n.peers[m.ID] = p
+}
+
+// fill replaces an empty or unspecified host with src.
+func fill(addr string, src netip.Addr) string {
+	if addr == "" {
+		return ""
+	}
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(h); h == "" || (err == nil && ip.IsUnspecified()) {
+		h = src.String()
+	}
+	return net.JoinHostPort(h, p)
+}
+
+func (n *Node) expire() {
+	cut := time.Now().Add(-n.cfg.Expire)
+	n.mu.Lock()
+	for id, p := range n.peers {
+		if p.LastSeen.Before(cut) {
+			delete(n.peers, id)
+		}
+	}
+	n.mu.Unlock()
+}
+
+// Peers returns the peers heard within the expiry, by name.
+func (n *Node) Peers() []Peer {
+	cut := time.Now().Add(-n.cfg.Expire)
+	n.mu.Lock()
+	out := make([]Peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		if !p.LastSeen.Before(cut) {
+			out = append(out, p)
+		}
+	}
+	n.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].GRPCAddr < out[j].GRPCAddr
+	})
+	return out
+}
+
+// Query asks the LAN (the group and every interface's broadcast address)
+// who is there, waits, and returns every peer heard. Run must be running.
+func (n *Node) Query(ctx context.Context, wait time.Duration) ([]Peer, error) {
+	q := n.msg(typeQuery)
+	n.sendGroup(n.query, q)
+	for _, b := range n.bcast {
+		_, _ = n.qconn.WriteTo(q, &net.UDPAddr{IP: b.AsSlice(), Port: int(n.group.Port())})
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return n.Peers(), nil
+}

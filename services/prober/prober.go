@@ -1,0 +1,179 @@
+// Package prober is the prober service: it runs ping, traceroute, port-scan,
+// health-check, bandwidth, socket-table, interface-counter and peer
+// discovery jobs on demand (Run) or on a schedule (Schedule), keeps recent
+// results, exports them as Prometheus metrics, and health-checks every
+// registered instance that has a check, reporting to the registry with a
+// rise/fall threshold. Every target must pass an allowlist before any
+// packet is sent to it.
+package prober
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/switchboard-net/switchboard/pkg/service"
+	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
+	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+	"github.com/switchboard-net/switchboard/services/prober/allow"
+	"github.com/switchboard-net/switchboard/services/prober/bandwidth"
+	"github.com/switchboard-net/switchboard/services/prober/discovery"
+)
+
+// Config is the prober's configuration (its flags).
+type Config struct {
+	// DataDir holds scheduled jobs (jobs.json); empty keeps them in memory.
+	DataDir string
+	// RegistryAddr is the registry's gRPC address; empty disables the
+	// health loop.
+	RegistryAddr string
+	// Allow is the allowlist rule list (see package allow).
+	Allow string
+	// Rise and Fall are the consecutive check results needed to mark an
+	// instance passing or critical.
+	Rise, Fall int
+	// BandwidthAddr is where the bandwidth peer listens (TCP and UDP);
+	// empty disables it.
+	BandwidthAddr string
+	// DiscoveryGroup is the multicast group:port for peer discovery;
+	// empty disables discovery.
+	DiscoveryGroup string
+	// DiscoveryInterval is the announcement period.
+	DiscoveryInterval time.Duration
+	// Name is how this prober announces itself.
+	Name string
+	// ScanRate limits connects per second of one scan; ScanMaxPorts
+	// bounds the ports of one scan.
+	ScanRate     float64
+	ScanMaxPorts int
+	// MaxRunning bounds jobs running at once (Run and scheduled).
+	MaxRunning int
+	// History is how many results are kept per scheduled job.
+	History int
+	// HealthConcurrency bounds health checks in flight.
+	HealthConcurrency int
+	// ProcRoot is where /proc is mounted.
+	ProcRoot string
+}
+
+// RegisterFlags adds the prober's flags to fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory for scheduled jobs (jobs.json); empty keeps them in memory only")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address for the health loop; empty disables it")
+	fs.StringVar(&c.Allow, "allow", "loopback,registered,peers", "allowed targets: CIDRs, addresses, host names, *.suffix, and the keywords loopback, registered (registered instances), peers (discovered probers), any")
+	fs.IntVar(&c.Rise, "rise", 2, "consecutive passing checks before a critical instance is marked passing")
+	fs.IntVar(&c.Fall, "fall", 3, "consecutive failing checks before a passing instance is marked critical")
+	fs.StringVar(&c.BandwidthAddr, "bandwidth-addr", ":7402", "bandwidth peer listen address (TCP and UDP); empty disables it")
+	fs.StringVar(&c.DiscoveryGroup, "discovery-group", discovery.DefaultGroup, "peer discovery multicast group:port; empty disables discovery")
+	fs.DurationVar(&c.DiscoveryInterval, "discovery-interval", 30*time.Second, "peer announcement period")
+	fs.StringVar(&c.Name, "name", host, "name this prober announces to peers")
+	fs.Float64Var(&c.ScanRate, "scan-rate", 50000, "most connects per second of one scan (0: unlimited)")
+	fs.IntVar(&c.ScanMaxPorts, "scan-max-ports", 65535, "most ports one scan may cover")
+	fs.IntVar(&c.MaxRunning, "max-running", 8, "most jobs running at once; more wait")
+	fs.IntVar(&c.History, "history", 50, "results kept per scheduled job")
+	fs.IntVar(&c.HealthConcurrency, "health-concurrency", 64, "most instance health checks in flight")
+	fs.StringVar(&c.ProcRoot, "proc", "/proc", "where procfs is mounted (socket table and interface counters)")
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Rise < 1 || c.Rise > 100:
+		return errors.New("--rise must be 1-100")
+	case c.Fall < 1 || c.Fall > 100:
+		return errors.New("--fall must be 1-100")
+	case c.ScanRate < 0:
+		return errors.New("--scan-rate must not be negative")
+	case c.ScanMaxPorts < 1 || c.ScanMaxPorts > 65535:
+		return errors.New("--scan-max-ports must be 1-65535")
+	case c.MaxRunning < 1:
+		return errors.New("--max-running must be positive")
+	case c.History < 1 || c.History > 10000:
+		return errors.New("--history must be 1-10000")
+	case c.HealthConcurrency < 1:
+		return errors.New("--health-concurrency must be positive")
+	case c.DiscoveryInterval < 100*time.Millisecond:
+		return errors.New("--discovery-interval must be at least 100ms")
+	}
+	return nil
+}
+
+// Spec returns the prober service, ready for service.Main or service.Run.
+func Spec() service.Spec {
+	cfg := &Config{}
+	return service.Spec{
+		Name:      "prober",
+		GRPCAddr:  ":7400",
+		AdminAddr: ":7401",
+		Flags:     cfg.RegisterFlags,
+		Start:     func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
+	}
+}
+
+func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
+	if err := cfg.validate(); err != nil {
+		return &service.FlagError{Err: err}
+	}
+	al, err := allow.Parse(cfg.Allow)
+	if err != nil {
+		return &service.FlagError{Err: fmt.Errorf("--allow: %w", err)}
+	}
+	met := newMetrics(rt.Metrics)
+	r := &runner{cfg: cfg, allow: al, met: met, sem: make(chan struct{}, cfg.MaxRunning), log: rt.Log}
+
+	if cfg.BandwidthAddr != "" {
+		ln, err := rt.Listen("bandwidth", cfg.BandwidthAddr)
+		if err != nil {
+			return err
+		}
+		host, _, _ := net.SplitHostPort(cfg.BandwidthAddr)
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := rt.ListenPacket("bandwidth-udp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		srv := bandwidth.NewServer(ln, pc, rt.Log.With("component", "bandwidth"))
+		rt.Go("bandwidth", srv.Serve)
+		r.bandwidthAddr = ln.Addr().String()
+	}
+	if cfg.DiscoveryGroup != "" {
+		node, err := discovery.Listen(discovery.Config{Group: cfg.DiscoveryGroup, Announce: cfg.DiscoveryInterval},
+			discovery.Self{Name: cfg.Name, GRPCAddr: rt.Addr("grpc"), BandwidthAddr: r.bandwidthAddr})
+		if err != nil {
+			// Discovery is a convenience: without it, peers are named explicitly.
+			rt.Log.Warn("peer discovery disabled", "err", err)
+		} else {
+			r.disc = node
+			rt.Go("discovery", func(ctx context.Context) error {
+				done := make(chan struct{})
+				go func() { defer close(done); r.syncPeers(ctx) }()
+				defer func() { <-done }()
+				return node.Run(ctx)
+			})
+		}
+	}
+
+	sched, err := newScheduler(cfg, r, rt.Log.With("component", "scheduler"))
+	if err != nil {
+		return err
+	}
+	rt.Go("scheduler", sched.run)
+
+	if cfg.RegistryAddr != "" {
+		cc, err := rt.Dial(cfg.RegistryAddr)
+		if err != nil {
+			return err
+		}
+		rt.OnShutdown(func(context.Context) error { return cc.Close() })
+		hl := newHealthLoop(registryv1.NewRegistryClient(cc), al, cfg, met, rt.Log.With("component", "health"))
+		rt.Go("health", hl.run)
+	}
+
+	proberv1.RegisterProberServer(rt.GRPC, &server{r: r, sched: sched})
+	return nil
+}
