@@ -2,6 +2,7 @@ package balance
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -111,8 +112,11 @@ type BuildInfo struct {
 	Config *Config
 	// Rand is the set's random source, safe for concurrent use.
 	Rand *Rand
-	// Clock is the set's clock.
+	// Clock is a coarse clock: the time of the set's last Update, Done or
+	// Refresh, read with one atomic load. Pickers may call it per pick.
 	Clock Clock
+
+	now *atomic.Int64 // what Clock reads, for the built-in policies
 }
 
 // Builder makes a Picker for one snapshot of endpoints. It is called with

@@ -36,9 +36,9 @@ type Config struct {
 	// LatencyDecay is p2c's EWMA time constant: how fast the latency
 	// estimate forgets. 0 means 10s.
 	LatencyDecay time.Duration
-	// LeastConnChoices bounds how many endpoints least_conn compares: 0
-	// compares all of them (exact, O(n) per pick); k >= 2 compares k chosen
-	// at random (O(k), as Envoy's least_request does).
+	// LeastConnChoices is how many endpoints least_conn compares per pick,
+	// a window starting at a rotating position. 0 means 8. A value at or
+	// above the endpoint count makes the choice exact (O(n) per pick).
 	LeastConnChoices int
 }
 
@@ -170,7 +170,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fieldErr("LatencyDecay", "negative duration %v", c.LatencyDecay))
 	}
 	if k := c.LeastConnChoices; k < 0 || k == 1 {
-		errs = append(errs, fieldErr("LeastConnChoices", "must be 0 (all) or at least 2, got %d", k))
+		errs = append(errs, fieldErr("LeastConnChoices", "must be 0 (default) or at least 2, got %d", k))
 	}
 	return errors.Join(errs...)
 }

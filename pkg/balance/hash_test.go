@@ -129,3 +129,11 @@ func FuzzCookieValue(f *testing.F) {
 		}
 	})
 }
+
+func newBenchRequest() *http.Request {
+	r, _ := http.NewRequest("GET", "http://x/", nil)
+	r.RemoteAddr = "192.0.2.7:5555"
+	r.Header.Set("X-User-Id", "alice-0123456789")
+	r.Header.Add("Cookie", "theme=dark; session=abc123def456; x=1")
+	return r
+}

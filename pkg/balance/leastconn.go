@@ -8,16 +8,20 @@ const LeastConnName = "least_conn"
 
 func init() { Register(LeastConnName, buildLeastConn) }
 
-// leastConn compares (outstanding+1)/weight. With Config.LeastConnChoices
-// 0 it scans every endpoint from a rotating start (exact; ties go round
-// robin); with k >= 2 it compares k random endpoints (O(k)).
+// DefaultLeastConnChoices is how many endpoints least_conn compares per
+// pick when Config.LeastConnChoices is 0.
+const DefaultLeastConnChoices = 8
+
+// leastConn compares (outstanding+1)/weight over a window of endpoints
+// starting at a rotating position: ties go round robin. When the window
+// covers every endpoint the choice is exact; on large sets a window of k
+// keeps a pick O(k) and still balances well (the power of k choices).
 type leastConn struct {
 	eps      []*EndpointState
 	inv      []float64 // 1/weight; nil when all weights are equal
-	choices  int
+	window   int
 	panic    bool
 	halfOpen int32
-	rand     *Rand
 	next     atomic.Uint64
 }
 
@@ -26,14 +30,14 @@ var _ Picker = (*leastConn)(nil)
 func buildLeastConn(b BuildInfo) Picker {
 	p := &leastConn{
 		eps:      b.Endpoints,
-		choices:  b.Config.LeastConnChoices,
+		window:   b.Config.LeastConnChoices,
 		panic:    b.Panic,
 		halfOpen: int32(b.Config.Breaker.HalfOpenRequests),
-		rand:     b.Rand,
 	}
-	if p.choices >= len(p.eps) {
-		p.choices = 0
+	if p.window == 0 {
+		p.window = DefaultLeastConnChoices
 	}
+	p.window = min(p.window, len(p.eps))
 	if !allEqual(b.Weights) {
 		p.inv = make([]float64, len(b.Weights))
 		for i, w := range b.Weights {
@@ -44,42 +48,28 @@ func buildLeastConn(b BuildInfo) Picker {
 	return p
 }
 
-func (p *leastConn) score(i int) float64 {
-	es := p.eps[i]
-	if !p.panic && !es.pickable(p.halfOpen) {
-		return maxScore
-	}
-	s := float64(es.outstanding.Load() + 1)
-	if p.inv != nil {
-		s *= p.inv[i]
-	}
-	return s
-}
-
-const maxScore = 1e300
-
 func (p *leastConn) Pick(PickInfo) (*EndpointState, error) {
 	n := len(p.eps)
-	if p.choices > 0 {
-		best, bs := -1, 0.0
-		for c := 0; c < p.choices; c++ {
-			i := p.rand.IntN(n)
-			if s := p.score(i); best < 0 || s < bs {
-				best, bs = i, s
-			}
+	i := int(p.next.Add(1) % uint64(n))
+	best, bs := -1, 0.0
+	for k := 0; k < p.window; k, i = k+1, i+1 {
+		if i == n {
+			i = 0
 		}
-		return p.eps[best], nil
-	}
-	start := int(p.next.Add(1) % uint64(n))
-	best, bs := start, p.score(start)
-	for k := 1; k < n; k++ {
-		i := start + k
-		if i >= n {
-			i -= n
+		es := p.eps[i]
+		if !p.panic && es.status.Load() != 0 && !es.pickable(p.halfOpen) {
+			continue
 		}
-		if s := p.score(i); s < bs {
+		s := float64(es.outstanding.Load() + 1)
+		if p.inv != nil {
+			s *= p.inv[i]
+		}
+		if best < 0 || s < bs {
 			best, bs = i, s
 		}
+	}
+	if best < 0 { // all in the window are busy probing: let Set.Pick retry
+		return p.eps[i%n], nil
 	}
 	return p.eps[best], nil
 }

@@ -1,5 +1,11 @@
 package balance
 
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
 // P2CName is the name of the power-of-two-choices policy: two endpoints at
 // random, the one with the lower latency × (outstanding+1) / weight wins.
 const P2CName = "p2c"
@@ -17,7 +23,7 @@ type p2c struct {
 	halfOpen int32
 	decay    float64
 	rand     *Rand
-	clock    Clock
+	now      *atomic.Int64 // the set's coarse clock
 }
 
 var _ Picker = (*p2c)(nil)
@@ -29,7 +35,7 @@ func buildP2C(b BuildInfo) Picker {
 		halfOpen: int32(b.Config.Breaker.HalfOpenRequests),
 		decay:    float64(b.Config.LatencyDecay),
 		rand:     b.Rand,
-		clock:    b.Clock,
+		now:      b.now,
 	}
 	if !allEqual(b.Weights) {
 		p.inv = make([]float64, len(b.Weights))
@@ -57,14 +63,26 @@ func (p *p2c) Pick(PickInfo) (*EndpointState, error) {
 	if n == 1 {
 		return p.eps[0], nil
 	}
-	i := p.rand.IntN(n)
-	j := p.rand.IntN(n - 1)
+	// Two distinct indexes from one 64-bit draw: the high half of r×n, and
+	// the low 32 bits scaled to n-1.
+	r := p.rand.Uint64()
+	hi, _ := bits.Mul64(r, uint64(n))
+	i := int(hi)
+	j := int((uint64(uint32(r)) * uint64(n-1)) >> 32)
 	if j >= i {
 		j++
 	}
-	now := p.clock.Now().UnixNano()
+	var now int64
+	if p.now != nil {
+		now = p.now.Load()
+	} else {
+		now = time.Now().UnixNano()
+	}
 	if p.score(j, now) < p.score(i, now) {
 		i = j
 	}
 	return p.eps[i], nil
 }
+
+// maxScore ranks an endpoint that cannot admit a request below any other.
+const maxScore = 1e300

@@ -11,10 +11,14 @@ import (
 // Set owns the endpoints of one service and answers picks. Update replaces
 // the endpoint list and rebuilds an immutable picker snapshot; Pick loads
 // that snapshot with one atomic load and never blocks. Ejection, breaker
-// transitions and slow-start steps also rebuild the snapshot: on the
-// Done that caused them, or lazily on the first Pick after a deadline
-// (ejection end, breaker open time, next ramp step) has passed, or when
-// the owner calls Refresh.
+// transitions and slow-start steps also rebuild the snapshot: on the Done
+// that caused them, or once a deadline (ejection end, breaker open time,
+// next ramp step) has passed, on the next Pick or Refresh.
+//
+// The set reads its clock only in Update, Done and Refresh; picks use the
+// time of the last of those. Under traffic that is at most one request
+// old. An owner that wants time-based transitions on time while idle calls
+// Refresh from a ticker (once a second is plenty).
 type Set struct {
 	cfg        Config
 	build      Builder
@@ -25,6 +29,10 @@ type Set struct {
 	initialSet bool // Update has been called at least once
 
 	snap atomic.Pointer[snapshot]
+	// now is the clock's reading at the last Update, Done or Refresh, in
+	// unix nanoseconds. Picks use it instead of reading the clock, which
+	// costs 20–400 ns depending on the machine.
+	now atomic.Int64
 
 	mu    sync.Mutex // serialises Update, rebuild, ejection
 	byID  map[string]*EndpointState
@@ -94,6 +102,7 @@ func (s *Set) Update(eps []Endpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
+	s.now.Store(now.UnixNano())
 	byID := make(map[string]*EndpointState, len(eps))
 	order := make([]*EndpointState, 0, len(eps))
 	for i := range eps {
@@ -139,9 +148,21 @@ func (s *Set) Panicking() bool { return s.snap.Load().panic }
 // open time, slow-start step) has passed. Pick does this lazily; an owner
 // with a ticker may call it to keep that work off the request path.
 func (s *Set) Refresh() {
-	sn := s.snap.Load()
-	if sn.deadline != 0 && s.clock.Now().UnixNano() >= sn.deadline {
+	s.tick()
+	if sn := s.snap.Load(); sn.deadline != 0 && s.now.Load() >= sn.deadline {
 		s.refresh()
+	}
+}
+
+// tick reads the clock into s.now (never backwards).
+func (s *Set) tick() time.Time {
+	t := s.clock.Now()
+	ns := t.UnixNano()
+	for {
+		old := s.now.Load()
+		if ns <= old || s.now.CompareAndSwap(old, ns) {
+			return t
+		}
 	}
 }
 
@@ -149,8 +170,8 @@ func (s *Set) Refresh() {
 func (s *Set) refresh() *snapshot {
 	if s.mu.TryLock() {
 		sn := s.snap.Load()
-		if now := s.clock.Now(); sn.deadline != 0 && now.UnixNano() >= sn.deadline {
-			s.rebuildLocked(now)
+		if now := s.now.Load(); sn.deadline != 0 && now >= sn.deadline {
+			s.rebuildLocked(time.Unix(0, now))
 		}
 		s.mu.Unlock()
 	}
@@ -170,8 +191,14 @@ type Selection struct {
 // never; compare with ==) when nothing can be picked.
 func (s *Set) Pick(info PickInfo) (Selection, error) {
 	sn := s.snap.Load()
-	if sn.deadline != 0 && s.clock.Now().UnixNano() >= sn.deadline {
-		sn = s.refresh()
+	if sn.deadline != 0 {
+		if sn.err != nil {
+			// Nothing is picked, so no Done will move the time on.
+			s.tick()
+		}
+		if s.now.Load() >= sn.deadline {
+			sn = s.refresh()
+		}
 	}
 	if sn.err != nil {
 		return Selection{}, sn.err
@@ -242,7 +269,7 @@ func (s *Set) report(es *EndpointState, o Outcome, latency time.Duration, probe 
 	if failed {
 		es.failures.Add(1)
 	}
-	now := s.clock.Now()
+	now := s.tick()
 	var eject, rebuild bool
 	es.mu.Lock()
 	es.observe(now.UnixNano(), latency, failed, s.decay)
@@ -422,8 +449,15 @@ func (s *Set) rebuildLocked(now time.Time) {
 			Panic:     sn.panic,
 			Config:    &s.cfg,
 			Rand:      s.rand,
-			Clock:     s.clock,
+			Clock:     coarseClock{&s.now},
+			now:       &s.now,
 		})
 	}
 	s.snap.Store(sn)
 }
+
+// coarseClock is the clock pickers see: the set's last clock reading, for
+// one atomic load.
+type coarseClock struct{ ns *atomic.Int64 }
+
+func (c coarseClock) Now() time.Time { return time.Unix(0, c.ns.Load()) }

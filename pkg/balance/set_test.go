@@ -272,7 +272,8 @@ func TestBreaker(t *testing.T) {
 	}
 
 	clk.Advance(10 * time.Second)
-	probe := mustPick(t, s, key) // refreshes: half-open, one probe admitted
+	s.Refresh()                  // half-open now (a Done would also notice)
+	probe := mustPick(t, s, key) // one probe admitted
 	if e1.Breaker() != BreakerHalfOpen || probe.Endpoint != e1 {
 		t.Fatalf("after open time: breaker %v, picked %s; want half-open and e01", e1.Breaker(), probe.Endpoint.ID())
 	}
@@ -287,6 +288,7 @@ func TestBreaker(t *testing.T) {
 	}
 
 	clk.Advance(10 * time.Second)
+	s.Refresh()
 	probe = mustPick(t, s, key)
 	if probe.Endpoint != e1 {
 		t.Fatal("no probe after the second open time")

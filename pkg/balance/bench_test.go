@@ -1,0 +1,126 @@
+package balance
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// BenchmarkPick measures one pick and its release (Done with Ignore) for
+// every policy at 3, 100 and 1000 endpoints, from one goroutine, with the
+// real clock.
+func BenchmarkPick(b *testing.B) {
+	for _, name := range Names() {
+		for _, n := range []int{3, 100, 1000} {
+			b.Run(fmt.Sprintf("%s/n=%d", name, n), func(b *testing.B) {
+				s := benchSet(b, name, n)
+				info := PickInfo{HasHash: true}
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					info.Hash = uint64(i) * 0x9e3779b97f4a7c15
+					sel, err := s.Pick(info)
+					if err != nil {
+						b.Fatal(err)
+					}
+					sel.Done(Ignore, 0)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPickDone adds the report path: Done with Success and a latency
+// (EWMA update, outlier and breaker bookkeeping).
+func BenchmarkPickDone(b *testing.B) {
+	for _, name := range []string{RoundRobinName, P2CName} {
+		for _, n := range []int{3, 100} {
+			b.Run(fmt.Sprintf("%s/n=%d", name, n), func(b *testing.B) {
+				s := benchSet(b, name, n)
+				b.ReportAllocs()
+				for b.Loop() {
+					sel, err := s.Pick(PickInfo{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					sel.Done(Success, time.Millisecond)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPickParallel shows contention on the shared counters with all
+// cores picking at once.
+func BenchmarkPickParallel(b *testing.B) {
+	for _, name := range Names() {
+		b.Run(fmt.Sprintf("%s/n=100", name), func(b *testing.B) {
+			s := benchSet(b, name, 100)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				info := PickInfo{HasHash: true}
+				for i := 0; pb.Next(); i++ {
+					info.Hash = uint64(i) * 0x9e3779b97f4a7c15
+					sel, err := s.Pick(info)
+					if err != nil {
+						b.Fatal(err)
+					}
+					sel.Done(Ignore, 0)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkRebuild measures Update (a full snapshot rebuild).
+func BenchmarkRebuild(b *testing.B) {
+	for _, name := range []string{WeightedRoundRobinName, ConsistentHashName} {
+		for _, n := range []int{100, 1000} {
+			b.Run(fmt.Sprintf("%s/n=%d", name, n), func(b *testing.B) {
+				cfg := DefaultConfig()
+				cfg.Policy = name
+				s, _ := New(cfg)
+				eps := endpoints(n, 1, 2, 3, 5, 8)
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := s.Update(eps); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func benchSet(b *testing.B, name string, n int) *Set {
+	b.Helper()
+	cfg := DefaultConfig()
+	cfg.Policy = name
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	eps := endpoints(n, 1, 2, 3)
+	if err := s.Update(eps); err != nil {
+		b.Fatal(err)
+	}
+	// Give p2c latency samples so it compares real estimates.
+	for _, e := range s.Endpoints() {
+		e.mu.Lock()
+		e.observe(time.Now().UnixNano(), time.Millisecond, false, s.decay)
+		e.mu.Unlock()
+	}
+	return s
+}
+
+func BenchmarkHashOn(b *testing.B) {
+	for _, on := range []string{"client_ip", "header:X-User-Id", "cookie:session"} {
+		b.Run(on, func(b *testing.B) {
+			h, _ := ParseHashOn(on)
+			r := newBenchRequest()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Hash(r)
+			}
+		})
+	}
+}
