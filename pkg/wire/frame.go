@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"unicode/utf8"
 )
 
 // Wire constants. docs/wire.md is the normative description; every number
@@ -39,7 +40,7 @@ const (
 	// MaxServiceNameSize is the largest service name an OPEN may carry.
 	MaxServiceNameSize = 255
 	// MaxReasonSize is the largest reason text in RESET, GOAWAY and ERROR.
-	MaxReasonSize = 1024
+	MaxReasonSize = 256
 
 	// DataFrameCost is the flow-control credit a DATA frame consumes on top
 	// of its (uncompressed) payload length. It bounds the receiver's per-frame
@@ -91,16 +92,16 @@ const (
 	// Stream id of an open stream. Empty payload.
 	FrameClose FrameType = 0x08
 	// FrameReset (0x09) aborts a stream in both directions. Stream id of the
-	// stream. Payload: code u32 | reason (0..1024 bytes UTF-8).
+	// stream. Payload: code u32 | reason (0..256 bytes UTF-8).
 	FrameReset FrameType = 0x09
 	// FrameGoAway (0x0a) stops new streams. Stream id 0. Payload:
-	//   last_stream_id u32 | code u32 | reason (0..1024 bytes UTF-8)
+	//   last_stream_id u32 | code u32 | reason (0..256 bytes UTF-8)
 	// With code NO_ERROR existing streams drain; with any other code the
 	// sender closes the connection after it.
 	FrameGoAway FrameType = 0x0a
 	// FrameError (0x0b) reports a fatal connection error (for example a
 	// refused HELLO); the sender closes the connection after it. Stream id 0.
-	// Payload: code u32 | reason (0..1024 bytes UTF-8).
+	// Payload: code u32 | reason (0..256 bytes UTF-8).
 	FrameError FrameType = 0x0b
 )
 
@@ -405,8 +406,6 @@ const (
 	FeatureZstd Features = 0x0001
 	// FeatureS2 offers or selects S2 compression of DATA payloads.
 	FeatureS2 Features = 0x0002
-
-	knownFeatures = FeatureZstd | FeatureS2
 )
 
 const helloFixedSize = 16
@@ -526,9 +525,10 @@ func ParseWindowUpdate(p []byte) (uint32, error) {
 	return inc, nil
 }
 
-// ValidServiceName reports whether name may appear in an OPEN frame.
+// ValidServiceName reports whether name may appear in an OPEN frame: 1 to
+// 255 bytes of UTF-8 without spaces or control characters.
 func ValidServiceName(name string) bool {
-	if len(name) == 0 || len(name) > MaxServiceNameSize {
+	if len(name) == 0 || len(name) > MaxServiceNameSize || !utf8.ValidString(name) {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
