@@ -53,7 +53,10 @@ func NewMetrics(reg prometheus.Registerer, store Store, backend string) *Metrics
 	)
 	for _, op := range []string{"register", "deregister", "heartbeat", "set_health", "put_record", "delete_record"} {
 		m.ops.WithLabelValues(op)
+		m.backendErrors.WithLabelValues(op)
 	}
+	m.watches.WithLabelValues("instances")
+	m.watches.WithLabelValues("records")
 	return m
 }
 

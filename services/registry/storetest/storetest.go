@@ -665,4 +665,15 @@ func testOutage(t *testing.T, b Backend) {
 		return ""
 	})
 	w.next(t, "owned and after", func(m *registryv1.WatchResponse) bool { return !m.Stale && ids(m.Instances) == "after,owned" })
+	if b.Shared {
+		// The backend itself has the instance again, not just this
+		// registry's memory: a registry started now sees it.
+		fresh := serve(t, b.Open(t))
+		eventually(t, "re-registered instance seen by a new registry", func() string {
+			if got := ids(get(t, fresh, svc, true).Instances); got != "after,owned" {
+				return got
+			}
+			return ""
+		})
+	}
 }
