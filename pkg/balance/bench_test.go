@@ -106,7 +106,7 @@ func benchSet(b *testing.B, name string, n int) *Set {
 	// Give p2c latency samples so it compares real estimates.
 	for _, e := range s.Endpoints() {
 		e.mu.Lock()
-		e.observe(time.Now().UnixNano(), time.Millisecond, false, s.decay)
+		e.observe(time.Now().UnixNano(), time.Millisecond, false, float64(s.Config().LatencyDecay))
 		e.mu.Unlock()
 	}
 	return s

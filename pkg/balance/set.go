@@ -20,13 +20,11 @@ import (
 // old. An owner that wants time-based transitions on time while idle calls
 // Refresh from a ticker (once a second is plenty).
 type Set struct {
-	cfg        Config
-	build      Builder
+	cfg        atomic.Pointer[Config] // with defaults filled in; replaced by SetConfig
+	build      Builder                // guarded by mu
 	clock      Clock
 	rand       *Rand
-	decay      float64 // LatencyDecay in ns
-	halfOpen   int32
-	initialSet bool // Update has been called at least once
+	initialSet bool // Update has been called at least once; guarded by mu
 
 	snap atomic.Pointer[snapshot]
 	// now is the clock's reading at the last Update, Done or Refresh, in
@@ -41,6 +39,7 @@ type Set struct {
 
 type snapshot struct {
 	picker   Picker
+	halfOpen int32            // Breaker.HalfOpenRequests
 	eps      []*EndpointState // what picker chooses from
 	err      error            // ErrNoEndpoint / ErrNoHealthy when eps is empty
 	panic    bool
@@ -67,23 +66,40 @@ func New(cfg Config, opts ...Option) (*Set, error) {
 	cfg = cfg.withDefaults()
 	b, _ := Lookup(cfg.Policy) // checked by Validate
 	s := &Set{
-		cfg:      cfg,
-		build:    b,
-		clock:    SystemClock,
-		rand:     newRand(0, false),
-		decay:    float64(cfg.LatencyDecay),
-		halfOpen: int32(cfg.Breaker.HalfOpenRequests),
-		byID:     make(map[string]*EndpointState),
+		build: b,
+		clock: SystemClock,
+		rand:  newRand(0, false),
+		byID:  make(map[string]*EndpointState),
 	}
+	s.cfg.Store(&cfg)
 	for _, o := range opts {
 		o(s)
 	}
+	s.now.Store(s.clock.Now().UnixNano())
 	s.snap.Store(&snapshot{err: ErrNoEndpoint})
 	return s, nil
 }
 
 // Config returns the set's configuration with defaults filled in.
-func (s *Set) Config() Config { return s.cfg }
+func (s *Set) Config() Config { return *s.cfg.Load() }
+
+// SetConfig replaces the configuration (policy included) and rebuilds the
+// snapshot. Live endpoint state is kept: outstanding counts, latency,
+// ejections and breakers carry over. Errors are *ConfigError values, and
+// leave the set unchanged.
+func (s *Set) SetConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	b, _ := Lookup(cfg.Policy)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.Store(&cfg)
+	s.build = b
+	s.rebuildLocked(s.tick())
+	return nil
+}
 
 // Update replaces the endpoint list. Endpoints are matched to existing
 // state by ID. IDs must be unique and non-empty.
@@ -210,7 +226,7 @@ func (s *Set) Pick(info PickInfo) (Selection, error) {
 		if err != nil {
 			return Selection{}, err
 		}
-		if sel, ok := s.take(es, sn.panic); ok {
+		if sel, ok := take(es, sn); ok {
 			return sel, nil
 		}
 	}
@@ -223,19 +239,19 @@ func (s *Set) Pick(info PickInfo) (Selection, error) {
 		if j >= n {
 			j -= n
 		}
-		if sel, ok := s.take(sn.eps[j], sn.panic); ok {
+		if sel, ok := take(sn.eps[j], sn); ok {
 			return sel, nil
 		}
 	}
 	return Selection{}, ErrNoHealthy
 }
 
-func (s *Set) take(es *EndpointState, panicking bool) (Selection, bool) {
-	if panicking {
+func take(es *EndpointState, sn *snapshot) (Selection, bool) {
+	if sn.panic {
 		es.outstanding.Add(1)
 		return Selection{Endpoint: es}, true
 	}
-	ok, probe := es.admit(s.halfOpen)
+	ok, probe := es.admit(sn.halfOpen)
 	if !ok {
 		return Selection{}, false
 	}
@@ -270,16 +286,17 @@ func (s *Set) report(es *EndpointState, o Outcome, latency time.Duration, probe 
 		es.failures.Add(1)
 	}
 	now := s.tick()
+	cfg := s.cfg.Load()
 	var eject, rebuild bool
 	es.mu.Lock()
-	es.observe(now.UnixNano(), latency, failed, s.decay)
+	es.observe(now.UnixNano(), latency, failed, float64(cfg.LatencyDecay))
 	if failed {
 		es.consecFail++
 	} else {
 		es.consecFail = 0
 	}
 	st := es.status.Load()
-	if b := &s.cfg.Breaker; b.FailureThreshold > 0 {
+	if b := &cfg.Breaker; b.FailureThreshold > 0 {
 		switch {
 		case st&stHalfOpen != 0 && probe:
 			if failed {
@@ -297,7 +314,7 @@ func (s *Set) report(es *EndpointState, o Outcome, latency time.Duration, probe 
 			rebuild = true
 		}
 	}
-	if n := s.cfg.Outlier.ConsecutiveFailures; n > 0 && failed && es.consecFail >= n && es.status.Load()&stEjected == 0 {
+	if n := cfg.Outlier.ConsecutiveFailures; n > 0 && failed && es.consecFail >= n && es.status.Load()&stEjected == 0 {
 		eject = true
 	}
 	es.mu.Unlock()
@@ -318,7 +335,10 @@ func (s *Set) report(es *EndpointState, o Outcome, latency time.Duration, probe 
 // ejectLocked ejects es unless that would exceed the ejected share.
 // Caller holds s.mu.
 func (s *Set) ejectLocked(es *EndpointState, now time.Time) {
-	o := &s.cfg.Outlier
+	o := &s.cfg.Load().Outlier
+	if o.ConsecutiveFailures == 0 {
+		return // turned off since the failures were counted
+	}
 	ejected := 0
 	for _, e := range s.order {
 		if e.status.Load()&stEjected != 0 {
@@ -359,6 +379,7 @@ const rampSteps = 16
 // computes effective weights and panic mode, and publishes a new snapshot.
 // Caller holds s.mu.
 func (s *Set) rebuildLocked(now time.Time) {
+	cfg := s.cfg.Load()
 	var deadline time.Time
 	soonest := func(t time.Time) {
 		if deadline.IsZero() || t.Before(deadline) {
@@ -399,10 +420,10 @@ func (s *Set) rebuildLocked(now time.Time) {
 		es.wasEligible = el
 		eligible[i] = el
 		w := es.ep.Load().weight()
-		if ss := s.cfg.SlowStart; ss > 0 && !es.rampStart.IsZero() {
+		if ss := cfg.SlowStart; ss > 0 && !es.rampStart.IsZero() {
 			if el := now.Sub(es.rampStart); el < ss {
 				k := int(int64(el)*rampSteps/int64(ss)) + 1
-				kmin := (s.cfg.SlowStartMinPercent*rampSteps + 99) / 100
+				kmin := (cfg.SlowStartMinPercent*rampSteps + 99) / 100
 				k = max(k, kmin, 1)
 				if k < rampSteps {
 					w = w * float64(k) / rampSteps
@@ -418,11 +439,11 @@ func (s *Set) rebuildLocked(now time.Time) {
 			es.effWeight.Store(0)
 		}
 	}
-	sn := &snapshot{}
+	sn := &snapshot{halfOpen: int32(cfg.Breaker.HalfOpenRequests)}
 	if !deadline.IsZero() {
 		sn.deadline = deadline.UnixNano()
 	}
-	p := s.cfg.PanicThresholdPercent
+	p := cfg.PanicThresholdPercent
 	switch {
 	case n == 0:
 		sn.err = ErrNoEndpoint
@@ -447,7 +468,7 @@ func (s *Set) rebuildLocked(now time.Time) {
 			Endpoints: sn.eps,
 			Weights:   weights,
 			Panic:     sn.panic,
-			Config:    &s.cfg,
+			Config:    cfg,
 			Rand:      s.rand,
 			Clock:     coarseClock{&s.now},
 			now:       &s.now,

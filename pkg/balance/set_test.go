@@ -477,3 +477,38 @@ func TestConcurrentPicksAndUpdates(t *testing.T) {
 		})
 	}
 }
+
+func TestSetConfigKeepsState(t *testing.T) {
+	s, _ := newSet(t, DefaultConfig(), endpoints(3))
+	held := pickUntil(t, s, "e01")
+	failOn(t, s, "e02", 5)
+	cfg := DefaultConfig()
+	cfg.Policy = LeastConnName
+	if err := s.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Config().Policy; got != LeastConnName {
+		t.Fatalf("policy %q after SetConfig", got)
+	}
+	if e := stateOf(s, "e01"); e.Outstanding() != 1 {
+		t.Fatalf("outstanding %d after SetConfig, want 1", e.Outstanding())
+	}
+	if !stateOf(s, "e02").Ejected() {
+		t.Fatal("ejection lost across SetConfig")
+	}
+	// least_conn now avoids the endpoint with a request in flight.
+	if c := pickCounts(t, s, 100); c["e01"] != 0 || c["e00"] != 100 {
+		t.Fatalf("least_conn picks %v, want all on e00", c)
+	}
+	held.Done(Success, time.Millisecond)
+
+	bad := DefaultConfig()
+	bad.Policy = "nope"
+	var ce *ConfigError
+	if err := s.SetConfig(bad); !errors.As(err, &ce) || ce.Field != "Policy" {
+		t.Fatalf("SetConfig(bad) = %v, want a Policy ConfigError", err)
+	}
+	if s.Config().Policy != LeastConnName {
+		t.Fatal("a rejected config changed the set")
+	}
+}
