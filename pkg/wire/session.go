@@ -220,10 +220,16 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("wire: handshake: %w", err)
 	}
-	s.wbuf = make([]byte, 0, max(64<<10, 2*(min(s.peerMaxFrame, directWriteMin)+Overhead)))
 	switch conn.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		s.writev = true
+	}
+	if s.writev {
+		// Payloads from directWriteMin up bypass the buffer.
+		s.wbuf = make([]byte, 0, 64<<10)
+	} else {
+		// Room for a full frame plus small frames batched around it.
+		s.wbuf = make([]byte, 0, s.peerMaxFrame+Overhead+16<<10)
 	}
 	s.wg.Add(2)
 	go s.readLoop()
@@ -1025,8 +1031,16 @@ func (s *Session) handleData(h *Header) error {
 			s.resetStream(st, CodeCompression)
 			return nil
 		}
-		*dp = out
-		bp = dp
+		if classOf(len(out)) < classOf(cap(*dp)) {
+			// Keep queued memory proportional to the data: move a small
+			// result out of the max-frame-size buffer.
+			bp = getBuf(len(out))
+			copy(*bp, out)
+			putBuf(dp)
+		} else {
+			*dp = out
+			bp = dp
+		}
 	}
 	if code := st.pushData(bp, h.Flags()&FlagMore != 0); code != CodeNoError {
 		s.resetStream(st, code)

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -820,5 +821,33 @@ func TestHostileInput(t *testing.T) {
 				t.Errorf("after stream error: PONG %q, session error %v", f.Payload, s.Err())
 			}
 		})
+	}
+}
+
+// TestHostileLengthSession sends a live session a DATA header claiming a
+// 4 GiB payload: the session must answer GOAWAY FRAME_SIZE_ERROR and end,
+// having allocated less than one max-size frame for it.
+func TestHostileLengthSession(t *testing.T) {
+	s, p := rawServerSession(t, Config{KeepAliveInterval: -1})
+	p.send(FrameOpen, 0, 1, []byte("x"))
+	p.send(FramePing, 0, 0, make([]byte, 8))
+	p.expect(FramePong) // the OPEN has been processed
+	var hdr Header
+	hdr.set(Version, FrameData, 0, 1, 0xffffffff)
+	hostile := append(hdr[:], bytes.Repeat([]byte{0xee}, 1<<16)...)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p.sendRaw(hostile)
+	f := p.expect(FrameGoAway)
+	<-s.Done()
+	runtime.ReadMemStats(&after)
+	if _, code, _, _ := ParseGoAway(f.Payload); code != CodeFrameSize {
+		t.Errorf("GOAWAY code %v, want FRAME_SIZE_ERROR", code)
+	}
+	grew := after.TotalAlloc - before.TotalAlloc
+	t.Logf("allocated %d bytes handling the hostile header", grew)
+	if grew > DefaultMaxFrameSize {
+		t.Errorf("allocated %d bytes, more than the %d-byte frame limit", grew, DefaultMaxFrameSize)
 	}
 }

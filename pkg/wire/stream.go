@@ -426,6 +426,9 @@ func (st *Stream) sendClose() error {
 	if finished {
 		st.s.removeStream(st.id)
 	}
+	if st.s.isDone() {
+		return nil // nothing left to close on a dead session
+	}
 	return err
 }
 
