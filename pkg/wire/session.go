@@ -159,7 +159,7 @@ type Session struct {
 
 	acceptCh  chan *Stream
 	ctrlCh    chan ctrlFrame
-	overload  chan struct{}
+	overload  atomic.Bool // a reply could not be queued
 	done      chan struct{}
 	closeOnce sync.Once
 	err       error // set before done is closed
@@ -195,7 +195,6 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		streamGone: make(chan struct{}, 1),
 		acceptCh:   make(chan *Stream, cfg.AcceptBacklog),
 		ctrlCh:     make(chan ctrlFrame, ctrlQueueSize),
-		overload:   make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
 	if client {
@@ -590,8 +589,26 @@ func (s *Session) failCode(code ErrorCode, cause error) {
 	if cause != nil {
 		reason = cause.Error()
 	}
-	s.writeGoAway(last, code, reason) //nolint:errcheck // best effort: the session is ending.
+	// Best effort and bounded: a writer stuck on a peer that does not read
+	// must not hold the session open.
+	if s.lockWriteWithin(min(s.cfg.WriteTimeout, time.Second)) {
+		s.writers.Add(1)
+		payload := AppendGoAway(nil, last, code, reason)
+		s.endWrite(s.writeLocked(FrameGoAway, 0, 0, payload)) //nolint:errcheck // the session is ending
+	}
 	s.fail(&SessionError{Code: code, Reason: reason, Err: cause})
+}
+
+// lockWriteWithin takes wmu if it becomes free within d.
+func (s *Session) lockWriteWithin(d time.Duration) bool {
+	end := time.Now().Add(d)
+	for !s.wmu.TryLock() {
+		if time.Now().After(end) || s.isDone() {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
 }
 
 // armWrite sets the connection's write deadline before bytes may reach it.
@@ -698,10 +715,7 @@ func (s *Session) enqueue(c ctrlFrame) {
 	select {
 	case s.ctrlCh <- c:
 	default:
-		select {
-		case s.overload <- struct{}{}:
-		default:
-		}
+		s.overload.Store(true) // the read loop ends the session
 	}
 }
 
@@ -710,9 +724,6 @@ func (s *Session) ctrlLoop() {
 	for {
 		select {
 		case <-s.done:
-			return
-		case <-s.overload:
-			s.failCode(CodeEnhanceYourCalm, errors.New("peer provokes replies faster than they drain"))
 			return
 		case c := <-s.ctrlCh:
 			var err error
@@ -794,6 +805,9 @@ func (s *Session) readLoop() {
 		if err == nil {
 			s.recvCount.Add(1)
 			err = s.handle(&h, ctl)
+			if err == nil && s.overload.Load() {
+				err = &SessionError{Code: CodeEnhanceYourCalm, Reason: "peer provokes replies faster than they drain"}
+			}
 		}
 		if err != nil {
 			s.readFailed(err)

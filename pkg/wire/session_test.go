@@ -851,3 +851,100 @@ func TestHostileLengthSession(t *testing.T) {
 		t.Errorf("allocated %d bytes, more than the %d-byte frame limit", grew, DefaultMaxFrameSize)
 	}
 }
+
+// TestPingFlood sends PINGs from a peer that never reads: the session must
+// cut it off instead of queueing PONGs without bound.
+func TestPingFlood(t *testing.T) {
+	c, sc := net.Pipe()
+	p := newRawPeer(t, c)
+	ch := make(chan *Session, 1)
+	go func() {
+		s, err := Server(sc, Config{KeepAliveInterval: -1, WriteTimeout: 5 * time.Second})
+		if err != nil {
+			t.Error(err)
+		}
+		ch <- s
+	}()
+	p.handshakeAsClient(1 << 20)
+	s := <-ch
+	if s == nil {
+		t.FailNow()
+	}
+	defer s.Close()
+	start := time.Now()
+	ping := AppendFrame(nil, FramePing, 0, 0, make([]byte, 8))
+	for i := 0; i < 10*ctrlQueueSize; i++ {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(ping); err != nil {
+			break // the session hung up
+		}
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session kept absorbing a ping flood")
+	}
+	if CodeOf(s.Err()) != CodeEnhanceYourCalm {
+		t.Errorf("session error %v, want ENHANCE_YOUR_CALM", s.Err())
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("took %v to cut off the flood", d)
+	}
+}
+
+func TestReaderFromWriterTo(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			c, s := sessionPair(t, tr, Config{}, Config{})
+			echoServer(t, s)
+			st, err := c.Open(ctxT(t), "echo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.LocalAddr() == nil || st.RemoteAddr() == nil || st.Session() != c {
+				t.Error("addresses or session missing")
+			}
+			data := bytes.Repeat([]byte("0123456789abcdef"), 50000)
+			go func() {
+				// A plain io.Reader makes io.Copy use Stream.ReadFrom.
+				if n, err := io.Copy(st, io.LimitReader(bytes.NewReader(data), int64(len(data)))); err != nil || n != int64(len(data)) {
+					t.Errorf("ReadFrom = %d, %v", n, err)
+				}
+				st.CloseWrite()
+			}()
+			var out bytes.Buffer
+			if n, err := st.WriteTo(&out); err != nil || n != int64(len(data)) || !bytes.Equal(out.Bytes(), data) {
+				t.Fatalf("WriteTo = %d, %v", n, err)
+			}
+		})
+	}
+}
+
+// TestClientRejectsBadAck checks the client's validation of HELLO_ACK.
+func TestClientRejectsBadAck(t *testing.T) {
+	acks := []struct {
+		name string
+		ack  HelloAck
+		code ErrorCode
+	}{
+		{"version 2", HelloAck{Version: 2, MaxFrameSize: 4096, InitialWindow: 4096}, CodeUnsupportedVersion},
+		{"tiny frames", HelloAck{Version: 1, MaxFrameSize: 10, InitialWindow: 4096}, CodeProtocol},
+		{"tiny window", HelloAck{Version: 1, MaxFrameSize: 4096, InitialWindow: 10}, CodeProtocol},
+		{"feature not offered", HelloAck{Version: 1, MaxFrameSize: 4096, InitialWindow: 4096, Features: FeatureZstd}, CodeProtocol},
+	}
+	for _, a := range acks {
+		t.Run(a.name, func(t *testing.T) {
+			c, sc := tcpPair(t)
+			p := newRawPeer(t, sc)
+			go func() {
+				if _, err := p.read(); err == nil {
+					p.send(FrameHelloAck, 0, 0, AppendHelloAck(nil, &a.ack))
+				}
+			}()
+			_, err := Client(c, Config{Compression: []Compression{CompressionS2}})
+			if CodeOf(err) != a.code {
+				t.Errorf("Client = %v, want code %v", err, a.code)
+			}
+		})
+	}
+}
