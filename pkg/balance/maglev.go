@@ -45,20 +45,26 @@ func buildMaglev(b BuildInfo) Picker {
 // IDs and weights.
 func maglevTable(ids []string, w []float64, m uint32) []uint32 {
 	n := len(ids)
-	offset := make([]uint64, n)
-	skip := make([]uint64, n)
-	next := make([]uint64, n)
+	// pos[i] walks endpoint i's permutation offset, offset+skip, ... mod m.
+	pos := make([]uint32, n)
+	skip := make([]uint32, n)
 	credit := make([]float64, n)
 	var maxW float64
 	for i, id := range ids {
-		offset[i] = hashSeed(id, 0x6d61676c65763031) % uint64(m)
-		skip[i] = hashSeed(id, 0x6d61676c65763032)%uint64(m-1) + 1
+		pos[i] = uint32(hashSeed(id, 0x6d61676c65763031) % uint64(m))
+		skip[i] = uint32(hashSeed(id, 0x6d61676c65763032)%uint64(m-1) + 1)
 		maxW = max(maxW, w[i])
 	}
 	const empty = ^uint32(0)
 	table := make([]uint32, m)
 	for i := range table {
 		table[i] = empty
+	}
+	advance := func(i int) {
+		pos[i] += skip[i]
+		if pos[i] >= m {
+			pos[i] -= m
+		}
 	}
 	filled := uint32(0)
 	for filled < m {
@@ -68,15 +74,12 @@ func maglevTable(ids []string, w []float64, m uint32) []uint32 {
 				continue
 			}
 			credit[i]--
-			for {
-				c := (offset[i] + next[i]*skip[i]) % uint64(m)
-				next[i]++
-				if table[c] == empty {
-					table[c] = uint32(i)
-					filled++
-					break
-				}
+			for table[pos[i]] != empty {
+				advance(i)
 			}
+			table[pos[i]] = uint32(i)
+			advance(i)
+			filled++
 		}
 	}
 	return table
