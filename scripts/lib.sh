@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the scripts that build third-party programs from the Go
 # modules under tools/<name>/. Source it; do not run it.
 #
@@ -47,11 +48,13 @@ build_tool() {
 		local start=$SECONDS tmp=$dir/.$out.tmp.$$
 		# shellcheck disable=SC2064
 		trap "rm -f '$tmp'" EXIT
+		# A cold module cache prints hundreds of "go: downloading" lines;
+		# drop those and keep every other message. pipefail keeps go's status.
 		(
-			cd "$root/tools/$name"
+			cd "$root/tools/$name" || exit 1
 			GOWORK=off CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath" \
-				go build -ldflags="-s -w $ldflags" -o "$tmp" "$pkg"
-		)
+				go build -ldflags="-s -w $ldflags" -o "$tmp" "$pkg" 2>&1
+		) | { grep -v '^go: downloading ' || true; } >&2
 		mv -f "$tmp" "$dir/$out"
 		trap - EXIT
 		echo "$name $ver: built in $((SECONDS - start)) s"
