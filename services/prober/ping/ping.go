@@ -40,9 +40,10 @@ var ErrNoRaw = errors.New("raw ICMP sockets need CAP_NET_RAW")
 
 // conn is an ICMP socket of one family.
 type conn struct {
-	c     *icmp.PacketConn
+	pc    net.PacketConn // *net.IPConn (raw) or *net.UDPConn (datagram)
 	v6    bool
 	dgram bool // kernel-filtered datagram socket (ID is the local port)
+	oob   []byte
 }
 
 // open opens a datagram ICMP socket, or a raw one when datagram sockets are
@@ -54,40 +55,51 @@ func open(v6, rawOnly bool) (*conn, error) {
 	}
 	if !rawOnly {
 		if c, err := icmp.ListenPacket(dnet, any); err == nil {
-			return setup(&conn{c: c, v6: v6, dgram: true})
+			// icmp wraps the datagram socket in a *net.UDPConn; use it
+			// directly to read ancillary data (TTL, kernel timestamps).
+			var pc net.PacketConn
+			if v6 {
+				pc = c.IPv6PacketConn().PacketConn
+			} else {
+				pc = c.IPv4PacketConn().PacketConn
+			}
+			return setup(&conn{pc: pc, v6: v6, dgram: true}, c)
 		}
 	}
-	c, err := icmp.ListenPacket(rnet, any)
+	c, err := net.ListenPacket(rnet, any)
 	if err != nil {
 		if rawOnly {
 			return nil, fmt.Errorf("%w: %v", ErrNoRaw, err)
 		}
 		return nil, fmt.Errorf("open ICMP socket (neither datagram sockets by net.ipv4.ping_group_range nor raw sockets are allowed): %w", err)
 	}
-	return setup(&conn{c: c, v6: v6})
+	return setup(&conn{pc: c, v6: v6}, c)
 }
 
-func setup(c *conn) (*conn, error) {
+func setup(c *conn, closer interface{ Close() error }) (*conn, error) {
 	var err error
 	if c.v6 {
-		err = c.c.IPv6PacketConn().SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagSrc, true)
-		if err == nil && !c.dgram {
+		p := ipv6.NewPacketConn(c.pc)
+		if !c.dgram {
 			var f ipv6.ICMPFilter
 			f.SetAll(true)
 			f.Accept(ipv6.ICMPTypeEchoReply)
 			f.Accept(ipv6.ICMPTypeTimeExceeded)
 			f.Accept(ipv6.ICMPTypeDestinationUnreachable)
-			err = c.c.IPv6PacketConn().SetICMPFilter(&f)
+			err = p.SetICMPFilter(&f)
 		}
-	} else {
-		err = c.c.IPv4PacketConn().SetControlMessage(ipv4.FlagTTL, true)
+	}
+	if err == nil {
+		c.oob, err = enableAncillary(c.pc, c.v6)
 	}
 	if err != nil {
-		c.c.Close()
+		closer.Close()
 		return nil, fmt.Errorf("ICMP socket options: %w", err)
 	}
 	return c, nil
 }
+
+func (c *conn) close() error { return c.pc.Close() }
 
 func (c *conn) dst(a netip.Addr) net.Addr {
 	if c.dgram {
@@ -113,32 +125,48 @@ func (c *conn) proto() int {
 // setTTL sets the TTL (hop limit) of later packets.
 func (c *conn) setTTL(ttl int) error {
 	if c.v6 {
-		return c.c.IPv6PacketConn().SetHopLimit(ttl)
+		return ipv6.NewPacketConn(c.pc).SetHopLimit(ttl)
 	}
-	return c.c.IPv4PacketConn().SetTTL(ttl)
+	return ipv4.NewPacketConn(c.pc).SetTTL(ttl)
 }
 
-// read reads one ICMP message: its bytes, TTL/hop limit and source.
-func (c *conn) read(b []byte) (int, int, netip.Addr, error) {
-	var n, ttl int
+// read reads one ICMP message: its length in b, the TTL/hop limit, the
+// source and the kernel's receive time (zero when unavailable).
+func (c *conn) read(b []byte) (int, int, netip.Addr, time.Time, error) {
+	var n, oobn int
 	var src net.Addr
 	var err error
-	if c.v6 {
-		var cm *ipv6.ControlMessage
-		n, cm, src, err = c.c.IPv6PacketConn().ReadFrom(b)
-		if cm != nil {
-			ttl = cm.HopLimit
+	switch pc := c.pc.(type) {
+	case *net.UDPConn:
+		var ua *net.UDPAddr
+		n, oobn, _, ua, err = pc.ReadMsgUDP(b, c.oob)
+		if ua != nil {
+			src = ua
 		}
-	} else {
-		var cm *ipv4.ControlMessage
-		n, cm, src, err = c.c.IPv4PacketConn().ReadFrom(b)
-		if cm != nil {
-			ttl = cm.TTL
+	case *net.IPConn:
+		var ia *net.IPAddr
+		n, oobn, _, ia, err = pc.ReadMsgIP(b, c.oob)
+		if ia != nil {
+			src = ia
 		}
+	default:
+		return 0, 0, netip.Addr{}, time.Time{}, errors.New("unexpected socket type")
 	}
 	if err != nil {
-		return 0, 0, netip.Addr{}, err
+		return 0, 0, netip.Addr{}, time.Time{}, err
 	}
+	if !c.v6 && !c.dgram {
+		// Raw IPv4 sockets deliver the IP header: drop it.
+		if n < 20 {
+			return 0, 0, netip.Addr{}, time.Time{}, errors.New("short packet")
+		}
+		hl := int(b[0]&0x0f) * 4
+		if hl < 20 || hl > n {
+			return 0, 0, netip.Addr{}, time.Time{}, errors.New("bad IP header")
+		}
+		n = copy(b, b[hl:n])
+	}
+	ttl, at := parseAncillary(c.oob[:oobn])
 	var from netip.Addr
 	switch a := src.(type) {
 	case *net.IPAddr:
@@ -146,7 +174,18 @@ func (c *conn) read(b []byte) (int, int, netip.Addr, error) {
 	case *net.UDPAddr:
 		from, _ = netip.AddrFromSlice(a.IP)
 	}
-	return n, ttl, from.Unmap(), nil
+	return n, ttl, from.Unmap(), at, nil
+}
+
+// rttOf measures from sent to the kernel's receive time when there is
+// one (as iputils does), else to now.
+func rttOf(sent, kernel, now time.Time) time.Duration {
+	if !kernel.IsZero() {
+		if d := kernel.Sub(sent.Round(0)); d > 0 && d <= now.Sub(sent)+time.Millisecond {
+			return d
+		}
+	}
+	return now.Sub(sent)
 }
 
 var idCounter atomic.Uint32
@@ -231,7 +270,7 @@ func Ping(ctx context.Context, addr netip.Addr, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.c.Close()
+	defer c.close()
 	id, tok := newID()
 
 	res := &Result{Addr: addr, Replies: make([]Reply, o.Count)}
@@ -246,7 +285,7 @@ func Ping(ctx context.Context, addr netip.Addr, o Options) (*Result, error) {
 		defer wg.Done()
 		b := make([]byte, o.Size+512)
 		for {
-			n, ttl, from, err := c.read(b)
+			n, ttl, from, at, err := c.read(b)
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
@@ -268,7 +307,7 @@ func Ping(ctx context.Context, addr netip.Addr, o Options) (*Result, error) {
 				mu.Unlock()
 				continue
 			}
-			rtt := now.Sub(sentAt[i])
+			rtt := rttOf(sentAt[i], at, now)
 			if rtt > o.Timeout {
 				mu.Unlock()
 				continue // late: counted as lost, like a timed-out request
@@ -286,7 +325,7 @@ func Ping(ctx context.Context, addr netip.Addr, o Options) (*Result, error) {
 		}
 	}()
 	defer wg.Wait()
-	defer c.c.Close()
+	defer c.close()
 
 	payload := make([]byte, o.Size)
 	copy(payload, tok[:])
@@ -316,7 +355,7 @@ func Ping(ctx context.Context, addr netip.Addr, o Options) (*Result, error) {
 		sentAt[i] = last
 		res.Replies[i].Seq = i + 1
 		mu.Unlock()
-		if _, err := c.c.WriteTo(wb, dst); err != nil {
+		if _, err := c.pc.WriteTo(wb, dst); err != nil {
 			// The request did not leave (no route, ...): count it as sent
 			// and lost, as iputils does for errors it reports per packet.
 			continue
@@ -330,7 +369,7 @@ func Ping(ctx context.Context, addr netip.Addr, o Options) (*Result, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	c.c.Close()
+	c.close()
 	wg.Wait()
 
 	mu.Lock()

@@ -60,7 +60,7 @@ func Trace(ctx context.Context, addr netip.Addr, o TraceOptions) ([]Hop, bool, e
 	if err != nil {
 		return nil, false, err
 	}
-	defer c.c.Close()
+	defer c.close()
 	id, tok := newID()
 	dst := c.dst(addr)
 	payload := make([]byte, 32)
@@ -82,16 +82,16 @@ func Trace(ctx context.Context, addr netip.Addr, o TraceOptions) ([]Hop, bool, e
 			msg := icmp.Message{Type: c.echoType(), Body: &icmp.Echo{ID: id, Seq: seq & 0xffff, Data: payload}}
 			wb, _ := msg.Marshal(nil)
 			sent := time.Now()
-			if _, err := c.c.WriteTo(wb, dst); err != nil {
+			if _, err := c.pc.WriteTo(wb, dst); err != nil {
 				continue
 			}
 			deadline := sent.Add(o.Timeout)
 			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 				deadline = d
 			}
-			_ = c.c.SetReadDeadline(deadline)
+			_ = c.pc.SetReadDeadline(deadline)
 			for {
-				n, _, from, err := c.read(buf)
+				n, _, from, at, err := c.read(buf)
 				if err != nil {
 					if errors.Is(err, os.ErrDeadlineExceeded) {
 						break
@@ -105,7 +105,7 @@ func Trace(ctx context.Context, addr netip.Addr, o TraceOptions) ([]Hop, bool, e
 				if !ok {
 					continue
 				}
-				h.RTTs[p] = time.Since(sent)
+				h.RTTs[p] = rttOf(sent, at, time.Now())
 				if !h.Addr.IsValid() {
 					h.Addr = from
 				}

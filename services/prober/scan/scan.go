@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -143,6 +144,11 @@ func Scan(ctx context.Context, addr netip.Addr, ports []uint16, o Options) (*Res
 	if o.Concurrency <= 0 {
 		o.Concurrency = 256
 	}
+	if addr.IsLoopback() && o.Concurrency > runtime.GOMAXPROCS(0) {
+		// Loopback connects finish inside connect(2) (see connectNow):
+		// more workers than CPUs only add thread and scheduler churn.
+		o.Concurrency = runtime.GOMAXPROCS(0)
+	}
 	if o.Concurrency > len(ports) {
 		o.Concurrency = len(ports)
 	}
@@ -199,6 +205,11 @@ func Scan(ctx context.Context, addr netip.Addr, ports []uint16, o Options) (*Res
 }
 
 func probe(ctx context.Context, d *net.Dialer, ap netip.AddrPort) State {
+	if ap.Addr().IsLoopback() {
+		if st, ok := connectNow(ap); ok {
+			return st
+		}
+	}
 	c, err := d.DialContext(ctx, "tcp", ap.String())
 	if err == nil {
 		if tc, ok := c.(*net.TCPConn); ok {
