@@ -18,20 +18,63 @@ func (e *writeErr) Unwrap() error { return e.err }
 
 var errShortBody = errors.New("body ended early")
 
+// copyDeadlines are the deadlines a copy keeps armed while it waits.
+type copyDeadlines struct {
+	src, dst   *deadlines
+	srcT, dstT time.Duration
+}
+
+// beforeWait flushes dst and re-arms both deadlines before a blocking read.
+func (d *copyDeadlines) beforeWait(dst *bufio.Writer) error {
+	now := time.Now()
+	if dst.Buffered() > 0 {
+		if d != nil && d.dst != nil {
+			d.dst.write(now, d.dstT)
+		}
+		if err := dst.Flush(); err != nil {
+			return &writeErr{err}
+		}
+	}
+	if d != nil && d.src != nil {
+		d.src.read(now, d.srcT)
+	}
+	return nil
+}
+
+// deadlines arms a connection's deadlines lazily: one is moved only when
+// less than half its timeout is left (or more than all of it), so a busy
+// keep-alive connection re-arms about once per half timeout rather than
+// on every request. Each operation thus gets between half and all of its
+// timeout.
+type deadlines struct {
+	c      net.Conn
+	rd, wd time.Time
+}
+
+func (d *deadlines) reset(c net.Conn) { d.c, d.rd, d.wd = c, time.Time{}, time.Time{} }
+
+func (d *deadlines) read(now time.Time, t time.Duration) {
+	if left := d.rd.Sub(now); left < t/2 || left > t {
+		d.rd = now.Add(t)
+		d.c.SetReadDeadline(d.rd)
+	}
+}
+
+func (d *deadlines) write(now time.Time, t time.Duration) {
+	if left := d.wd.Sub(now); left < t/2 || left > t {
+		d.wd = now.Add(t)
+		d.c.SetWriteDeadline(d.wd)
+	}
+}
+
 // copyN copies n bytes (all until EOF when n < 0) from src to dst through
 // src's buffer. Before blocking on src it flushes dst, so streamed bodies
-// reach the peer as they arrive; when srcConn is set its read deadline is
-// pushed forward by idle at each wait.
-func copyN(dst *bufio.Writer, src *bufio.Reader, n int64, srcConn net.Conn, idle time.Duration) error {
+// reach the peer as they arrive, and re-arms the deadlines in dl.
+func copyN(dst *bufio.Writer, src *bufio.Reader, n int64, dl *copyDeadlines) error {
 	for n != 0 {
 		if src.Buffered() == 0 {
-			if dst.Buffered() > 0 {
-				if err := dst.Flush(); err != nil {
-					return &writeErr{err}
-				}
-			}
-			if srcConn != nil && idle > 0 {
-				srcConn.SetReadDeadline(time.Now().Add(idle))
+			if err := dl.beforeWait(dst); err != nil {
+				return err
 			}
 			if _, err := src.Peek(1); err != nil {
 				if n < 0 && err == io.EOF {
@@ -61,9 +104,9 @@ func copyN(dst *bufio.Writer, src *bufio.Reader, n int64, srcConn net.Conn, idle
 
 // copyChunked copies one chunked body verbatim, trailers included, and
 // checks its framing as it goes.
-func copyChunked(dst *bufio.Writer, src *bufio.Reader, srcConn net.Conn, _ bool) error {
+func copyChunked(dst *bufio.Writer, src *bufio.Reader, dl *copyDeadlines) error {
 	for {
-		line, err := readLine(dst, src)
+		line, err := readLine(dst, src, dl)
 		if err != nil {
 			return err
 		}
@@ -81,7 +124,7 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, srcConn net.Conn, _ bool)
 		if size == 0 {
 			// Trailer section, up to and including the empty line.
 			for {
-				tl, err := readLine(dst, src)
+				tl, err := readLine(dst, src, dl)
 				if err != nil {
 					return err
 				}
@@ -93,10 +136,10 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, srcConn net.Conn, _ bool)
 				}
 			}
 		}
-		if err := copyN(dst, src, size, nil, 0); err != nil {
+		if err := copyN(dst, src, size, dl); err != nil {
 			return err
 		}
-		crlf, err := readLine(dst, src)
+		crlf, err := readLine(dst, src, dl)
 		if err != nil {
 			return err
 		}
@@ -111,10 +154,10 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, srcConn net.Conn, _ bool)
 
 // readLine reads one line (bounded by the reader's buffer), flushing dst
 // first when it would block.
-func readLine(dst *bufio.Writer, src *bufio.Reader) ([]byte, error) {
-	if src.Buffered() == 0 && dst.Buffered() > 0 {
-		if err := dst.Flush(); err != nil {
-			return nil, &writeErr{err}
+func readLine(dst *bufio.Writer, src *bufio.Reader, dl *copyDeadlines) ([]byte, error) {
+	if src.Buffered() == 0 {
+		if err := dl.beforeWait(dst); err != nil {
+			return nil, err
 		}
 	}
 	line, err := src.ReadSlice('\n')

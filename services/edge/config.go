@@ -22,6 +22,10 @@ type FileConfig struct {
 	TCP []TCPConfig `yaml:"tcp" json:"tcp"`
 	// UDP are UDP listeners, each forwarding to one service.
 	UDP []UDPConfig `yaml:"udp" json:"udp"`
+	// Services are named static services (plain addresses) that routes,
+	// listeners and wire streams can name like registry services; the
+	// balancer's sets for the same names are ignored.
+	Services map[string][]string `yaml:"services" json:"services"`
 }
 
 // RouteConfig is one HTTP route.
@@ -120,6 +124,18 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 
 // Validate checks every field and names the first bad one.
 func (c *FileConfig) Validate() error {
+	for name, addrs := range c.Services {
+		f := fmt.Sprintf("services.%s", name)
+		if name == "" || strings.ContainsAny(name, " :/") {
+			return fmt.Errorf("%s: a service name has no spaces, colons or slashes", f)
+		}
+		if len(addrs) == 0 {
+			return fmt.Errorf("%s: needs at least one address", f)
+		}
+		if err := checkTargets(f, "", addrs); err != nil {
+			return err
+		}
+	}
 	names := map[string]bool{}
 	for i := range c.Routes {
 		r := &c.Routes[i]

@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,6 +270,11 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 
 // loadStatic registers the config file's routes and static services.
 func (e *Edge) loadStatic() error {
+	for name, addrs := range e.file.Services {
+		if err := e.ups.setStatic(name, "", addrs); err != nil {
+			return fmt.Errorf("config service %s: %w", name, err)
+		}
+	}
 	for _, r := range e.file.Routes {
 		svc := r.Service
 		if len(r.Addresses) > 0 {
@@ -348,6 +352,3 @@ func loadTLS(certs, keys []string) (*tls.Config, error) {
 	// leaf's names and falls back to the first.
 	return c, nil
 }
-
-// listenAddrOf is the bound address of a listener, for logs.
-func listenAddrOf(ln net.Listener) string { return ln.Addr().String() }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -44,6 +45,7 @@ type h1conn struct {
 	host    []byte // normalised host of the current request
 	scratch []byte
 	trace   *traceState
+	dl      deadlines
 }
 
 var h1pool = sync.Pool{New: func() any {
@@ -56,6 +58,7 @@ func (p *proxy) serveConn(c net.Conn, isTLS bool) {
 	h.p, h.c, h.tls = p, c, isTLS
 	h.br.Reset(c)
 	h.bw.Reset(c)
+	h.dl.reset(c)
 	h.ip = h.ip[:0]
 	h.ipAddr = netip.Addr{}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
@@ -103,7 +106,7 @@ func (h *h1conn) waitRequest() bool {
 		return false
 	}
 	if h.br.Buffered() == 0 {
-		h.c.SetReadDeadline(time.Now().Add(h.p.opt.IdleTimeout))
+		h.dl.read(time.Now(), h.p.opt.IdleTimeout)
 		if _, err := h.br.Peek(1); err != nil {
 			return false
 		}
@@ -111,7 +114,11 @@ func (h *h1conn) waitRequest() bool {
 	if !h.state.CompareAndSwap(stIdle, stActive) {
 		return false
 	}
-	h.c.SetReadDeadline(time.Now().Add(h.p.opt.ReadHeaderTimeout))
+	// A head that arrived whole needs no header timer; one arriving in
+	// pieces must complete within the header timeout (slow clients).
+	if b, _ := h.br.Peek(h.br.Buffered()); !bytes.Contains(b, crlfcrlf) {
+		h.dl.read(time.Now(), h.p.opt.ReadHeaderTimeout)
+	}
 	return true
 }
 
@@ -208,7 +215,10 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 	return keep && keepConn, false
 }
 
-var slash = []byte("/")
+var (
+	slash    = []byte("/")
+	crlfcrlf = []byte("\r\n\r\n")
+)
 
 func countKind(h *head, k uint8) int {
 	n := 0
@@ -374,7 +384,8 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 			uc.c.Close()
 		}
 	}()
-	uc.c.SetWriteDeadline(time.Now().Add(p.opt.ResponseHeaderTimeout))
+	now := time.Now()
+	uc.dl.write(now, p.opt.ResponseHeaderTimeout)
 	h.writeUpstreamHead(uc.bw, rt, path, hostHdr, upgrade, b)
 	if hasBody {
 		if req.expect100 {
@@ -383,12 +394,12 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 				return attemptResult{sent: true, code: 499}
 			}
 		}
-		h.c.SetReadDeadline(time.Now().Add(p.opt.ClientTimeout))
+		dl := &copyDeadlines{src: &h.dl, srcT: p.opt.ClientTimeout, dst: &uc.dl, dstT: p.opt.ResponseHeaderTimeout}
 		var cerr error
 		if req.chunked {
-			cerr = copyChunked(uc.bw, h.br, uc.c, true)
+			cerr = copyChunked(uc.bw, h.br, dl)
 		} else {
-			cerr = copyN(uc.bw, h.br, req.contentLength, nil, 0)
+			cerr = copyN(uc.bw, h.br, req.contentLength, dl)
 		}
 		req.contentLength, req.chunked = 0, false
 		if cerr != nil {
@@ -404,7 +415,7 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 	if err := uc.bw.Flush(); err != nil {
 		return attemptResult{failed: true, err: upErr{code: 502, retryable: uc.reused && idempotent && !hasBody, err: err}}
 	}
-	uc.c.SetReadDeadline(time.Now().Add(p.opt.ResponseHeaderTimeout))
+	uc.dl.read(now, p.opt.ResponseHeaderTimeout)
 	resp := &h.resp
 	for {
 		if err := resp.readHead(uc.br, 64<<10); err != nil {
@@ -451,8 +462,7 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 		return attemptResult{failed: true, err: upErr{code: 502, err: errors.New("bad response framing from backend")}}
 	}
 	h.writeResponseHead(r.code, !r.keep, resp.chunked && !noBody && !dechunk, http10)
-	h.c.SetWriteDeadline(time.Now().Add(p.opt.ClientTimeout))
-	uc.c.SetReadDeadline(time.Now().Add(p.opt.BackendIdleTimeout))
+	dl := copyDeadlines{src: &uc.dl, srcT: p.opt.BackendIdleTimeout, dst: &h.dl, dstT: p.opt.ClientTimeout}
 	var cerr error
 	switch {
 	case noBody:
@@ -460,12 +470,12 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 		cerr = copyDechunked(h.bw, uc.br)
 		upKeep = false
 	case resp.chunked:
-		cerr = copyChunked(h.bw, uc.br, uc.c, false)
+		cerr = copyChunked(h.bw, uc.br, &dl)
 	case resp.contentLength >= 0:
-		cerr = copyN(h.bw, uc.br, resp.contentLength, uc.c, p.opt.BackendIdleTimeout)
+		cerr = copyN(h.bw, uc.br, resp.contentLength, &dl)
 		r.n = resp.contentLength
 	default:
-		cerr = copyN(h.bw, uc.br, -1, uc.c, p.opt.BackendIdleTimeout)
+		cerr = copyN(h.bw, uc.br, -1, &dl)
 		upKeep = false
 	}
 	if cerr != nil {
@@ -481,7 +491,6 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 	}
 	if upKeep && uc.br.Buffered() == 0 {
 		closeUp = false
-		uc.c.SetDeadline(time.Time{})
 		b.put(uc)
 	}
 	return r
@@ -723,7 +732,7 @@ func (h *h1conn) flushClient() error {
 	if h.bw.Buffered() == 0 {
 		return nil
 	}
-	h.c.SetWriteDeadline(time.Now().Add(h.p.opt.ClientTimeout))
+	h.dl.write(time.Now(), h.p.opt.ClientTimeout)
 	return h.bw.Flush()
 }
 

@@ -1,8 +1,6 @@
 package edge_test
 
 import (
-	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 func TestShutdownDrainsInFlightRequests(t *testing.T) {
@@ -68,9 +64,9 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 func TestH2CPriorKnowledge(t *testing.T) {
 	a := backend(t, "a")
 	inst, _ := startEdge(t, fmt.Sprintf("routes:\n  - addresses: [%q]\n", strings.TrimPrefix(a.URL, "http://")))
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
-	}}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos}
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + inst.Addrs["http"] + "/h2c")
 	if err != nil {

@@ -195,13 +195,6 @@ func (u *udpProxy) sweep(ctx context.Context) error {
 	}
 }
 
-// flowCount reports the live flows.
-func (u *udpProxy) flowCount() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.flows)
-}
-
 func (u *udpProxy) close() {
 	u.mu.Lock()
 	u.closed = true

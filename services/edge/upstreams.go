@@ -27,6 +27,7 @@ type upstreams struct {
 	met         *metrics
 
 	mu        sync.Mutex
+	fixed     map[string]bool // services defined by the config file
 	svcs      map[string]*upService
 	overrides map[backendKey]override
 }
@@ -72,13 +73,14 @@ type upConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	b      *backend
+	dl     deadlines
 	idleAt time.Time
 	reused bool
 }
 
 func newUpstreams(d *netx.Dialer, maxIdle int, idle time.Duration, met *metrics) *upstreams {
 	return &upstreams{dialer: d, maxIdle: maxIdle, idleTimeout: idle, met: met,
-		svcs: map[string]*upService{}, overrides: map[backendKey]override{}}
+		fixed: map[string]bool{}, svcs: map[string]*upService{}, overrides: map[backendKey]override{}}
 }
 
 // service returns the named service, creating an empty one.
@@ -127,7 +129,14 @@ func (u *upstreams) setStatic(name, policy string, addrs []string) error {
 func (u *upstreams) update(name string, cfg balance.Config, eps []balance.Endpoint, tags map[string][]string, static bool) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if !static && u.fixed[name] {
+		return fmt.Errorf("service %s: defined in the config file; the balancer's set is ignored", name)
+	}
 	s := u.serviceLocked(name)
+	if static {
+		u.fixed[name] = true
+		s.static = true
+	}
 	if cfg != s.cfg {
 		set, err := balance.New(cfg)
 		if err != nil {
@@ -333,7 +342,9 @@ func (b *backend) get(ctx context.Context, u *upstreams) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10), b: b}, nil
+	uc := &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10), b: b}
+	uc.dl.reset(c)
+	return uc, nil
 }
 
 // put returns a connection for reuse, or closes it when the pool is full.
