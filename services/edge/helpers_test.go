@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/switchboard-net/switchboard/pkg/config"
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 	"github.com/switchboard-net/switchboard/services/edge"
@@ -137,6 +138,12 @@ func backend(t *testing.T, name string) *httptest.Server {
 // startEdge runs the edge with a config file (may be "") and extra flags.
 func startEdge(t *testing.T, conf string, args ...string) (*servicetest.Instance, string) {
 	t.Helper()
+	return startEdgeEnv(t, config.NoEnv, conf, args...)
+}
+
+// startEdgeEnv is startEdge with an environment (for OTEL_* variables).
+func startEdgeEnv(t *testing.T, env config.LookupFunc, conf string, args ...string) (*servicetest.Instance, string) {
+	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "rt.sock")
 	all := []string{"--http-addr=127.0.0.1:0", "--wire-addr=127.0.0.1:0", "--runtime-socket=" + sock,
@@ -159,7 +166,7 @@ func startEdge(t *testing.T, conf string, args ...string) (*servicetest.Instance
 	if !has("--balancer-addr") {
 		all = append(all, "--balancer-addr=")
 	}
-	inst := servicetest.Start(t, edge.Spec(), append(all, args...)...)
+	inst := servicetest.StartEnv(t, edge.Spec(), env, append(all, args...)...)
 	return inst, sock
 }
 
