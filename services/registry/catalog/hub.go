@@ -169,10 +169,8 @@ func (h *Hub) Update(fn func(u *Update)) uint64 {
 			setIdx := idx
 			if f, ok := u.setFloor[name]; ok {
 				// The backend's own index of this service, kept monotonic.
-				setIdx = f
-				if old := h.cur.services[name]; old != nil {
-					setIdx = max(f, old.index+1)
-				}
+				prev, _ := h.cur.Service(name)
+				setIdx = max(f, prev+1)
 			}
 			next.services[name] = &serviceSet{index: setIdx, insts: set.insts}
 		}

@@ -63,6 +63,9 @@ type Options struct {
 	// Timeout bounds each write and read that is not a blocking query (1s
 	// when zero).
 	Timeout time.Duration
+	// PendingTTL bounds how long a write of this store shows in the
+	// snapshot before Consul's catalog does (10s when zero).
+	PendingTTL time.Duration
 	// RecoveryWait bounds how long, after Consul returns, the store keeps
 	// the snapshot stale while it waits to see its re-registrations (5s
 	// when zero).
@@ -82,6 +85,7 @@ type Store struct {
 	mu         sync.Mutex
 	owned      map[string]*registryv1.Instance // desired state: what we registered
 	ownedRecs  map[string]*registryv1.Record
+	pending    map[string]map[string]*pending    // by service, id: our writes Consul has not shown yet
 	services   map[string][]*registryv1.Instance // as Consul last reported
 	serviceIdx map[string]uint64                 // Consul's index of each service
 	records    []*registryv1.Record
@@ -107,12 +111,19 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = time.Second
 	}
+	if o.PendingTTL <= 0 {
+		o.PendingTTL = 10 * time.Second
+	}
 	if o.RecoveryWait <= 0 {
 		o.RecoveryWait = 5 * time.Second
 	}
 	cfg := api.DefaultConfig()
 	if o.Address != "" {
 		cfg.Address = o.Address
+	}
+	if cfg.Transport != nil {
+		// Many concurrent writes plus one blocking query per service.
+		cfg.Transport.MaxIdleConnsPerHost = 256
 	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
@@ -122,7 +133,7 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	s := &Store{
 		c: c, o: o, hub: catalog.NewHub(1), cancel: cancel,
 		owned: map[string]*registryv1.Instance{}, ownedRecs: map[string]*registryv1.Record{},
-		services: map[string][]*registryv1.Instance{}, serviceIdx: map[string]uint64{}, loops: map[string]context.CancelFunc{},
+		pending: map[string]map[string]*pending{}, services: map[string][]*registryv1.Instance{}, serviceIdx: map[string]uint64{}, loops: map[string]context.CancelFunc{},
 	}
 	s.wg.Add(2)
 	go s.catalogLoop(ctx)
@@ -295,11 +306,9 @@ func (s *Store) Register(ctx context.Context, in *registryv1.Instance) (*registr
 	}
 	s.mu.Lock()
 	s.owned[serviceID(in.Service, in.Id)] = in
+	s.setPending(in.Service, in.Id, in)
 	s.mu.Unlock()
-	s.waitFor(ctx, func(snap *catalog.Snapshot) bool {
-		got := snap.Instance(in.Service, in.Id)
-		return got != nil && proto.Equal(got.UpdatedAt, in.UpdatedAt) && got.Port == in.Port && got.Address == in.Address
-	})
+	s.publish(in.Service)
 	return in, nil
 }
 
@@ -315,8 +324,9 @@ func (s *Store) Deregister(ctx context.Context, service, id string) error {
 	}
 	s.mu.Lock()
 	delete(s.owned, serviceID(service, id))
+	s.setPending(service, id, nil)
 	s.mu.Unlock()
-	s.waitFor(ctx, func(snap *catalog.Snapshot) bool { return snap.Instance(service, id) == nil })
+	s.publish(service)
 	return nil
 }
 
@@ -334,18 +344,89 @@ func (s *Store) updateCheck(ctx context.Context, service, id string, st registry
 	if err := s.c.Agent().UpdateTTLOpts(checkID(service, id), output, consulStatus(st), (&api.QueryOptions{}).WithContext(cctx)); err != nil {
 		return classify("update check", err)
 	}
+	next := proto.Clone(cur).(*registryv1.Instance)
+	next.Health, next.HealthOutput = st, output
 	s.mu.Lock()
 	if o := s.owned[serviceID(service, id)]; o != nil {
 		o = proto.Clone(o).(*registryv1.Instance)
 		o.Health, o.HealthOutput = st, output
 		s.owned[serviceID(service, id)] = o
 	}
+	s.setPending(service, id, next)
 	s.mu.Unlock()
-	s.waitFor(ctx, func(snap *catalog.Snapshot) bool {
-		got := snap.Instance(service, id)
-		return got == nil || got.Health == st && got.HealthOutput == output
-	})
+	s.publish(service)
 	return nil
+}
+
+// pending is a write of this store that Consul's catalog has not shown yet
+// (the agent syncs its registrations to the catalog asynchronously). The
+// snapshot shows it at once, so a caller reads its own write and watchers
+// see it without waiting for the catalog.
+type pending struct {
+	inst  *registryv1.Instance // nil: deregistered
+	base  *registryv1.Instance // the catalog's instance when the write was made
+	until time.Time
+}
+
+// setPending records a write (nil inst: a deregistration); s.mu is held.
+func (s *Store) setPending(service, id string, inst *registryv1.Instance) {
+	m := s.pending[service]
+	if m == nil {
+		m = map[string]*pending{}
+		s.pending[service] = m
+	}
+	m[id] = &pending{inst: inst, base: s.catalogInstance(service, id), until: time.Now().Add(s.o.PendingTTL)}
+}
+
+// catalogInstance returns an instance as Consul last reported it; s.mu is
+// held.
+func (s *Store) catalogInstance(service, id string) *registryv1.Instance {
+	for _, in := range s.services[service] {
+		if in.Id == id {
+			return in
+		}
+	}
+	return nil
+}
+
+// resolve drops pending writes once the catalog's instance changed since
+// the write (to the write, or past it: a TTL that expired since); s.mu is
+// held.
+func (s *Store) resolve(service string) {
+	for id, p := range s.pending[service] {
+		if !proto.Equal(s.catalogInstance(service, id), p.base) {
+			delete(s.pending[service], id)
+		}
+	}
+	if len(s.pending[service]) == 0 {
+		delete(s.pending, service)
+	}
+}
+
+// shown is a service's instances as the snapshot shows them: Consul's
+// catalog with this store's pending writes on top; s.mu is held.
+func (s *Store) shown(service string) []*registryv1.Instance {
+	p := s.pending[service]
+	if len(p) == 0 {
+		return s.services[service]
+	}
+	now := time.Now()
+	out := make([]*registryv1.Instance, 0, len(s.services[service])+len(p))
+	for _, in := range s.services[service] {
+		if p[in.Id] == nil || now.After(p[in.Id].until) {
+			out = append(out, in)
+		}
+	}
+	for id, w := range p {
+		if now.After(w.until) {
+			delete(p, id)
+			continue
+		}
+		if w.inst != nil {
+			out = append(out, w.inst)
+		}
+	}
+	return out
 }
 
 // Heartbeat passes a TTL instance's check.
@@ -513,6 +594,7 @@ func (s *Store) catalogLoop(ctx context.Context) {
 				delete(s.loops, name)
 				delete(s.services, name)
 				s.serviceIdx[name] = meta.LastIndex
+				s.resolve(name)
 				gone = append(gone, name)
 			}
 		}
@@ -608,6 +690,7 @@ func (s *Store) serviceLoop(ctx context.Context, name string) {
 		if ctx.Err() == nil {
 			s.services[name] = insts
 			s.serviceIdx[name] = meta.LastIndex
+			s.resolve(name)
 		}
 		s.index = max(s.index, meta.LastIndex)
 		s.mu.Unlock()
@@ -676,16 +759,19 @@ func (s *Store) publish(names ...string) {
 	s.hub.Update(func(u *catalog.Update) {
 		if full {
 			for _, name := range u.Services() {
-				if s.services[name] == nil {
+				if s.services[name] == nil && s.pending[name] == nil {
 					u.SetServiceAt(name, nil, s.serviceIdx[name])
 				}
 			}
-			for name, list := range s.services {
-				u.SetServiceAt(name, list, s.serviceIdx[name])
+			for name := range s.services {
+				u.SetServiceAt(name, s.shown(name), s.serviceIdx[name])
+			}
+			for name := range s.pending {
+				u.SetServiceAt(name, s.shown(name), s.serviceIdx[name])
 			}
 		} else {
 			for _, name := range names {
-				u.SetServiceAt(name, s.services[name], s.serviceIdx[name])
+				u.SetServiceAt(name, s.shown(name), s.serviceIdx[name])
 			}
 		}
 		u.SetRecordsAt(s.records, s.recordsIdx)
