@@ -828,6 +828,8 @@ func (s *Session) readFailed(err error) {
 		s.failCode(de.Code(), err)
 	case errors.As(err, &se) && !se.Remote:
 		s.failCode(se.Code, se)
+	case errors.Is(err, ErrMalformed):
+		s.failCode(CodeProtocol, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
 		s.mu.Lock()
 		rerr := s.remoteErr

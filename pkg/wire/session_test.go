@@ -777,6 +777,17 @@ func TestHostileInput(t *testing.T) {
 		{"invalid service name", func(p *rawPeer) {
 			p.send(FrameOpen, 0, 1, []byte("has space"))
 		}, want{FrameReset, CodeProtocol, false}},
+		{"malformed RESET", func(p *rawPeer) {
+			p.send(FrameOpen, 0, 1, []byte("x"))
+			p.send(FrameReset, 0, 1, []byte{0, 0})
+		}, want{FrameGoAway, CodeProtocol, true}},
+		{"malformed GOAWAY", func(p *rawPeer) {
+			p.send(FrameGoAway, 0, 0, []byte{0, 0})
+		}, want{FrameGoAway, CodeProtocol, true}},
+		{"zero WINDOW_UPDATE", func(p *rawPeer) {
+			p.send(FrameOpen, 0, 1, []byte("x"))
+			p.send(FrameWindowUpdate, 0, 1, []byte{0, 0, 0, 0})
+		}, want{FrameReset, CodeProtocol, false}},
 		{"ERROR from peer", func(p *rawPeer) {
 			p.send(FrameError, 0, 0, AppendCodeReason(nil, CodeInternal, "boom"))
 		}, want{0, 0, true}},
