@@ -70,7 +70,14 @@ func run(seed uint64, d time.Duration) error {
 			}
 			fmt.Printf("| %s | %d | %s | %s | %s | %d | %.1f%% |\n", p, r.Requests, ms(r.P50), ms(r.P99), ms(r.Max), r.TimedOut, 100*r.SlowShare)
 		}
-		fmt.Printf("\np2c p99 / round_robin p99 = %.3g\n\n", float64(p2c)/float64(rr))
+		base := sc
+		base.Slowdown = 1
+		b, err := Run(base, balance.RoundRobinName)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\np2c p99 / round_robin p99 = %.3g; for reference, round_robin with no slow backend: p50 %s, p99 %s\n\n",
+			float64(p2c)/float64(rr), ms(b.P50), ms(b.P99))
 	}
 	moved, owned, err := MaglevMoved(100, 1_000_000, seed)
 	if err != nil {
