@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# End-to-end test of the compose stack (deploy/compose.yaml), run by
+# `make e2e`: builds every image locally (scripts/images.sh), brings the
+# stack up, waits for every container's healthcheck, then checks what a user
+# would:
+#
+#   1. every service answers `grpcurl list` and one real call
+#      (registry GetService, balancer Pick, resolver Lookup, prober Run,
+#      edge ListBackends) on its published port;
+#   2. curl through the edge reaches both demo apps, balanced between them;
+#   3. dig resolves the demo service through the resolver to both apps;
+#   4. a scheduled prober ping job produces results;
+#   5. a request through the edge leaves one trace in Jaeger with spans from
+#      switchboard-edge and at least one other service;
+#   6. the dashboard API (edge admin /dashboard/api/state) shows the demo
+#      service, when the edge serves it;
+#   7. after one demo app is killed, all traffic goes to the other within
+#      the health check period.
+#
+# The stack is always torn down (trap), also on failure, when container
+# logs are printed first. Every wait polls with a bounded deadline.
+#
+# Environment:
+#   SWITCHBOARD_COMPOSE   the compose command ("docker compose" or
+#                         "docker-compose"; default: v2 when installed)
+#   SWITCHBOARD_E2E_KEEP  1 leaves the stack running for a look
+#   SWITCHBOARD_E2E_ARTIFACTS  directory for the dashboard screenshot
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+export PATH=$root/.tools/bin:$PATH
+start_all=$SECONDS
+
+if [ -n "${SWITCHBOARD_COMPOSE:-}" ]; then
+	read -ra compose <<<"$SWITCHBOARD_COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+	compose=(docker compose)
+elif command -v docker-compose >/dev/null; then
+	compose=(docker-compose)
+else
+	echo "e2e: neither 'docker compose' nor docker-compose is installed (scripts/build-compose.sh)" >&2
+	exit 1
+fi
+for tool in docker grpcurl curl dig jq; do
+	command -v "$tool" >/dev/null || {
+		echo "e2e: $tool is missing (scripts/setup.sh installs it)" >&2
+		exit 1
+	}
+done
+
+# Host ports of their own, so a `switchboard dev` or a second stack on the
+# default ports does not get in the way.
+export SWITCHBOARD_CONSUL_PORT=${SWITCHBOARD_CONSUL_PORT:-28500}
+export SWITCHBOARD_JAEGER_PORT=${SWITCHBOARD_JAEGER_PORT:-26686}
+export SWITCHBOARD_JAEGER_HEALTH_PORT=${SWITCHBOARD_JAEGER_HEALTH_PORT:-23133}
+export SWITCHBOARD_REGISTRY_PORT=${SWITCHBOARD_REGISTRY_PORT:-27100}
+export SWITCHBOARD_BALANCER_PORT=${SWITCHBOARD_BALANCER_PORT:-27200}
+export SWITCHBOARD_RESOLVER_PORT=${SWITCHBOARD_RESOLVER_PORT:-27300}
+export SWITCHBOARD_DNS_PORT=${SWITCHBOARD_DNS_PORT:-28053}
+export SWITCHBOARD_PROBER_PORT=${SWITCHBOARD_PROBER_PORT:-27400}
+export SWITCHBOARD_EDGE_PORT=${SWITCHBOARD_EDGE_PORT:-28080}
+export SWITCHBOARD_EDGE_GRPC_PORT=${SWITCHBOARD_EDGE_GRPC_PORT:-27500}
+export SWITCHBOARD_EDGE_ADMIN_PORT=${SWITCHBOARD_EDGE_ADMIN_PORT:-27501}
+export SWITCHBOARD_WIRE_PORT=${SWITCHBOARD_WIRE_PORT:-27900}
+
+project=switchboard-e2e
+dc() { "${compose[@]}" -p "$project" -f "$root/deploy/compose.yaml" "$@"; }
+
+log() { printf 'e2e [%3ds] %s\n' "$((SECONDS - start_all))" "$*"; }
+fail() {
+	log "FAIL: $*"
+	exit 1
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [ "$rc" -ne 0 ]; then
+		log "failed; container state and logs follow"
+		dc ps -a || true
+		dc logs --no-color --tail=40 2>&1 | tail -n 400 || true
+	fi
+	if [ "${SWITCHBOARD_E2E_KEEP:-}" = 1 ]; then
+		log "leaving the stack up (SWITCHBOARD_E2E_KEEP=1); stop it with: ${compose[*]} -p $project -f deploy/compose.yaml down -v"
+	else
+		dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+		log "stack torn down"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# poll SECS DESC CMD...: runs CMD until it succeeds, at most SECS seconds.
+# On timeout the last attempt's output is shown.
+poll() {
+	local secs=$1 desc=$2 end=$((SECONDS + $1))
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if [ "$SECONDS" -ge "$end" ]; then
+			log "timed out after ${secs}s waiting for: $desc; last attempt:"
+			"$@" || true
+			return 1
+		fi
+		sleep 0.25
+	done
+}
+
+# grpc PORT METHOD [JSON]: one unary call with grpcurl (bounded).
+grpc() {
+	local port=$1 method=$2 data=${3:-'{}'}
+	grpcurl -plaintext -max-time 5 -d "$data" "127.0.0.1:$port" "$method"
+}
+
+log "building images (${compose[*]})"
+"$root/scripts/images.sh"
+dc down -v --remove-orphans -t 1 >/dev/null 2>&1 || true # leftovers of a killed run
+
+log "starting the stack"
+t0=$SECONDS
+dc up -d >/dev/null 2>&1 || {
+	dc up -d # again, to show why
+	fail "compose up"
+}
+
+# Every container with a healthcheck must report healthy; the rest running.
+all_healthy() {
+	local svc id state
+	for svc in $(dc config --services); do
+		id=$(dc ps -q "$svc")
+		[ -n "$id" ] || return 1
+		state=$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
+		case $state in
+		"running healthy" | "running none") ;;
+		*) return 1 ;;
+		esac
+	done
+}
+poll 180 "every container healthy" all_healthy || fail "the stack did not become healthy"
+ready=$((SECONDS - t0))
+log "stack ready in ${ready}s"
+
+# The demo apps register themselves; wait until both pass their checks.
+demo_passing() {
+	[ "$(grpc "$SWITCHBOARD_REGISTRY_PORT" switchboard.registry.v1.Registry/GetService '{"service":"demo"}' |
+		jq '[.instances[]? | select(.health == "HEALTH_STATUS_PASSING")] | length')" = 2 ]
+}
+poll 60 "both demo apps registered and passing" demo_passing || fail "demo apps not passing"
+demo_ip() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(dc ps -q "$1")"; }
+ip1=$(demo_ip demo-1)
+ip2=$(demo_ip demo-2)
+log "demo-1 at $ip1, demo-2 at $ip2 (both passing)"
+
+# 1. grpcurl list and one real call per service.
+for pair in registry:$SWITCHBOARD_REGISTRY_PORT balancer:$SWITCHBOARD_BALANCER_PORT \
+	resolver:$SWITCHBOARD_RESOLVER_PORT prober:$SWITCHBOARD_PROBER_PORT edge:$SWITCHBOARD_EDGE_GRPC_PORT; do
+	svc=${pair%%:*} port=${pair#*:}
+	list=$(grpcurl -plaintext -max-time 5 "127.0.0.1:$port" list) || fail "grpcurl list $svc"
+	grep -q "^switchboard\.$svc\.v1\." <<<"$list" || fail "$svc does not list switchboard.$svc.v1: $list"
+	grep -q "^grpc.health.v1.Health" <<<"$list" || fail "$svc does not list grpc.health.v1"
+done
+log "ok: grpcurl list on all five services"
+
+out=$(grpc "$SWITCHBOARD_REGISTRY_PORT" switchboard.registry.v1.Registry/GetService '{"service":"demo","include_unhealthy":true}')
+[ "$(jq -r '[.instances[].id] | sort | join(",")' <<<"$out")" = "demo-1,demo-2" ] || fail "registry GetService demo: $out"
+log "ok: registry GetService demo -> demo-1, demo-2"
+
+picked() { grpc "$SWITCHBOARD_BALANCER_PORT" switchboard.balancer.v1.Balancer/Pick '{"service":"demo"}' | jq -er '.endpoint.id | select(test("^demo-[12]$"))'; }
+poll 30 "balancer Pick demo" picked || fail "balancer Pick"
+log "ok: balancer Pick demo -> $(picked)"
+
+lookup() {
+	grpc "$SWITCHBOARD_RESOLVER_PORT" switchboard.resolver.v1.Resolver/Lookup '{"name":"demo.service.switchboard.","type":"A"}' |
+		jq -e 'select(.rcode == "NOERROR" and (.answer | length) == 2)'
+}
+poll 30 "resolver Lookup demo.service.switchboard" lookup || fail "resolver Lookup"
+log "ok: resolver Lookup demo.service.switchboard. A -> 2 answers"
+
+out=$(grpcurl -plaintext -max-time 20 -d "{\"spec\":{\"check\":{\"kind\":\"http\",\"target\":\"http://$ip1:8080/healthz\"}}}" \
+	"127.0.0.1:$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Run) || fail "prober Run: $out"
+jq -se 'map(select(.result)) | .[-1].result | select(.success == true and .check.ok == true)' <<<"$out" >/dev/null ||
+	fail "prober Run check of demo-1: $out"
+log "ok: prober Run http check of demo-1 passed"
+
+backends() {
+	grpc "$SWITCHBOARD_EDGE_GRPC_PORT" switchboard.edge.v1.Edge/ListBackends '{"service":"demo"}' |
+		jq -e 'select(([.backends[]?.id] | sort) == ["demo-1","demo-2"])'
+}
+poll 30 "edge ListBackends demo" backends || fail "edge ListBackends"
+log "ok: edge ListBackends demo -> demo-1, demo-2"
+
+# 2. Through the edge: both apps answer, balanced.
+edge_url=http://127.0.0.1:$SWITCHBOARD_EDGE_PORT/
+both_seen() {
+	local body
+	body=$(for _ in 1 2 3 4 5 6 7 8; do curl -fsS -m 5 "$edge_url"; done) || return 1
+	grep -q "hello from demo-1" <<<"$body" && grep -q "hello from demo-2" <<<"$body"
+}
+poll 30 "the edge routing / to both demo apps" both_seen || fail "edge does not reach both demo apps"
+n=100
+body=$(for _ in $(seq $n); do curl -fsS -m 5 "$edge_url" || echo "request failed"; done)
+c1=$(grep -c "hello from demo-1" <<<"$body" || true)
+c2=$(grep -c "hello from demo-2" <<<"$body" || true)
+[ $((c1 + c2)) -eq $n ] || fail "$((n - c1 - c2)) of $n requests through the edge failed"
+# Even a random 50/50 split falls under 25 of 100 with probability < 1e-6.
+[ "$c1" -ge 25 ] && [ "$c2" -ge 25 ] || fail "traffic not balanced: demo-1 $c1, demo-2 $c2 of $n"
+log "ok: $n requests through the edge: demo-1 $c1, demo-2 $c2"
+
+# 3. DNS through the resolver.
+dns_both() {
+	[ "$(dig @127.0.0.1 -p "$SWITCHBOARD_DNS_PORT" +short +time=2 +tries=1 demo.service.switchboard A | sort | paste -sd,)" = \
+		"$(printf '%s\n' "$ip1" "$ip2" | sort | paste -sd,)" ]
+}
+poll 30 "dig demo.service.switchboard" dns_both || fail "dig did not resolve demo.service.switchboard to $ip1 and $ip2"
+srv=$(dig @127.0.0.1 -p "$SWITCHBOARD_DNS_PORT" +short +time=2 +tries=1 demo.service.switchboard SRV | wc -l)
+log "ok: dig demo.service.switchboard A -> $ip1, $ip2 ($srv SRV records)"
+
+# 4. A scheduled prober job runs (it also feeds the dashboard's RTT chart).
+grpc "$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Schedule \
+	"{\"job\":{\"id\":\"ping-demo-1\",\"interval\":\"1s\",\"spec\":{\"ping\":{\"target\":\"$ip1\",\"count\":1}}}}" >/dev/null ||
+	fail "prober Schedule"
+ping_ran() {
+	grpc "$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Results '{"id":"ping-demo-1","limit":5}' |
+		jq -e 'select((.results | length) >= 2 and .results[0].success == true)'
+}
+poll 30 "two results of the scheduled ping job" ping_ran || fail "scheduled ping job"
+rtt=$(grpc "$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Results '{"id":"ping-demo-1","limit":1}' | jq -r '.results[0].ping.avg')
+log "ok: scheduled ping job to demo-1 runs (rtt $rtt)"
+
+# 5. One trace through the edge with spans from the edge and another service.
+trace_id=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+span_id=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+curl -fsS -m 5 -H "traceparent: 00-$trace_id-$span_id-01" "$edge_url" >/dev/null || fail "traced request"
+jaeger=http://127.0.0.1:$SWITCHBOARD_JAEGER_PORT
+trace_services() {
+	curl -fsS -m 5 "$jaeger/api/traces/$trace_id" | jq -r '[.data[0].processes[].serviceName] | unique | join(",")'
+}
+two_services() { trace_services | grep -q "switchboard-edge" && [ "$(trace_services | tr ',' '\n' | grep -c .)" -ge 2 ]; }
+if ! poll 30 "trace $trace_id in Jaeger with spans from the edge and another service" two_services; then
+	fail "trace $trace_id has services [$(trace_services 2>/dev/null || true)], want switchboard-edge and another"
+fi
+edge_traces=$(curl -fsS -m 5 "$jaeger/api/traces?service=switchboard-edge&limit=20&lookback=1h" | jq '.data | length')
+log "ok: trace $trace_id spans [$(trace_services)]; Jaeger holds $edge_traces traces of switchboard-edge"
+
+# 6. The dashboard, when the edge serves it.
+dash=http://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/dashboard
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$dash/api/state" || true)
+if [ "$code" = 200 ]; then
+	dash_ok() {
+		curl -fsS -m 5 "$dash/api/state" |
+			jq -e 'select(([.services[] | select(.name == "demo") | .instances[].id] | sort) == ["demo-1","demo-2"] and (.probes | length) >= 1)'
+	}
+	poll 20 "dashboard state with demo and a probe" dash_ok || fail "dashboard state"
+	if command -v chromium >/dev/null; then
+		shots=${SWITCHBOARD_E2E_ARTIFACTS:-$(mktemp -d)}
+		mkdir -p "$shots"
+		timeout 90 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
+			--user-data-dir="$(mktemp -d)" --virtual-time-budget=6000 --window-size=1280,860 \
+			--screenshot="$shots/dashboard.png" "$dash" >/dev/null 2>&1 || fail "dashboard screenshot"
+		log "ok: dashboard serves demo-1, demo-2 and probes; screenshot $shots/dashboard.png"
+	else
+		log "ok: dashboard serves demo-1, demo-2 and probes (no chromium for a screenshot)"
+	fi
+else
+	log "skip: the edge serves no dashboard yet (GET $dash/api/state: $code)"
+fi
+
+# 7. Kill one demo app: traffic must all go to the other within the check
+# period (checks every 2 s, critical after 2 failures: well under 20 s).
+docker kill -s KILL "$(dc ps -q demo-2)" >/dev/null
+t_kill=$SECONDS
+only_demo1() {
+	local body
+	body=$(for _ in $(seq 20); do curl -fsS -m 3 "$edge_url" || echo failed; done)
+	[ "$(grep -c "hello from demo-1" <<<"$body")" -eq 20 ]
+}
+poll 20 "all traffic on demo-1 after demo-2 was killed" only_demo1 || fail "traffic did not move off the killed demo-2"
+moved=$((SECONDS - t_kill))
+crit() {
+	grpc "$SWITCHBOARD_REGISTRY_PORT" switchboard.registry.v1.Registry/GetService '{"service":"demo","include_unhealthy":true}' |
+		jq -e '.instances[] | select(.id == "demo-2" and .health == "HEALTH_STATUS_CRITICAL")'
+}
+poll 20 "demo-2 critical in the registry" crit || fail "registry does not mark the killed demo-2 critical"
+log "ok: demo-2 killed; all traffic on demo-1 within ${moved}s, demo-2 critical in the registry"
+
+log "PASS: stack ready in ${ready}s, all checks in $((SECONDS - t0))s, total $((SECONDS - start_all))s"
