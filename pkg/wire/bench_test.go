@@ -153,6 +153,9 @@ func benchStreams(b *testing.B) (*Stream, *Stream) {
 
 const pumpChunk = 64 << 10
 
+// pumpReadBuf is the reader's buffer; pumps never run concurrently.
+var pumpReadBuf = make([]byte, pumpChunk)
+
 var pumpData = func() []byte {
 	p := make([]byte, pumpChunk)
 	for i := range p {
@@ -175,7 +178,7 @@ func timedPump(b *testing.B, w, r net.Conn, total int64) time.Duration {
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() {
-		rb := make([]byte, pumpChunk)
+		rb := pumpReadBuf
 		var got int64
 		for got < total {
 			n, err := r.Read(rb)
