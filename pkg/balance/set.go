@@ -117,8 +117,7 @@ func (s *Set) Update(eps []Endpoint) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.clock.Now()
-	s.now.Store(now.UnixNano())
+	now := s.tick()
 	byID := make(map[string]*EndpointState, len(eps))
 	order := make([]*EndpointState, 0, len(eps))
 	for i := range eps {
@@ -203,8 +202,9 @@ type Selection struct {
 }
 
 // Pick chooses an endpoint. It is lock-free and allocation-free for the
-// built-in policies. It returns ErrNoEndpoint or ErrNoHealthy (wrapped
-// never; compare with ==) when nothing can be picked.
+// built-in policies. When nothing can be picked it returns ErrNoEndpoint
+// (the set is empty) or ErrNoHealthy (nothing can take traffic and panic
+// mode is off); both are returned as is, so == and errors.Is both work.
 func (s *Set) Pick(info PickInfo) (Selection, error) {
 	sn := s.snap.Load()
 	if sn.deadline != 0 {
