@@ -16,7 +16,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 for t in wrk haproxy nginx iperf3; do command -v $t >/dev/null || { echo "missing $t (apt-get install wrk haproxy nginx-light iperf3)"; exit 1; }; done
 
-BE=127.0.0.1:19101; EDGE=127.0.0.1:19180; HAP=127.0.0.1:19280; NGX=127.0.0.1:19380
+BE=127.0.0.1:19101; EDGE=127.0.0.1:19180; EDGE1=127.0.0.1:19181; HAP=127.0.0.1:19280; NGX=127.0.0.1:19380
 IPERF=127.0.0.1:19501; EDGETCP=127.0.0.1:19502
 
 echo "building..."
@@ -35,6 +35,10 @@ tcp:
 YAML
 "$TMP/edge" --config "$TMP/edge.yaml" --http-addr $EDGE --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
   --wire-addr "" --balancer-addr "" --runtime-socket "$TMP/rt.sock" --log-level warn & PIDS+=($!)
+# The same edge held to one OS thread, like HAProxy's nbthread 1.
+printf 'routes:\n  - name: bench\n    addresses: ["%s"]\n' "$BE" > "$TMP/edge1.yaml"
+GOMAXPROCS=1 "$TMP/edge" --config "$TMP/edge1.yaml" --http-addr $EDGE1 --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+  --wire-addr "" --balancer-addr "" --runtime-socket "$TMP/rt1.sock" --log-level warn & PIDS+=($!)
 
 cat > "$TMP/haproxy.cfg" <<CFG
 global
@@ -78,7 +82,7 @@ nginx -c "$TMP/nginx.conf" -e "$TMP/nginx/error.log" >/dev/null 2>&1 & PIDS+=($!
 iperf3 -s -B 127.0.0.1 -p ${IPERF##*:} >/dev/null 2>&1 & PIDS+=($!)
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; exit 1; }
-for a in $BE $EDGE $HAP $NGX $IPERF $EDGETCP; do wait_port $a; done
+for a in $BE $EDGE $EDGE1 $HAP $NGX $IPERF $EDGETCP; do wait_port $a; done
 
 declare -A RPS P99
 run_wrk() { # name addr
@@ -89,19 +93,19 @@ run_wrk() { # name addr
   RPS[$1]="${RPS[$1]:-} $r"; P99[$1]="${P99[$1]:-} $p"
 }
 echo "HTTP: wrk -t1 -c50 -d${DUR}s, $ROUNDS interleaved rounds"
-for w in direct edge haproxy nginx; do wrk -t1 -c50 -d1s "http://$( case $w in direct) echo $BE;; edge) echo $EDGE;; haproxy) echo $HAP;; nginx) echo $NGX;; esac)/" >/dev/null; done
+for a in $BE $EDGE $EDGE1 $HAP $NGX; do wrk -t1 -c50 -d1s "http://$a/" >/dev/null; done
 for r in $(seq $ROUNDS); do
-  run_wrk direct $BE; run_wrk edge $EDGE; run_wrk haproxy $HAP; run_wrk nginx $NGX
+  run_wrk direct $BE; run_wrk edge $EDGE; run_wrk edge-1cpu $EDGE1; run_wrk haproxy $HAP; run_wrk nginx $NGX
 done
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.2f", v }'; }
 best_rps() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | tail -1; }
 med_p99() { tr ' ' '\n' <<<"$1" | grep -v '^$' | while read -r x; do echo "$x" | to_ms; echo; done | grep -v '^$' | sort -g | head -1; }
 HREF=$(best_rps "${RPS[haproxy]}")
 echo
-printf "%-10s %12s %10s %14s\n" target "req/s(best)" "p99(ms)" "vs haproxy"
-for w in direct edge haproxy nginx; do
+printf "%-10s %12s %14s %12s\n" target "req/s(best)" "p99(ms,best)" "vs haproxy"
+for w in direct edge edge-1cpu haproxy nginx; do
   b=$(best_rps "${RPS[$w]}"); p=$(med_p99 "${P99[$w]}")
-  printf "%-10s %12s %10s %13.2fx\n" $w "$b" "$p" "$(awk -v a="$b" -v h="$HREF" 'BEGIN{print a/h}')"
+  printf "%-10s %12s %14s %11.2fx\n" $w "$b" "$p" "$(awk -v a="$b" -v h="$HREF" 'BEGIN{print a/h}')"
 done
 
 echo
