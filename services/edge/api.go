@@ -19,7 +19,8 @@ type grpcAPI struct {
 func (a *grpcAPI) ListRoutes(context.Context, *edgev1.ListRoutesRequest) (*edgev1.ListRoutesResponse, error) {
 	resp := &edgev1.ListRoutesResponse{}
 	for _, r := range a.e.listRoutes() {
-		resp.Routes = append(resp.Routes, &edgev1.Route{Protocol: r.Protocol, Host: r.Host, PathPrefix: r.PathPrefix, Service: r.Service, Source: r.Source})
+		resp.Routes = append(resp.Routes, &edgev1.Route{Protocol: r.Protocol, Host: r.Host, PathPrefix: r.PathPrefix,
+			Service: r.Service, Source: r.Source, StripPrefix: r.Strip, Headers: r.Headers})
 	}
 	return resp, nil
 }
@@ -60,5 +61,6 @@ func (a *grpcAPI) SetBackend(_ context.Context, req *edgev1.SetBackendRequest) (
 
 func backendProto(b BackendInfo) *edgev1.Backend {
 	return &edgev1.Backend{Service: b.Service, Id: b.ID, Address: b.Addr, Weight: b.Weight,
-		Disabled: b.Disabled, Healthy: b.Healthy, Active: uint64(max(b.Active, 0)), Total: b.Total, Failures: b.Failures}
+		Disabled: b.Disabled, Healthy: b.Healthy, Active: uint64(max(b.Active, 0)), Total: b.Total, Failures: b.Failures,
+		Ejected: b.Ejected, Breaker: b.Breaker}
 }

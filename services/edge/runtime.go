@@ -179,12 +179,20 @@ func (e *Edge) runCommand(line string) (out string, quit bool) {
 type RouteInfo struct {
 	Protocol, Host, PathPrefix, Service, Source string
 	Strip                                       bool
+	Headers                                     map[string]string
 }
 
 func (e *Edge) listRoutes() []RouteInfo {
 	var out []RouteInfo
 	for _, r := range e.proxy.routes.Load().all {
-		out = append(out, RouteInfo{Protocol: "http", Host: r.host, PathPrefix: r.prefix, Strip: r.strip, Service: r.service, Source: r.source})
+		ri := RouteInfo{Protocol: "http", Host: r.host, PathPrefix: r.prefix, Strip: r.strip, Service: r.service, Source: r.source}
+		if len(r.headers) > 0 {
+			ri.Headers = map[string]string{}
+			for _, h := range r.headers {
+				ri.Headers[h[0]] = h[1]
+			}
+		}
+		out = append(out, ri)
 	}
 	for _, t := range e.tcp {
 		out = append(out, RouteInfo{Protocol: "tcp", Host: t.ln.Addr().String(), Service: t.svc.name, Source: "config"})

@@ -35,7 +35,12 @@ type Route struct {
 	// Target service, or "static:<name>" for addresses from the config file.
 	Service string `protobuf:"bytes,4,opt,name=service,proto3" json:"service,omitempty"`
 	// Where the route comes from: "config" or "registry".
-	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	// The path prefix is removed before the request goes to the backend (http).
+	StripPrefix bool `protobuf:"varint,6,opt,name=strip_prefix,json=stripPrefix,proto3" json:"strip_prefix,omitempty"`
+	// Headers that must be present with these exact values (http); names in
+	// lower case.
+	Headers       map[string]string `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -103,6 +108,20 @@ func (x *Route) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *Route) GetStripPrefix() bool {
+	if x != nil {
+		return x.StripPrefix
+	}
+	return false
+}
+
+func (x *Route) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
 }
 
 // ListRoutesRequest is empty.
@@ -208,7 +227,11 @@ type Backend struct {
 	// Requests or connections handled.
 	Total uint64 `protobuf:"varint,8,opt,name=total,proto3" json:"total,omitempty"`
 	// Failures seen.
-	Failures      uint64 `protobuf:"varint,9,opt,name=failures,proto3" json:"failures,omitempty"`
+	Failures uint64 `protobuf:"varint,9,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Ejected by the edge's own outlier detection.
+	Ejected bool `protobuf:"varint,10,opt,name=ejected,proto3" json:"ejected,omitempty"`
+	// Circuit breaker state: "closed", "open" or "half-open".
+	Breaker       string `protobuf:"bytes,11,opt,name=breaker,proto3" json:"breaker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -304,6 +327,20 @@ func (x *Backend) GetFailures() uint64 {
 		return x.Failures
 	}
 	return 0
+}
+
+func (x *Backend) GetEjected() bool {
+	if x != nil {
+		return x.Ejected
+	}
+	return false
+}
+
+func (x *Backend) GetBreaker() string {
+	if x != nil {
+		return x.Breaker
+	}
+	return ""
 }
 
 // ListBackendsRequest filters backends.
@@ -521,17 +558,22 @@ var File_switchboard_edge_v1_edge_proto protoreflect.FileDescriptor
 
 const file_switchboard_edge_v1_edge_proto_rawDesc = "" +
 	"\n" +
-	"\x1eswitchboard/edge/v1/edge.proto\x12\x13switchboard.edge.v1\"\x8a\x01\n" +
+	"\x1eswitchboard/edge/v1/edge.proto\x12\x13switchboard.edge.v1\"\xac\x02\n" +
 	"\x05Route\x12\x1a\n" +
 	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
 	"\vpath_prefix\x18\x03 \x01(\tR\n" +
 	"pathPrefix\x12\x18\n" +
 	"\aservice\x18\x04 \x01(\tR\aservice\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\"\x13\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x12!\n" +
+	"\fstrip_prefix\x18\x06 \x01(\bR\vstripPrefix\x12A\n" +
+	"\aheaders\x18\a \x03(\v2'.switchboard.edge.v1.Route.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
 	"\x11ListRoutesRequest\"H\n" +
 	"\x12ListRoutesResponse\x122\n" +
-	"\x06routes\x18\x01 \x03(\v2\x1a.switchboard.edge.v1.RouteR\x06routes\"\xe5\x01\n" +
+	"\x06routes\x18\x01 \x03(\v2\x1a.switchboard.edge.v1.RouteR\x06routes\"\x99\x02\n" +
 	"\aBackend\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -541,7 +583,10 @@ const file_switchboard_edge_v1_edge_proto_rawDesc = "" +
 	"\ahealthy\x18\x06 \x01(\bR\ahealthy\x12\x16\n" +
 	"\x06active\x18\a \x01(\x04R\x06active\x12\x14\n" +
 	"\x05total\x18\b \x01(\x04R\x05total\x12\x1a\n" +
-	"\bfailures\x18\t \x01(\x04R\bfailures\"/\n" +
+	"\bfailures\x18\t \x01(\x04R\bfailures\x12\x18\n" +
+	"\aejected\x18\n" +
+	" \x01(\bR\aejected\x12\x18\n" +
+	"\abreaker\x18\v \x01(\tR\abreaker\"/\n" +
 	"\x13ListBackendsRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\"P\n" +
 	"\x14ListBackendsResponse\x128\n" +
@@ -560,8 +605,7 @@ const file_switchboard_edge_v1_edge_proto_rawDesc = "" +
 	"ListRoutes\x12&.switchboard.edge.v1.ListRoutesRequest\x1a'.switchboard.edge.v1.ListRoutesResponse\x12c\n" +
 	"\fListBackends\x12(.switchboard.edge.v1.ListBackendsRequest\x1a).switchboard.edge.v1.ListBackendsResponse\x12]\n" +
 	"\n" +
-	"SetBackend\x12&.switchboard.edge.v1.SetBackendRequest\x1a'.switchboard.edge.v1.SetBackendResponseB\xdb\x01\n" +
-	"\x17com.switchboard.edge.v1B\tEdgeProtoP\x01ZGgithub.com/switchboard-net/switchboard/proto/switchboard/edge/v1;edgev1\xa2\x02\x03SEX\xaa\x02\x13Switchboard.Edge.V1\xca\x02\x13Switchboard\\Edge\\V1\xe2\x02\x1fSwitchboard\\Edge\\V1\\GPBMetadata\xea\x02\x15Switchboard::Edge::V1b\x06proto3"
+	"SetBackend\x12&.switchboard.edge.v1.SetBackendRequest\x1a'.switchboard.edge.v1.SetBackendResponseBIZGgithub.com/switchboard-net/switchboard/proto/switchboard/edge/v1;edgev1b\x06proto3"
 
 var (
 	file_switchboard_edge_v1_edge_proto_rawDescOnce sync.Once
@@ -575,7 +619,7 @@ func file_switchboard_edge_v1_edge_proto_rawDescGZIP() []byte {
 	return file_switchboard_edge_v1_edge_proto_rawDescData
 }
 
-var file_switchboard_edge_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_switchboard_edge_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_switchboard_edge_v1_edge_proto_goTypes = []any{
 	(*Route)(nil),                // 0: switchboard.edge.v1.Route
 	(*ListRoutesRequest)(nil),    // 1: switchboard.edge.v1.ListRoutesRequest
@@ -585,22 +629,24 @@ var file_switchboard_edge_v1_edge_proto_goTypes = []any{
 	(*ListBackendsResponse)(nil), // 5: switchboard.edge.v1.ListBackendsResponse
 	(*SetBackendRequest)(nil),    // 6: switchboard.edge.v1.SetBackendRequest
 	(*SetBackendResponse)(nil),   // 7: switchboard.edge.v1.SetBackendResponse
+	nil,                          // 8: switchboard.edge.v1.Route.HeadersEntry
 }
 var file_switchboard_edge_v1_edge_proto_depIdxs = []int32{
-	0, // 0: switchboard.edge.v1.ListRoutesResponse.routes:type_name -> switchboard.edge.v1.Route
-	3, // 1: switchboard.edge.v1.ListBackendsResponse.backends:type_name -> switchboard.edge.v1.Backend
-	3, // 2: switchboard.edge.v1.SetBackendResponse.backend:type_name -> switchboard.edge.v1.Backend
-	1, // 3: switchboard.edge.v1.Edge.ListRoutes:input_type -> switchboard.edge.v1.ListRoutesRequest
-	4, // 4: switchboard.edge.v1.Edge.ListBackends:input_type -> switchboard.edge.v1.ListBackendsRequest
-	6, // 5: switchboard.edge.v1.Edge.SetBackend:input_type -> switchboard.edge.v1.SetBackendRequest
-	2, // 6: switchboard.edge.v1.Edge.ListRoutes:output_type -> switchboard.edge.v1.ListRoutesResponse
-	5, // 7: switchboard.edge.v1.Edge.ListBackends:output_type -> switchboard.edge.v1.ListBackendsResponse
-	7, // 8: switchboard.edge.v1.Edge.SetBackend:output_type -> switchboard.edge.v1.SetBackendResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8, // 0: switchboard.edge.v1.Route.headers:type_name -> switchboard.edge.v1.Route.HeadersEntry
+	0, // 1: switchboard.edge.v1.ListRoutesResponse.routes:type_name -> switchboard.edge.v1.Route
+	3, // 2: switchboard.edge.v1.ListBackendsResponse.backends:type_name -> switchboard.edge.v1.Backend
+	3, // 3: switchboard.edge.v1.SetBackendResponse.backend:type_name -> switchboard.edge.v1.Backend
+	1, // 4: switchboard.edge.v1.Edge.ListRoutes:input_type -> switchboard.edge.v1.ListRoutesRequest
+	4, // 5: switchboard.edge.v1.Edge.ListBackends:input_type -> switchboard.edge.v1.ListBackendsRequest
+	6, // 6: switchboard.edge.v1.Edge.SetBackend:input_type -> switchboard.edge.v1.SetBackendRequest
+	2, // 7: switchboard.edge.v1.Edge.ListRoutes:output_type -> switchboard.edge.v1.ListRoutesResponse
+	5, // 8: switchboard.edge.v1.Edge.ListBackends:output_type -> switchboard.edge.v1.ListBackendsResponse
+	7, // 9: switchboard.edge.v1.Edge.SetBackend:output_type -> switchboard.edge.v1.SetBackendResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_edge_v1_edge_proto_init() }
@@ -615,7 +661,7 @@ func file_switchboard_edge_v1_edge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_edge_v1_edge_proto_rawDesc), len(file_switchboard_edge_v1_edge_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
