@@ -23,7 +23,7 @@ func benchServer(b *testing.B) *server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := &Config{Zone: "switchboard.", CacheSize: 1000, ServiceTTL: 5 * time.Second, UpstreamTimeout: time.Second,
+	cfg := &Config{Zone: "switchboard.", CacheSize: 1000, ServiceTTL: 5 * time.Second, UpstreamTimeout: time.Second, UDPSockets: 1,
 		Upstreams: listFlag{"127.0.0.1:1"}}
 	allow, _ := cfg.validate()
 	s := newServer(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), cfg, []*staticZone{z}, allow)

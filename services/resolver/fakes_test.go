@@ -148,10 +148,11 @@ type fakeUpstream struct {
 func startFakeUpstream(t *testing.T) *fakeUpstream {
 	t.Helper()
 	u := &fakeUpstream{answers: map[string]func(dns.Question, *dns.Msg){}}
-	pc, ln, err := listenDNS("127.0.0.1:0")
+	pcs, ln, err := listenDNS("127.0.0.1:0", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	pc := pcs[0]
 	u.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		u.queries.Add(1)

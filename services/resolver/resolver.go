@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,8 @@ type Config struct {
 	ServiceTTL time.Duration
 	// UpstreamTimeout bounds each upstream attempt.
 	UpstreamTimeout time.Duration
+	// UDPSockets is how many UDP sockets share the DNS port (Linux).
+	UDPSockets int
 }
 
 // listFlag is a repeatable flag; each value may also be a comma-separated list.
@@ -80,6 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address")
 	fs.DurationVar(&c.ServiceTTL, "service-ttl", 5*time.Second, "TTL of service-zone records (and their negative TTL)")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", 2*time.Second, "timeout of each upstream attempt")
+	fs.IntVar(&c.UDPSockets, "udp-sockets", runtime.GOMAXPROCS(0), "UDP sockets sharing the DNS port with SO_REUSEPORT, one reader each (Linux)")
 }
 
 // Spec returns the resolver service, ready for service.Main or service.Run.
@@ -107,6 +111,9 @@ func (c *Config) validate() ([]netip.Prefix, error) {
 	}
 	if c.ServiceTTL < time.Second {
 		return nil, fmt.Errorf("--service-ttl: must be at least 1s, got %v", c.ServiceTTL)
+	}
+	if c.UDPSockets < 1 || c.UDPSockets > 64 {
+		return nil, fmt.Errorf("--udp-sockets: must be 1-64, got %d", c.UDPSockets)
 	}
 	if c.UpstreamTimeout <= 0 {
 		return nil, fmt.Errorf("--upstream-timeout: must be positive, got %v", c.UpstreamTimeout)
@@ -184,41 +191,67 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 
 	resolverv1.RegisterResolverServer(rt.GRPC, &api{s: s, reg: reg})
 
-	pc, ln, err := listenDNS(cfg.DNSAddr)
+	pcs, ln, err := listenDNS(cfg.DNSAddr, cfg.UDPSockets)
 	if err != nil {
 		return err
 	}
-	rt.AddListener("dns", pc.LocalAddr(), pc)
+	servers := map[string]*dns.Server{}
+	for i, pc := range pcs {
+		name := "dns"
+		if i > 0 {
+			name = "dns-udp-" + strconv.Itoa(i)
+		}
+		rt.AddListener(name, pc.LocalAddr(), pc)
+		servers[name] = &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery, UDPSize: 4096}
+	}
 	rt.AddListener("dns-tcp", ln.Addr(), ln)
-	udpSrv := &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery, UDPSize: 4096}
-	tcpSrv := &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
+	servers["dns-tcp"] = &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: 1000}
-	for name, srv := range map[string]*dns.Server{"dns-udp": udpSrv, "dns-tcp": tcpSrv} {
+	for name, srv := range servers {
 		rt.Go(name, func(context.Context) error { return srv.ActivateAndServe() })
 		rt.OnShutdown(func(ctx context.Context) error { return srv.ShutdownContext(ctx) })
 	}
 	return nil
 }
 
-// listenDNS binds UDP and TCP on the same port. With port 0 the TCP
-// listener picks the port (TCP ports are the scarcer ones on a busy host)
-// and it retries until the UDP port is free too.
-func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
+// listenDNS binds UDP and TCP on the same port, with n UDP sockets sharing
+// it where the system allows (SO_REUSEPORT). With port 0 the TCP listener
+// picks the port (TCP ports are the scarcer ones on a busy host) and it
+// retries until the UDP port is free too.
+func listenDNS(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, &service.FlagError{Err: fmt.Errorf("--dns-addr: %w", err)}
 	}
+	if !reusePortSupported {
+		n = 1
+	}
 	var lc net.ListenConfig
+	ulc := net.ListenConfig{}
+	if n > 1 {
+		ulc.Control = reusePort
+	}
 	for attempt := 0; ; attempt++ {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dns tcp listener on %s: %w", addr, err)
 		}
 		bound := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		pc, err := lc.ListenPacket(context.Background(), "udp", bound)
+		var pcs []net.PacketConn
+		for range n {
+			pc, perr := ulc.ListenPacket(context.Background(), "udp", bound)
+			if perr != nil {
+				err = perr
+				break
+			}
+			pcs = append(pcs, pc)
+		}
 		if err == nil {
-			return pc, ln, nil
+			return pcs, ln, nil
+		}
+		for _, pc := range pcs {
+			pc.Close()
 		}
 		ln.Close()
 		if port != "0" || attempt >= 20 {

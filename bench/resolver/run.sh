@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Resolver benchmark: Switchboard's resolver next to CoreDNS (file + cache +
+# forward) and unbound (local-data + forward-zone), with dnsperf, in one run.
+# Needs dnsperf and unbound (Debian: apt-get install dnsperf unbound).
+# CoreDNS is built from its Go module, outside the repository, into the
+# user cache (~/.cache/switchboard/coredns-<version>) the first time.
+# Extra arguments go to the driver (main.go), e.g. -duration 10s -rounds 5.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard"
+coredns="$cache/coredns-$COREDNS_VERSION/coredns"
+
+for tool in dnsperf unbound go; do
+	command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (apt-get install dnsperf unbound)" >&2; exit 1; }
+done
+
+if [[ ! -x "$coredns" ]]; then
+	echo "building CoreDNS $COREDNS_VERSION into $coredns" >&2
+	build="$(mktemp -d)"
+	trap 'rm -rf "$build"' EXIT
+	(
+		cd "$build"
+		GOWORK=off go mod init corednsbuild >/dev/null 2>&1
+		GOWORK=off go get "github.com/coredns/coredns@$COREDNS_VERSION"
+		mkdir -p "$(dirname "$coredns")"
+		GOWORK=off CGO_ENABLED=0 go build -o "$coredns" github.com/coredns/coredns
+	)
+fi
+
+bin="$(mktemp -d)"
+trap 'rm -rf "$bin"' EXIT
+(cd "$root" && go build -o "$bin/resolver" ./services/resolver/cmd/resolver)
+(cd "$here" && GOWORK=off go build -o "$bin/resolver-bench" .)
+"$bin/resolver-bench" -resolver "$bin/resolver" -coredns "$coredns" -unbound "$(command -v unbound)" "$@"
