@@ -595,21 +595,3 @@ func (st *Stream) pushData(bp *[]byte, more bool) ErrorCode {
 	putBuf(bp)
 	return code
 }
-
-// writeData sends one DATA frame, compressed when that was negotiated and
-// pays off.
-func (s *Session) writeData(id uint32, f Flags, p []byte) error {
-	if s.compression != CompressionNone && len(p) >= minCompressSize {
-		cb := getBuf(len(p) + len(p)/4 + 64)
-		out, ok := compress(s.compression, *cb, p)
-		var err error
-		if ok {
-			err = s.writeFrame(FrameData, f|FlagCompressed, id, out)
-		}
-		putBuf(cb)
-		if ok {
-			return err
-		}
-	}
-	return s.writeFrame(FrameData, f, id, p)
-}

@@ -1,0 +1,279 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+)
+
+// maxControlPayload bounds the payload of every frame type but DATA.
+const maxControlPayload = 8 + MaxReasonSize
+
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	ctl := make([]byte, 0, maxControlPayload)
+	for {
+		h, err := readHeader(s.br, s.cfg.MaxFrameSize)
+		if err == nil {
+			s.recvCount.Add(1)
+			err = s.handle(&h, ctl)
+			if err == nil && s.overload.Load() {
+				err = &SessionError{Code: CodeEnhanceYourCalm, Reason: "peer provokes replies faster than they drain"}
+			}
+		}
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+	}
+}
+
+// readFailed ends the session after the read loop stops.
+func (s *Session) readFailed(err error) {
+	if s.isDone() {
+		return
+	}
+	var de *DecodeError
+	var se *SessionError
+	switch {
+	case errors.As(err, &de):
+		s.failCode(de.Code(), err)
+	case errors.As(err, &se) && !se.Remote:
+		s.failCode(se.Code, se)
+	case errors.Is(err, ErrMalformed):
+		s.failCode(CodeProtocol, err)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
+		s.mu.Lock()
+		rerr := s.remoteErr
+		s.mu.Unlock()
+		if rerr != nil {
+			s.fail(rerr)
+		} else {
+			s.fail(fmt.Errorf("wire: connection closed by peer: %w", err))
+		}
+	default:
+		if se != nil {
+			s.fail(se)
+		} else {
+			s.fail(fmt.Errorf("wire: read: %w", err))
+		}
+	}
+}
+
+func protoErr(format string, args ...any) error {
+	return &SessionError{Code: CodeProtocol, Reason: fmt.Sprintf(format, args...)}
+}
+
+// handle processes one frame whose header has been read.
+func (s *Session) handle(h *Header, ctl []byte) error {
+	if h.Version() != s.version {
+		return protoErr("frame version %d on a version %d session", h.Version(), s.version)
+	}
+	t, id := h.Type(), h.StreamID()
+	if t == FrameData {
+		return s.handleData(h)
+	}
+	if h.Length() > maxControlPayload {
+		return &SessionError{Code: CodeFrameSize, Reason: fmt.Sprintf("%v payload of %d bytes", t, h.Length())}
+	}
+	p, err := readPayload(s.br, h, ctl)
+	if err != nil {
+		return err
+	}
+	switch t {
+	case FramePing, FramePong:
+		if id != 0 || len(p) != 8 {
+			return protoErr("bad %v", t)
+		}
+		v := binary.BigEndian.Uint64(p)
+		if t == FramePing {
+			s.enqueue(ctrlFrame{t: FramePong, val: v})
+			return nil
+		}
+		s.mu.Lock()
+		if ch, ok := s.pings[v]; ok {
+			close(ch)
+			delete(s.pings, v)
+		}
+		s.mu.Unlock()
+		return nil
+	case FrameOpen:
+		return s.handleOpen(id, p)
+	case FrameWindowUpdate, FrameClose, FrameReset:
+		if id == 0 {
+			return protoErr("%v on stream 0", t)
+		}
+		st := s.lookup(id)
+		if st == nil {
+			s.unknownStream(id, t)
+			return nil
+		}
+		switch t {
+		case FrameWindowUpdate:
+			inc, err := ParseWindowUpdate(p)
+			if err != nil {
+				s.resetStream(st, CodeProtocol)
+				return nil
+			}
+			if !st.addCredit(inc) {
+				s.resetStream(st, CodeFlowControl)
+			}
+		case FrameClose:
+			if len(p) != 0 {
+				return protoErr("CLOSE with payload")
+			}
+			st.remoteClose()
+		case FrameReset:
+			code, reason, err := ParseCodeReason(p)
+			if err != nil {
+				return err
+			}
+			st.remoteReset(code, reason)
+		}
+		return nil
+	case FrameGoAway:
+		if id != 0 {
+			return protoErr("GOAWAY on stream %d", id)
+		}
+		last, code, reason, err := ParseGoAway(p)
+		if err != nil {
+			return err
+		}
+		s.handleGoAway(last, code, reason)
+		return nil
+	case FrameError:
+		code, reason, err := ParseCodeReason(p)
+		if err != nil {
+			return err
+		}
+		return &SessionError{Code: code, Reason: reason, Remote: true}
+	default: // HELLO/HELLO_ACK after the handshake, or unknown types
+		return protoErr("unexpected %v frame", t)
+	}
+}
+
+func (s *Session) handleOpen(id uint32, p []byte) error {
+	s.mu.Lock()
+	if id == 0 || !s.isPeerID(id) || id <= s.lastPeerID {
+		s.mu.Unlock()
+		return protoErr("OPEN with stream id %d (last %d)", id, s.lastPeerID)
+	}
+	s.lastPeerID = id
+	name := string(p)
+	var refuse ErrorCode
+	switch {
+	case !ValidServiceName(name):
+		refuse = CodeProtocol
+	case s.goAwaySent:
+		refuse = CodeRefused
+	case len(s.streams) >= s.cfg.MaxStreams:
+		refuse = CodeRefused
+	}
+	if refuse != 0 {
+		s.mu.Unlock()
+		s.enqueue(ctrlFrame{t: FrameReset, id: id, code: refuse})
+		return nil
+	}
+	st := newStream(s, id, name)
+	s.streams[id] = st
+	s.mu.Unlock()
+	select {
+	case s.acceptCh <- st:
+	default:
+		s.removeStream(id)
+		s.enqueue(ctrlFrame{t: FrameReset, id: id, code: CodeRefused})
+	}
+	return nil
+}
+
+func (s *Session) handleGoAway(last uint32, code ErrorCode, reason string) {
+	s.mu.Lock()
+	s.goAwayRecv = true
+	if code != CodeNoError {
+		s.remoteErr = &SessionError{Code: code, Reason: reason, Remote: true}
+	}
+	var refused []*Stream
+	for id, st := range s.streams {
+		if !s.isPeerID(id) && id > last {
+			refused = append(refused, st)
+		}
+	}
+	s.mu.Unlock()
+	for _, st := range refused {
+		st.remoteReset(CodeRefused, "stream not processed before GOAWAY")
+	}
+}
+
+// unknownStream answers a frame for a stream the session does not track.
+// Ids at or below the highest seen belong to streams already finished and
+// the frame is dropped; higher ids were never opened and are reset.
+func (s *Session) unknownStream(id uint32, t FrameType) {
+	s.mu.Lock()
+	var never bool
+	if s.isPeerID(id) {
+		never = id > s.lastPeerID
+	} else {
+		never = id >= s.nextID
+	}
+	s.mu.Unlock()
+	if never && t != FrameReset {
+		s.enqueue(ctrlFrame{t: FrameReset, id: id, code: CodeUnknownStream})
+	}
+}
+
+// resetStream resets st from the read loop.
+func (s *Session) resetStream(st *Stream, code ErrorCode) {
+	if st.localReset(code, "") {
+		s.enqueue(ctrlFrame{t: FrameReset, id: st.id, code: code})
+	}
+}
+
+func (s *Session) handleData(h *Header) error {
+	id, n := h.StreamID(), int(h.Length())
+	if id == 0 {
+		return protoErr("DATA on stream 0")
+	}
+	bp := getBuf(n)
+	p, err := readPayload(s.br, h, *bp)
+	if err != nil {
+		putBuf(bp)
+		return err
+	}
+	st := s.lookup(id)
+	if st == nil {
+		putBuf(bp)
+		s.unknownStream(id, FrameData)
+		return nil
+	}
+	if h.Flags()&FlagCompressed != 0 {
+		if s.compression == CompressionNone {
+			putBuf(bp)
+			s.resetStream(st, CodeCompression)
+			return nil
+		}
+		dp := getBuf(s.cfg.MaxFrameSize)
+		out, err := decompress(s.compression, *dp, p, s.cfg.MaxFrameSize)
+		putBuf(bp)
+		if err != nil || len(out) > s.cfg.MaxFrameSize || (len(out) > 0 && &out[0] != &(*dp)[:1][0]) {
+			putBuf(dp)
+			s.resetStream(st, CodeCompression)
+			return nil
+		}
+		if classOf(len(out)) < classOf(cap(*dp)) {
+			// Keep queued memory proportional to the data: move a small
+			// result out of the max-frame-size buffer.
+			bp = getBuf(len(out))
+			copy(*bp, out)
+			putBuf(dp)
+		} else {
+			*dp = out
+			bp = dp
+		}
+	}
+	if code := st.pushData(bp, h.Flags()&FlagMore != 0); code != CodeNoError {
+		s.resetStream(st, code)
+	}
+	return nil
+}
