@@ -512,3 +512,33 @@ func TestSetConfigKeepsState(t *testing.T) {
 		t.Fatal("a rejected config changed the set")
 	}
 }
+
+// TestEjectedAloneComesBackWithoutTraffic: with panic mode off and the only
+// endpoint ejected, no request completes to move the set's time on; Pick
+// must still notice the end of the ejection.
+func TestEjectedAloneComesBackWithoutTraffic(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PanicThresholdPercent = 0
+	s, clk := newSet(t, cfg, endpoints(1))
+	failOn(t, s, "e00", 5)
+	if _, err := s.Pick(PickInfo{}); err != ErrNoHealthy {
+		t.Fatalf("only endpoint ejected: err %v, want ErrNoHealthy", err)
+	}
+	clk.Advance(30 * time.Second)
+	sel, err := s.Pick(PickInfo{})
+	if err != nil {
+		t.Fatalf("after the ejection time: %v", err)
+	}
+	sel.Done(Success, time.Millisecond)
+}
+
+func TestP2CFastFailureIsNoLatencySample(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Policy = P2CName
+	s, _ := newSet(t, cfg, endpoints(2))
+	sel := pickUntil(t, s, "e00")
+	sel.Done(Failure, time.Microsecond)
+	if l := stateOf(s, "e00").Latency(); l != 0 {
+		t.Fatalf("a fast failure set the latency estimate to %v", l)
+	}
+}

@@ -196,6 +196,9 @@ func (e *EndpointState) observe(now int64, lat time.Duration, failed bool, decay
 		x = 1
 	}
 	old := math.Float64frombits(e.ewma.Load())
+	if failed && old == 0 {
+		return // a fast failure is no latency sample
+	}
 	var v float64
 	switch {
 	case old == 0 || x > old:
