@@ -367,18 +367,37 @@ func (r *runner) prepare(ctx context.Context, s *proberv1.JobSpec, field string)
 		if err := checkDur(f+".wait", k.Peers.GetWait(), 0, maxPeersWait); err != nil {
 			return nil, err
 		}
+		if k.Peers.GetRttCount() > 20 {
+			return nil, bad(f+".rtt_count", "at most 20")
+		}
 		if r.disc == nil {
 			return nil, &preconditionError{"peer discovery is off (--discovery-group is empty or its socket could not be opened)"}
 		}
 		wait := dur(k.Peers.GetWait(), time.Second)
-		j.run = func(ctx context.Context, _ emitFunc, res *proberv1.JobResult) error {
+		j.run = func(ctx context.Context, emit emitFunc, res *proberv1.JobResult) error {
 			peers, err := r.disc.Query(ctx, wait)
 			if err != nil {
 				return err
 			}
+			r.notePeers(peers)
 			out := &proberv1.PeersResult{}
 			for _, p := range peers {
-				out.Peers = append(out.Peers, &proberv1.Peer{Name: p.Name, GrpcAddr: p.GRPCAddr, BandwidthAddr: p.BandwidthAddr, LastSeen: timestamppb.New(p.LastSeen)})
+				pp := &proberv1.Peer{Name: p.Name, GrpcAddr: p.GRPCAddr, BandwidthAddr: p.BandwidthAddr,
+					LastSeen: timestamppb.New(p.LastSeen), Address: p.Addr.String()}
+				if k.Peers.GetMeasureRtt() && r.allow.AllowedAddr(p.Addr) {
+					count := int(max(k.Peers.GetRttCount(), 3))
+					pr, err := ping.Ping(ctx, p.Addr, ping.Options{Count: count, Interval: 20 * time.Millisecond, Timeout: time.Second})
+					if err == nil {
+						pp.LossPercent = pr.Loss()
+						if pr.Received > 0 {
+							pp.Rtt = durationpb.New(pr.Avg)
+						}
+					}
+				}
+				if emit != nil {
+					emit(&proberv1.Progress{Message: "peer " + p.Name + " at " + p.Addr.String()})
+				}
+				out.Peers = append(out.Peers, pp)
 			}
 			res.Result = &proberv1.JobResult_Peers{Peers: out}
 			return nil
@@ -523,16 +542,21 @@ func (r *runner) execute(ctx context.Context, j *job, jobID string, emit emitFun
 	return res
 }
 
+// notePeers puts discovered probers' addresses on the allowlist's peer set.
+func (r *runner) notePeers(peers []discovery.Peer) {
+	addrs := make([]string, 0, len(peers))
+	for _, p := range peers {
+		addrs = append(addrs, p.Addr.String())
+	}
+	r.allow.SetPeers(addrs)
+}
+
 // syncPeers keeps the allowlist's discovered-peer set current.
 func (r *runner) syncPeers(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		var addrs []string
-		for _, p := range r.disc.Peers() {
-			addrs = append(addrs, p.Addr.String())
-		}
-		r.allow.SetPeers(addrs)
+		r.notePeers(r.disc.Peers())
 		select {
 		case <-ctx.Done():
 			return

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/switchboard-net/switchboard/pkg/service"
@@ -45,6 +46,9 @@ type Config struct {
 	DiscoveryGroup string
 	// DiscoveryInterval is the announcement period.
 	DiscoveryInterval time.Duration
+	// DiscoveryInterfaces limits discovery to these interfaces (all when
+	// empty), comma-separated.
+	DiscoveryInterfaces string
 	// Name is how this prober announces itself.
 	Name string
 	// ScanRate limits connects per second of one scan; ScanMaxPorts
@@ -72,6 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BandwidthAddr, "bandwidth-addr", ":7402", "bandwidth peer listen address (TCP and UDP); empty disables it")
 	fs.StringVar(&c.DiscoveryGroup, "discovery-group", discovery.DefaultGroup, "peer discovery multicast group:port; empty disables discovery")
 	fs.DurationVar(&c.DiscoveryInterval, "discovery-interval", 30*time.Second, "peer announcement period")
+	fs.StringVar(&c.DiscoveryInterfaces, "discovery-interfaces", "", "comma-separated interfaces to announce and query on (default: every up interface)")
 	fs.StringVar(&c.Name, "name", host, "name this prober announces to peers")
 	fs.Float64Var(&c.ScanRate, "scan-rate", 50000, "most connects per second of one scan (0: unlimited)")
 	fs.IntVar(&c.ScanMaxPorts, "scan-max-ports", 65535, "most ports one scan may cover")
@@ -142,7 +147,13 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 		r.bandwidthAddr = ln.Addr().String()
 	}
 	if cfg.DiscoveryGroup != "" {
-		node, err := discovery.Listen(discovery.Config{Group: cfg.DiscoveryGroup, Announce: cfg.DiscoveryInterval},
+		var ifaces []string
+		for _, name := range strings.Split(cfg.DiscoveryInterfaces, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				ifaces = append(ifaces, name)
+			}
+		}
+		node, err := discovery.Listen(discovery.Config{Group: cfg.DiscoveryGroup, Announce: cfg.DiscoveryInterval, Interfaces: ifaces},
 			discovery.Self{Name: cfg.Name, GRPCAddr: rt.Addr("grpc"), BandwidthAddr: r.bandwidthAddr})
 		if err != nil {
 			// Discovery is a convenience: without it, peers are named explicitly.

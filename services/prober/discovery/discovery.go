@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -106,6 +107,8 @@ type Config struct {
 	Announce time.Duration
 	// Expire drops peers not heard for this long (default 3 × Announce).
 	Expire time.Duration
+	// Interfaces, when set, limits discovery to these interface names.
+	Interfaces []string
 }
 
 // Node is one prober's discovery endpoint.
@@ -180,7 +183,7 @@ func Listen(cfg Config, self Self) (*Node, error) {
 	}
 	grp := &net.UDPAddr{IP: g.Addr().AsSlice()}
 	for _, ifi := range ifs {
-		if ifi.Flags&net.FlagUp == 0 {
+		if ifi.Flags&net.FlagUp == 0 || (len(cfg.Interfaces) > 0 && !slices.Contains(cfg.Interfaces, ifi.Name)) {
 			continue
 		}
 		if ifi.Flags&net.FlagMulticast != 0 && n.listen.JoinGroup(&ifi, grp) == nil {
@@ -197,6 +200,10 @@ func Listen(cfg Config, self Self) (*Node, error) {
 				}
 			}
 		}
+	}
+	if len(n.ifaces) == 0 && len(n.bcast) == 0 {
+		n.Close()
+		return nil, errors.New("no interface to discover peers on")
 	}
 	return n, nil
 }

@@ -43,9 +43,34 @@ func connectNow(ap netip.AddrPort) (st State, done bool) {
 	}
 	switch err {
 	case nil:
+		if selfConnected(fd) {
+			// The kernel picked the target port as our source port and
+			// the SYN met itself: nobody listens there.
+			return Closed, true
+		}
 		return Open, true
 	case unix.ECONNREFUSED:
 		return Closed, true
 	}
 	return Unknown, false
+}
+
+// selfConnected reports a TCP simultaneous open with itself (local and
+// remote address equal), which a scan of the ephemeral range on loopback
+// can produce.
+func selfConnected(fd int) bool {
+	la, err1 := unix.Getsockname(fd)
+	ra, err2 := unix.Getpeername(fd)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	switch l := la.(type) {
+	case *unix.SockaddrInet4:
+		r, ok := ra.(*unix.SockaddrInet4)
+		return ok && l.Port == r.Port && l.Addr == r.Addr
+	case *unix.SockaddrInet6:
+		r, ok := ra.(*unix.SockaddrInet6)
+		return ok && l.Port == r.Port && l.Addr == r.Addr
+	}
+	return false
 }

@@ -210,7 +210,7 @@ func probe(ctx context.Context, d *net.Dialer, ap netip.AddrPort) State {
 			return st
 		}
 	}
-	c, err := d.DialContext(ctx, "tcp", ap.String())
+	c, err := d.DialContext(ctx, "tcp", ap.String()) // retries a self-connect itself
 	if err == nil {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0) // RST, not a TIME-WAIT per open port

@@ -624,7 +624,11 @@ func (*InterfacesSpec) Descriptor() ([]byte, []int) {
 type PeersSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long to listen for answers (default 1s).
-	Wait          *durationpb.Duration `protobuf:"bytes,1,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,1,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Also ping every peer found (a row of an RTT matrix).
+	MeasureRtt bool `protobuf:"varint,2,opt,name=measure_rtt,json=measureRtt,proto3" json:"measure_rtt,omitempty"`
+	// Echo requests per peer when measuring (default 3, at most 20).
+	RttCount      uint32 `protobuf:"varint,3,opt,name=rtt_count,json=rttCount,proto3" json:"rtt_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -664,6 +668,20 @@ func (x *PeersSpec) GetWait() *durationpb.Duration {
 		return x.Wait
 	}
 	return nil
+}
+
+func (x *PeersSpec) GetMeasureRtt() bool {
+	if x != nil {
+		return x.MeasureRtt
+	}
+	return false
+}
+
+func (x *PeersSpec) GetRttCount() uint32 {
+	if x != nil {
+		return x.RttCount
+	}
+	return 0
 }
 
 // JobSpec is one job of any kind.
@@ -1840,7 +1858,13 @@ type Peer struct {
 	// Its bandwidth peer address.
 	BandwidthAddr string `protobuf:"bytes,3,opt,name=bandwidth_addr,json=bandwidthAddr,proto3" json:"bandwidth_addr,omitempty"`
 	// When it was last heard.
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// Mean RTT to it (measure_rtt; unset when no reply).
+	Rtt *durationpb.Duration `protobuf:"bytes,5,opt,name=rtt,proto3" json:"rtt,omitempty"`
+	// Ping loss to it in percent (measure_rtt).
+	LossPercent float64 `protobuf:"fixed64,6,opt,name=loss_percent,json=lossPercent,proto3" json:"loss_percent,omitempty"`
+	// The address its datagrams came from.
+	Address       string `protobuf:"bytes,7,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1901,6 +1925,27 @@ func (x *Peer) GetLastSeen() *timestamppb.Timestamp {
 		return x.LastSeen
 	}
 	return nil
+}
+
+func (x *Peer) GetRtt() *durationpb.Duration {
+	if x != nil {
+		return x.Rtt
+	}
+	return nil
+}
+
+func (x *Peer) GetLossPercent() float64 {
+	if x != nil {
+		return x.LossPercent
+	}
+	return 0
+}
+
+func (x *Peer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
 }
 
 // PeersResult lists peers.
@@ -2865,9 +2910,12 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\x0fConnectionsSpec\x12\x1c\n" +
 	"\tprotocols\x18\x01 \x03(\tR\tprotocols\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\"\x10\n" +
-	"\x0eInterfacesSpec\":\n" +
+	"\x0eInterfacesSpec\"x\n" +
 	"\tPeersSpec\x12-\n" +
-	"\x04wait\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\x97\x04\n" +
+	"\x04wait\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x1f\n" +
+	"\vmeasure_rtt\x18\x02 \x01(\bR\n" +
+	"measureRtt\x12\x1b\n" +
+	"\trtt_count\x18\x03 \x01(\rR\brttCount\"\x97\x04\n" +
 	"\aJobSpec\x125\n" +
 	"\x04ping\x18\x01 \x01(\v2\x1f.switchboard.prober.v1.PingSpecH\x00R\x04ping\x12G\n" +
 	"\n" +
@@ -2964,12 +3012,15 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\x10InterfacesResult\x12@\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2 .switchboard.prober.v1.InterfaceR\n" +
-	"interfaces\"\x97\x01\n" +
+	"interfaces\"\x81\x02\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12%\n" +
 	"\x0ebandwidth_addr\x18\x03 \x01(\tR\rbandwidthAddr\x127\n" +
-	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"@\n" +
+	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12+\n" +
+	"\x03rtt\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03rtt\x12!\n" +
+	"\floss_percent\x18\x06 \x01(\x01R\vlossPercent\x12\x18\n" +
+	"\aaddress\x18\a \x01(\tR\aaddress\"@\n" +
 	"\vPeersResult\x121\n" +
 	"\x05peers\x18\x01 \x03(\v2\x1b.switchboard.prober.v1.PeerR\x05peers\"\xe4\x05\n" +
 	"\tJobResult\x12\x15\n" +
@@ -3127,44 +3178,45 @@ var file_switchboard_prober_v1_prober_proto_depIdxs = []int32{
 	18, // 29: switchboard.prober.v1.ConnectionsResult.connections:type_name -> switchboard.prober.v1.Connection
 	20, // 30: switchboard.prober.v1.InterfacesResult.interfaces:type_name -> switchboard.prober.v1.Interface
 	38, // 31: switchboard.prober.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
-	22, // 32: switchboard.prober.v1.PeersResult.peers:type_name -> switchboard.prober.v1.Peer
-	38, // 33: switchboard.prober.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	37, // 34: switchboard.prober.v1.JobResult.duration:type_name -> google.protobuf.Duration
-	11, // 35: switchboard.prober.v1.JobResult.ping:type_name -> switchboard.prober.v1.PingResult
-	13, // 36: switchboard.prober.v1.JobResult.traceroute:type_name -> switchboard.prober.v1.TracerouteResult
-	15, // 37: switchboard.prober.v1.JobResult.scan:type_name -> switchboard.prober.v1.ScanResult
-	16, // 38: switchboard.prober.v1.JobResult.check:type_name -> switchboard.prober.v1.CheckResult
-	17, // 39: switchboard.prober.v1.JobResult.bandwidth:type_name -> switchboard.prober.v1.BandwidthResult
-	19, // 40: switchboard.prober.v1.JobResult.connections:type_name -> switchboard.prober.v1.ConnectionsResult
-	21, // 41: switchboard.prober.v1.JobResult.interfaces:type_name -> switchboard.prober.v1.InterfacesResult
-	23, // 42: switchboard.prober.v1.JobResult.peers:type_name -> switchboard.prober.v1.PeersResult
-	10, // 43: switchboard.prober.v1.Progress.ping_reply:type_name -> switchboard.prober.v1.PingReply
-	12, // 44: switchboard.prober.v1.Progress.hop:type_name -> switchboard.prober.v1.Hop
-	14, // 45: switchboard.prober.v1.Progress.port:type_name -> switchboard.prober.v1.PortResult
-	9,  // 46: switchboard.prober.v1.RunRequest.spec:type_name -> switchboard.prober.v1.JobSpec
-	25, // 47: switchboard.prober.v1.RunResponse.progress:type_name -> switchboard.prober.v1.Progress
-	24, // 48: switchboard.prober.v1.RunResponse.result:type_name -> switchboard.prober.v1.JobResult
-	9,  // 49: switchboard.prober.v1.Job.spec:type_name -> switchboard.prober.v1.JobSpec
-	37, // 50: switchboard.prober.v1.Job.interval:type_name -> google.protobuf.Duration
-	28, // 51: switchboard.prober.v1.ScheduleRequest.job:type_name -> switchboard.prober.v1.Job
-	28, // 52: switchboard.prober.v1.ScheduleResponse.job:type_name -> switchboard.prober.v1.Job
-	28, // 53: switchboard.prober.v1.ListJobsResponse.jobs:type_name -> switchboard.prober.v1.Job
-	24, // 54: switchboard.prober.v1.ResultsResponse.results:type_name -> switchboard.prober.v1.JobResult
-	26, // 55: switchboard.prober.v1.Prober.Run:input_type -> switchboard.prober.v1.RunRequest
-	29, // 56: switchboard.prober.v1.Prober.Schedule:input_type -> switchboard.prober.v1.ScheduleRequest
-	31, // 57: switchboard.prober.v1.Prober.Unschedule:input_type -> switchboard.prober.v1.UnscheduleRequest
-	33, // 58: switchboard.prober.v1.Prober.ListJobs:input_type -> switchboard.prober.v1.ListJobsRequest
-	35, // 59: switchboard.prober.v1.Prober.Results:input_type -> switchboard.prober.v1.ResultsRequest
-	27, // 60: switchboard.prober.v1.Prober.Run:output_type -> switchboard.prober.v1.RunResponse
-	30, // 61: switchboard.prober.v1.Prober.Schedule:output_type -> switchboard.prober.v1.ScheduleResponse
-	32, // 62: switchboard.prober.v1.Prober.Unschedule:output_type -> switchboard.prober.v1.UnscheduleResponse
-	34, // 63: switchboard.prober.v1.Prober.ListJobs:output_type -> switchboard.prober.v1.ListJobsResponse
-	36, // 64: switchboard.prober.v1.Prober.Results:output_type -> switchboard.prober.v1.ResultsResponse
-	60, // [60:65] is the sub-list for method output_type
-	55, // [55:60] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	37, // 32: switchboard.prober.v1.Peer.rtt:type_name -> google.protobuf.Duration
+	22, // 33: switchboard.prober.v1.PeersResult.peers:type_name -> switchboard.prober.v1.Peer
+	38, // 34: switchboard.prober.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	37, // 35: switchboard.prober.v1.JobResult.duration:type_name -> google.protobuf.Duration
+	11, // 36: switchboard.prober.v1.JobResult.ping:type_name -> switchboard.prober.v1.PingResult
+	13, // 37: switchboard.prober.v1.JobResult.traceroute:type_name -> switchboard.prober.v1.TracerouteResult
+	15, // 38: switchboard.prober.v1.JobResult.scan:type_name -> switchboard.prober.v1.ScanResult
+	16, // 39: switchboard.prober.v1.JobResult.check:type_name -> switchboard.prober.v1.CheckResult
+	17, // 40: switchboard.prober.v1.JobResult.bandwidth:type_name -> switchboard.prober.v1.BandwidthResult
+	19, // 41: switchboard.prober.v1.JobResult.connections:type_name -> switchboard.prober.v1.ConnectionsResult
+	21, // 42: switchboard.prober.v1.JobResult.interfaces:type_name -> switchboard.prober.v1.InterfacesResult
+	23, // 43: switchboard.prober.v1.JobResult.peers:type_name -> switchboard.prober.v1.PeersResult
+	10, // 44: switchboard.prober.v1.Progress.ping_reply:type_name -> switchboard.prober.v1.PingReply
+	12, // 45: switchboard.prober.v1.Progress.hop:type_name -> switchboard.prober.v1.Hop
+	14, // 46: switchboard.prober.v1.Progress.port:type_name -> switchboard.prober.v1.PortResult
+	9,  // 47: switchboard.prober.v1.RunRequest.spec:type_name -> switchboard.prober.v1.JobSpec
+	25, // 48: switchboard.prober.v1.RunResponse.progress:type_name -> switchboard.prober.v1.Progress
+	24, // 49: switchboard.prober.v1.RunResponse.result:type_name -> switchboard.prober.v1.JobResult
+	9,  // 50: switchboard.prober.v1.Job.spec:type_name -> switchboard.prober.v1.JobSpec
+	37, // 51: switchboard.prober.v1.Job.interval:type_name -> google.protobuf.Duration
+	28, // 52: switchboard.prober.v1.ScheduleRequest.job:type_name -> switchboard.prober.v1.Job
+	28, // 53: switchboard.prober.v1.ScheduleResponse.job:type_name -> switchboard.prober.v1.Job
+	28, // 54: switchboard.prober.v1.ListJobsResponse.jobs:type_name -> switchboard.prober.v1.Job
+	24, // 55: switchboard.prober.v1.ResultsResponse.results:type_name -> switchboard.prober.v1.JobResult
+	26, // 56: switchboard.prober.v1.Prober.Run:input_type -> switchboard.prober.v1.RunRequest
+	29, // 57: switchboard.prober.v1.Prober.Schedule:input_type -> switchboard.prober.v1.ScheduleRequest
+	31, // 58: switchboard.prober.v1.Prober.Unschedule:input_type -> switchboard.prober.v1.UnscheduleRequest
+	33, // 59: switchboard.prober.v1.Prober.ListJobs:input_type -> switchboard.prober.v1.ListJobsRequest
+	35, // 60: switchboard.prober.v1.Prober.Results:input_type -> switchboard.prober.v1.ResultsRequest
+	27, // 61: switchboard.prober.v1.Prober.Run:output_type -> switchboard.prober.v1.RunResponse
+	30, // 62: switchboard.prober.v1.Prober.Schedule:output_type -> switchboard.prober.v1.ScheduleResponse
+	32, // 63: switchboard.prober.v1.Prober.Unschedule:output_type -> switchboard.prober.v1.UnscheduleResponse
+	34, // 64: switchboard.prober.v1.Prober.ListJobs:output_type -> switchboard.prober.v1.ListJobsResponse
+	36, // 65: switchboard.prober.v1.Prober.Results:output_type -> switchboard.prober.v1.ResultsResponse
+	61, // [61:66] is the sub-list for method output_type
+	56, // [56:61] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_prober_v1_prober_proto_init() }
