@@ -2,7 +2,9 @@
 // registrations per second and register-to-watch propagation latency
 // (p50/p99), through the registry (Consul and embedded stores) and directly
 // against Consul's HTTP API (agent registration with a TTL check, blocking
-// query on the health endpoint). Every measured phase gets a fresh
+// query on the health endpoint) — once alone and once while a blocking
+// query follows the service, which is what the registry's own watch costs
+// Consul. Every measured phase gets a fresh
 // `consul agent -dev` on loopback ports.
 //
 //	go run . [-n 2000] [-c 16] [-samples 300]
@@ -18,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -41,6 +44,7 @@ var (
 	conc    = flag.Int("c", 16, "concurrent clients in throughput phases")
 	samples = flag.Int("samples", 300, "propagation samples per phase")
 	consulB = flag.String("consul", "consul", "consul binary")
+	cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the registry (consul store) phase to this file")
 )
 
 func main() {
@@ -76,7 +80,23 @@ func run() error {
 			return err
 		}
 		results = append(results, result{"consul HTTP API (direct)", rate, p50, p99})
-		fmt.Fprintf(os.Stderr, "direct: %.0f/s p50 %v p99 %v\n", rate, p50, p99)
+	}
+	// Direct Consul while a blocking query follows the service, as the
+	// registry's own watch does: the same work on Consul's side.
+	{
+		c, stop, err := startConsul()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go follow(ctx, c, "tput")
+		rate, err := throughput(func(i int) error { return directRegister(c, "tput", i) })
+		cancel()
+		stop()
+		if err != nil {
+			return err
+		}
+		results = append(results, result{name: "consul HTTP API + watcher", rate: rate})
 	}
 	// Registry, Consul store.
 	{
@@ -84,13 +104,23 @@ func run() error {
 		if err != nil {
 			return err
 		}
+		if *cpuProf != "" {
+			f, err := os.Create(*cpuProf)
+			if err != nil {
+				stop()
+				return err
+			}
+			_ = pprof.StartCPUProfile(f)
+		}
 		r, err := benchRegistry("--store=consul", "--consul-addr="+c.addr)
+		if *cpuProf != "" {
+			pprof.StopCPUProfile()
+		}
 		stop()
 		if err != nil {
 			return err
 		}
 		r.name = "registry, consul store"
-		fmt.Fprintf(os.Stderr, "registry consul: %.0f/s p50 %v p99 %v\n", r.rate, r.p50, r.p99)
 		results = append(results, r)
 	}
 	// Registry, embedded store.
@@ -111,7 +141,11 @@ func run() error {
 	fmt.Printf("%-28s %14s %8s %10s %10s\n", "path", "registrations/s", "ratio", "p50", "p99")
 	base := results[0].rate
 	for _, r := range results {
-		fmt.Printf("%-28s %14.0f %7.2fx %10s %10s\n", r.name, r.rate, r.rate/base, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond))
+		p50, p99 := "-", "-"
+		if r.p50 > 0 {
+			p50, p99 = r.p50.Round(10*time.Microsecond).String(), r.p99.Round(10*time.Microsecond).String()
+		}
+		fmt.Printf("%-28s %14.0f %7.2fx %10s %10s\n", r.name, r.rate, r.rate/base, p50, p99)
 	}
 	return nil
 }
@@ -168,6 +202,23 @@ func directRegister(c *client, svc string, i int) error {
 		Tags: []string{"bench"}, Meta: map[string]string{"switchboard-id": id},
 		Check: &api.AgentServiceCheck{CheckID: "service:" + svc + ":" + id, TTL: "30s", Status: api.HealthPassing},
 	}, api.ServiceRegisterOpts{}.WithContext(ctx))
+}
+
+// follow runs blocking queries on a service's health until ctx ends, at
+// most one per 50ms (as the registry's Consul store does).
+func follow(ctx context.Context, c *client, svc string) {
+	var index uint64
+	for ctx.Err() == nil {
+		start := time.Now()
+		_, meta, err := c.Health().Service(svc, "", false, (&api.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx))
+		if err == nil {
+			index = meta.LastIndex
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Until(start.Add(50 * time.Millisecond))):
+		}
+	}
 }
 
 // directLatency registers through the HTTP API and times until a blocking
@@ -230,7 +281,7 @@ func benchRegistry(args ...string) (result, error) {
 	ready := make(chan map[string]string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- service.Run(ctx, registry.Spec(), append([]string{"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--consul-wait=30s"}, args...),
+		done <- service.Run(ctx, registry.Spec(), append([]string{"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--consul-wait=30s", "--backend-timeout=10s"}, args...),
 			service.WithEnv(config.NoEnv), service.WithLogOutput(io.Discard), service.WithReady(func(a map[string]string) { ready <- a }))
 	}()
 	defer func() { cancel(); <-done }()

@@ -263,7 +263,7 @@ func (u *Update) SetService(name string, insts []*registryv1.Instance) {
 	sorted := slices.Clone(insts)
 	slices.SortFunc(sorted, func(a, b *registryv1.Instance) int { return strings.Compare(a.Id, b.Id) })
 	cur := u.current(name)
-	if slices.EqualFunc(cur, sorted, func(a, b *registryv1.Instance) bool { return proto.Equal(a, b) }) {
+	if slices.EqualFunc(cur, sorted, func(a, b *registryv1.Instance) bool { return a == b || proto.Equal(a, b) }) {
 		return
 	}
 	u.set(name, sorted)
@@ -332,7 +332,7 @@ func (u *Update) SetRecords(recs []*registryv1.Record) {
 	if u.recChanged {
 		cur = u.records
 	}
-	if slices.EqualFunc(cur, sorted, func(a, b *registryv1.Record) bool { return proto.Equal(a, b) }) {
+	if slices.EqualFunc(cur, sorted, func(a, b *registryv1.Record) bool { return a == b || proto.Equal(a, b) }) {
 		return
 	}
 	u.records = sorted

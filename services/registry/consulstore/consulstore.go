@@ -63,6 +63,11 @@ type Options struct {
 	// Timeout bounds each write and read that is not a blocking query (1s
 	// when zero).
 	Timeout time.Duration
+	// MinInterval is the least time between two blocking queries of one
+	// loop (50ms when zero): changes that come faster are coalesced, which
+	// bounds the cost of following a busy service. This store's own writes
+	// show at once regardless.
+	MinInterval time.Duration
 	// PendingTTL bounds how long a write of this store shows in the
 	// snapshot before Consul's catalog does (10s when zero).
 	PendingTTL time.Duration
@@ -110,6 +115,9 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = time.Second
+	}
+	if o.MinInterval <= 0 {
+		o.MinInterval = 50 * time.Millisecond
 	}
 	if o.PendingTTL <= 0 {
 		o.PendingTTL = 10 * time.Second
@@ -235,6 +243,20 @@ func registration(in *registryv1.Instance) (*api.AgentServiceRegistration, error
 			TTL: ttl.String(), Status: consulStatus(in.Health),
 		},
 	}, nil
+}
+
+// entryVersion identifies the state of a health entry: the modify indexes
+// of its service, node and checks, and the checks' statuses and outputs.
+func entryVersion(e *api.ServiceEntry) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d", e.Service.ModifyIndex)
+	if e.Node != nil {
+		fmt.Fprintf(&b, "/%d", e.Node.ModifyIndex)
+	}
+	for _, c := range e.Checks {
+		fmt.Fprintf(&b, "/%s=%d:%s:%d", c.CheckID, c.ModifyIndex, c.Status, len(c.Output))
+	}
+	return b.String()
 }
 
 // toInstance converts a health entry; nil when the service was not
@@ -515,8 +537,17 @@ func (s *Store) DeleteRecord(ctx context.Context, name, typ, data string) (int, 
 // wait on and returns the new one. Errors mark the store down and back off.
 func (s *Store) query(ctx context.Context, fn func(q *api.QueryOptions) (uint64, error)) {
 	var index uint64
+	var last time.Time
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
+		if wait := time.Until(last.Add(s.o.MinInterval)); wait > 0 && index != 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: s.o.Wait}).WithContext(ctx)
 		next, err := fn(q)
 		if err == nil && s.isDown() {
@@ -675,17 +706,33 @@ func (s *Store) restore(ctx context.Context) error {
 // serviceLoop follows one service's health.
 func (s *Store) serviceLoop(ctx context.Context, name string) {
 	defer s.wg.Done()
+	// Entries whose service and checks did not change keep their converted
+	// instance, so an unchanged instance is the same pointer (cheap to
+	// compare) from one response to the next.
+	type converted struct {
+		version string
+		inst    *registryv1.Instance
+	}
+	cache := map[string]converted{}
 	s.query(ctx, func(q *api.QueryOptions) (uint64, error) {
 		entries, meta, err := s.c.Health().Service(name, "", false, q)
 		if err != nil {
 			return 0, err
 		}
 		var insts []*registryv1.Instance
+		next := make(map[string]converted, len(entries))
 		for _, e := range entries {
-			if in := toInstance(e); in != nil {
-				insts = append(insts, in)
+			version := entryVersion(e)
+			c, ok := cache[e.Service.ID]
+			if !ok || c.version != version {
+				c = converted{version: version, inst: toInstance(e)}
+			}
+			next[e.Service.ID] = c
+			if c.inst != nil {
+				insts = append(insts, c.inst)
 			}
 		}
+		cache = next
 		s.mu.Lock()
 		if ctx.Err() == nil {
 			s.services[name] = insts
