@@ -210,3 +210,54 @@ func TestTLSWithSNIAndHTTP2(t *testing.T) {
 		}
 	}
 }
+
+// TestWireDrainOnShutdown checks that shutdown sends GOAWAY (no new
+// streams) and lets a stream in flight finish.
+func TestWireDrainOnShutdown(t *testing.T) {
+	echo := tcpBackend(t, false)
+	inst, sock := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo))
+	c, err := net.Dial("tcp", inst.Addrs["wire"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := wire.Client(c, wire.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := s.Open(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(st, "in flight")
+	// Wait until the stream is tunnelled (one active connection).
+	eventually(t, 5*time.Second, "the tunnel", func() bool {
+		for _, line := range strings.Split(runtimeCmd(t, sock, "show backends echo"), "\n") {
+			if f := strings.Fields(line); len(f) > 6 && f[0] == "echo" {
+				return f[6] == "1"
+			}
+		}
+		return false
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- inst.Stop() }()
+	eventually(t, 5*time.Second, "GOAWAY", func() bool {
+		probe, err := s.Open(ctx, "echo")
+		if err != nil {
+			return true
+		}
+		probe.Close()
+		return false
+	})
+	st.CloseWrite()
+	b, err := io.ReadAll(st)
+	if err != nil || string(b) != "IN FLIGHT|" {
+		t.Fatalf("stream in flight: %q %v", b, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
