@@ -959,3 +959,75 @@ func TestClientRejectsBadAck(t *testing.T) {
 		})
 	}
 }
+
+// TestChaos runs many streams that write, half-close, reset, close and
+// time out at random, on small windows and frames, and checks that every
+// goroutine finishes and both sessions stay healthy.
+func TestChaos(t *testing.T) {
+	for _, tr := range transports()[:2] {
+		t.Run(tr.name, func(t *testing.T) {
+			cfg := Config{WindowSize: 4 << 10, MaxFrameSize: 1 << 10, MaxStreams: 64}
+			c, s := sessionPair(t, tr, cfg, cfg)
+			var wg sync.WaitGroup
+			act := func(st *Stream, seed uint64) {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(seed, 1))
+				st.SetDeadline(time.Now().Add(2 * time.Second))
+				buf := make([]byte, 3000)
+				go func() { io.Copy(io.Discard, st) }() //nolint:errcheck // ends with the stream
+				for i := 0; i < 20; i++ {
+					switch r.IntN(10) {
+					case 0:
+						st.Reset(ErrorCode(0x100 + r.IntN(5)))
+					case 1:
+						st.CloseWrite()
+					case 2:
+						st.SetWriteDeadline(time.Now().Add(time.Duration(r.IntN(5)) * time.Millisecond))
+					case 3:
+						st.WriteMessage(buf[:r.IntN(len(buf))])
+					default:
+						st.Write(buf[:1+r.IntN(len(buf)-1)])
+					}
+				}
+				st.Close()
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := uint64(0); ; i++ {
+					st, err := s.Accept(context.Background())
+					if err != nil {
+						return
+					}
+					wg.Add(1)
+					go act(st, i)
+				}
+			}()
+			for i := uint64(0); i < 40; i++ {
+				st, err := c.Open(ctxT(t), "chaos")
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Add(1)
+				go act(st, 1000+i)
+			}
+			within(t, 10*time.Second, "chaotic streams to be released", func() bool {
+				return c.NumStreams() == 0 && s.NumStreams() == 0
+			})
+			if c.Err() != nil || s.Err() != nil {
+				t.Fatalf("sessions failed: %v / %v", c.Err(), s.Err())
+			}
+			if _, err := c.Ping(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("stream goroutines did not finish")
+			}
+		})
+	}
+}
