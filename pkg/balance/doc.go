@@ -73,6 +73,11 @@
 // wants them on time while no requests complete calls [Set.Refresh] from a
 // ticker.
 //
+// # gRPC
+//
+// Subpackage grpcbalance registers every policy with grpc-go as
+// "switchboard_<policy>", so Go gRPC clients pick with the same code.
+//
 // # Randomness
 //
 // Unseeded, picks use math/rand/v2's runtime generator (per thread, no
