@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,7 @@ type Config struct {
 	RateBurst     int
 	ReportEvery   time.Duration
 	ReportBatch   int
+	Pprof         bool
 	HTTP          HTTPOptions
 }
 
@@ -67,6 +69,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RateBurst, "rate-burst", 0, "burst allowed per client IP (default: the rate)")
 	fs.DurationVar(&c.ReportEvery, "report-interval", time.Second, "how often load reports are flushed to the balancer")
 	fs.IntVar(&c.ReportBatch, "report-batch", 512, "flush load reports when this many are queued")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin port")
 	h := &c.HTTP
 	fs.IntVar(&h.Retries, "retries", 2, "retries on another backend when safe (idempotent, or never reached the backend)")
 	fs.IntVar(&h.RetryBudgetPercent, "retry-budget", 20, "retries allowed as a percentage of requests")
@@ -116,6 +119,12 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		if file, err = LoadConfig(cfg.ConfigFile); err != nil {
 			return err
 		}
+	}
+	if cfg.Pprof {
+		rt.Admin.HandleFunc("/debug/pprof/", pprof.Index)
+		rt.Admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		rt.Admin.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		rt.Admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	met := newMetrics(rt.Metrics)
 	dialer := &netx.Dialer{Timeout: cfg.HTTP.ConnectTimeout}

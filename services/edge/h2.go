@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -118,6 +119,13 @@ type h2state struct {
 
 func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
+	if p.limiter != nil {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !p.limiter.allow(ap.Addr().Unmap(), time.Now()) {
+			p.met.limited.Inc()
+			http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
+			return
+		}
+	}
 	host := normHost([]byte(r.Host))
 	path := []byte(r.RequestURI)
 	if len(path) == 0 || path[0] != '/' {
