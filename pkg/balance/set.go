@@ -326,18 +326,22 @@ func (s *Set) report(es *EndpointState, o Outcome, latency time.Duration, probe 
 	if es.removed.Load() {
 		return
 	}
-	if eject {
-		s.ejectLocked(es, now)
+	if eject && s.ejectLocked(es, now) {
+		rebuild = true
 	}
-	s.rebuildLocked(now)
+	if rebuild {
+		// Not when the ejection was refused by the cap: failures beyond
+		// it would otherwise rebuild on every Done.
+		s.rebuildLocked(now)
+	}
 }
 
-// ejectLocked ejects es unless that would exceed the ejected share.
-// Caller holds s.mu.
-func (s *Set) ejectLocked(es *EndpointState, now time.Time) {
+// ejectLocked ejects es unless that would exceed the ejected share, and
+// reports whether it did. Caller holds s.mu.
+func (s *Set) ejectLocked(es *EndpointState, now time.Time) bool {
 	o := &s.cfg.Load().Outlier
 	if o.ConsecutiveFailures == 0 {
-		return // turned off since the failures were counted
+		return false // turned off since the failures were counted
 	}
 	ejected := 0
 	for _, e := range s.order {
@@ -350,12 +354,12 @@ func (s *Set) ejectLocked(es *EndpointState, now time.Time) {
 		limit = 1
 	}
 	if ejected >= limit {
-		return
+		return false
 	}
 	es.mu.Lock()
 	defer es.mu.Unlock()
 	if es.status.Load()&stEjected != 0 || es.consecFail < o.ConsecutiveFailures {
-		return // a success got in first, or someone else ejected it
+		return false // a success got in first, or someone else ejected it
 	}
 	if !es.returnedAt.IsZero() && now.Sub(es.returnedAt) > o.MaxEjection {
 		es.ejections = 0 // behaved for long enough: back-off starts over
@@ -369,6 +373,7 @@ func (s *Set) ejectLocked(es *EndpointState, now time.Time) {
 	es.ejectedUntil = now.Add(d)
 	es.consecFail = 0
 	es.status.Or(stEjected)
+	return true
 }
 
 // rampSteps is how many steps slow start takes from the minimum to full

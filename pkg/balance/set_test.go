@@ -542,3 +542,20 @@ func TestP2CFastFailureIsNoLatencySample(t *testing.T) {
 		t.Fatalf("a fast failure set the latency estimate to %v", l)
 	}
 }
+
+// TestCappedEjectionDoesNotRebuild: failures from an endpoint the cap keeps
+// in service must not rebuild the snapshot on every Done.
+func TestCappedEjectionDoesNotRebuild(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PanicThresholdPercent = 0
+	s, _ := newSet(t, cfg, endpoints(2)) // 50% of 2: one may be ejected
+	failOn(t, s, "e00", 5)
+	before := s.snap.Load()
+	failOn(t, s, "e01", 20)
+	if stateOf(s, "e01").Ejected() {
+		t.Fatal("ejected beyond the cap")
+	}
+	if s.snap.Load() != before {
+		t.Fatal("refused ejections rebuilt the snapshot")
+	}
+}
