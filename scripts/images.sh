@@ -91,6 +91,8 @@ compose_tag() {
 ctx=$stage/switchboard
 mkdir -p "$ctx/bin"
 rootfs "$ctx" nonroot 65532 65532
+mkdir -p "$ctx/state/balancer" "$ctx/state/prober"
+chmod 0750 "$ctx/state/balancer" "$ctx/state/prober"
 rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo dev)
 build_go() { # NAME DIR
 	(cd "$root/$2" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=$rev" -o "$ctx/bin/$1" .)
