@@ -140,7 +140,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if _, err := start(edge.Spec(), append(common(7500, 7501),
-		"--balancer-addr="+bal["grpc"], "--registry-addr="+reg["grpc"],
+		"--balancer-addr="+bal["grpc"],
 		"--http-addr="+addr(8080), "--wire-addr="+addr(7900))); err != nil {
 		return err
 	}
@@ -180,8 +180,8 @@ func printBanner(w io.Writer, s *devStack) {
 	fmt.Fprintf(w, "  %-9s %-22s %-22s %s\n", "service", "gRPC", "admin", "other")
 	for _, name := range []string{"registry", "balancer", "resolver", "prober", "edge"} {
 		other := ""
-		for k, v := range a[name] {
-			if k != "grpc" && k != "admin" {
+		for _, k := range []string{"dns", "http", "https", "wire", "bandwidth", "runtime"} {
+			if v := a[name][k]; v != "" {
 				other += k + " " + v + "  "
 			}
 		}
