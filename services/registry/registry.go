@@ -29,6 +29,8 @@ type Config struct {
 	// ConsulAddr is Consul's HTTP address ("" = CONSUL_HTTP_ADDR, else
 	// 127.0.0.1:8500).
 	ConsulAddr string
+	// ConsulDatacenter is the Consul datacenter ("" = the agent's).
+	ConsulDatacenter string
 	// ConsulPrefix is the Consul KV prefix of DNS records.
 	ConsulPrefix string
 	// ConsulWait is the longest wait of one Consul blocking query.
@@ -45,7 +47,8 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", "embedded", "catalog backend: embedded, consul or etcd")
 	fs.StringVar(&c.DataDir, "data-dir", "", "embedded store directory (default $XDG_STATE_HOME/switchboard/registry, else ./data/registry)")
-	fs.StringVar(&c.ConsulAddr, "consul-addr", "", "Consul HTTP address (default CONSUL_HTTP_ADDR, else 127.0.0.1:8500); token and datacenter come from CONSUL_HTTP_TOKEN and CONSUL_DATACENTER... as usual")
+	fs.StringVar(&c.ConsulAddr, "consul-addr", "", "Consul HTTP address (default CONSUL_HTTP_ADDR, else 127.0.0.1:8500); ACL token and TLS come from CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT and the other standard variables")
+	fs.StringVar(&c.ConsulDatacenter, "consul-datacenter", "", "Consul datacenter (default: the agent's)")
 	fs.StringVar(&c.ConsulPrefix, "consul-prefix", consulstore.DefaultPrefix, "Consul KV prefix of the DNS records")
 	fs.DurationVar(&c.ConsulWait, "consul-wait", 5*time.Minute, "longest wait of one Consul blocking query")
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
@@ -78,7 +81,7 @@ func OpenStore(ctx context.Context, cfg *Config, lookup func(string) (string, bo
 		return embedded.Open(dir)
 	case "consul":
 		return consulstore.Open(ctx, consulstore.Options{
-			Address: cfg.ConsulAddr, Prefix: cfg.ConsulPrefix, Wait: cfg.ConsulWait, Timeout: cfg.Timeout,
+			Address: cfg.ConsulAddr, Datacenter: cfg.ConsulDatacenter, Prefix: cfg.ConsulPrefix, Wait: cfg.ConsulWait, Timeout: cfg.Timeout,
 		})
 	case "etcd":
 		var eps []string

@@ -56,6 +56,8 @@ type Options struct {
 	// 127.0.0.1:8500). Token, datacenter and TLS come from the standard
 	// CONSUL_HTTP_* variables.
 	Address string
+	// Datacenter to use ("" = the agent's).
+	Datacenter string
 	// Prefix of the records in the KV store (DefaultPrefix when empty).
 	Prefix string
 	// Wait is the longest wait of a blocking query (5m when zero).
@@ -128,6 +130,9 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	cfg := api.DefaultConfig()
 	if o.Address != "" {
 		cfg.Address = o.Address
+	}
+	if o.Datacenter != "" {
+		cfg.Datacenter = o.Datacenter
 	}
 	if cfg.Transport != nil {
 		// Many concurrent writes plus one blocking query per service.
