@@ -51,6 +51,7 @@ func main() {
 		clients     = flag.Int("clients", 8, "dnsperf -c")
 		p99QPS      = flag.Int("p99-qps", 10000, "pace (qps) of the latency run")
 		threads     = flag.Int("unbound-threads", 2, "unbound num-threads (the machine's cores)")
+		extra       = flag.String("resolver-args", "", "extra resolver flags, space-separated")
 	)
 	flag.Parse()
 	if *resolverBin == "" || *corednsBin == "" {
@@ -128,10 +129,11 @@ func main() {
 `, ports["unbound"], *threads, dir, local.String(), upHost, upPort)
 	must(os.WriteFile(filepath.Join(dir, "unbound.conf"), []byte(unboundConf), 0o644))
 
+	resolverArgs := append([]string{"--dns-addr=127.0.0.1:" + ports["switchboard"],
+		"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--registry-addr=" + regAddr,
+		"--upstream=" + upAddr, "--log-level=warn"}, strings.Fields(*extra)...)
 	procs := []*exec.Cmd{
-		exec.CommandContext(ctx, *resolverBin, "--dns-addr=127.0.0.1:"+ports["switchboard"],
-			"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--registry-addr="+regAddr,
-			"--upstream="+upAddr, "--log-level=warn"),
+		exec.CommandContext(ctx, *resolverBin, resolverArgs...),
 		exec.CommandContext(ctx, *corednsBin, "-conf", filepath.Join(dir, "Corefile"), "-quiet"),
 		exec.CommandContext(ctx, *unboundBin, "-d", "-c", filepath.Join(dir, "unbound.conf")),
 	}
@@ -142,6 +144,10 @@ func main() {
 	}
 	defer runCleanups()
 	order := []string{"switchboard", "coredns", "unbound"}
+	pids := map[string]int{}
+	for i, n := range order {
+		pids[n] = procs[i].Process.Pid
+	}
 	for _, n := range order {
 		waitAnswer(n, ports[n], "svc-0.service.switchboard.", 3)
 		// Warm the caches: every forwarded name once.
@@ -153,6 +159,7 @@ func main() {
 
 	type key struct{ set, server string }
 	qps := map[key][]float64{}
+	perCPU := map[key][]float64{}
 	avg := map[key][]float64{}
 	p99 := map[key]float64{}
 	sets := []struct{ name, file string }{{"service zone", svcFile}, {"forwarded, cached", fwdFile}}
@@ -160,11 +167,17 @@ func main() {
 		rot := append(slices.Clone(order[r%3:]), order[:r%3]...)
 		for _, set := range sets {
 			for _, n := range rot {
+				cpu0 := cpuSeconds(pids[n])
 				q, a, err := dnsperf(ports[n], set.file, *duration, *clients)
 				if err != nil {
 					fatalf("%s %s: %v", n, set.name, err)
 				}
-				log.Printf("round %d %-18s %-12s %9.0f qps  avg %.3f ms", r+1, set.name, n, q, a*1000)
+				cpu := cpuSeconds(pids[n]) - cpu0
+				// Queries answered per second of the server's own CPU time:
+				// steadier than qps on a machine shared with other work.
+				eff := q * duration.Seconds() / max(cpu, 0.01)
+				perCPU[key{set.name, n}] = append(perCPU[key{set.name, n}], eff)
+				log.Printf("round %d %-18s %-12s %9.0f qps  avg %.3f ms  %9.0f queries/CPU-s", r+1, set.name, n, q, a*1000, eff)
 				qps[key{set.name, n}] = append(qps[key{set.name, n}], q)
 				avg[key{set.name, n}] = append(avg[key{set.name, n}], a)
 			}
@@ -182,18 +195,20 @@ func main() {
 
 	fmt.Printf("\nresolver benchmark: dnsperf -c %d, %v x %d rounds (median), p99 at %d qps; %d services x 3 A, %d forwarded names\n\n",
 		*clients, *duration, *rounds, *p99QPS, *services, *forwarded)
-	fmt.Printf("| %-18s | %-12s | %10s | %12s | %14s | %16s |\n", "queries", "server", "qps", "avg latency", "p99 latency", "switchboard is")
-	fmt.Printf("|%s|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 20), strings.Repeat("-", 14), strings.Repeat("-", 12), strings.Repeat("-", 14), strings.Repeat("-", 16), strings.Repeat("-", 18))
+	fmt.Printf("| %-18s | %-12s | %10s | %12s | %14s | %14s | %14s | %14s |\n", "queries", "server", "qps", "avg latency", "p99 latency", "switchboard is", "queries/CPU-s", "switchboard is")
+	fmt.Printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 20), strings.Repeat("-", 14), strings.Repeat("-", 12), strings.Repeat("-", 14), strings.Repeat("-", 16), strings.Repeat("-", 16), strings.Repeat("-", 16), strings.Repeat("-", 16))
 	for _, set := range sets {
 		ours := median(qps[key{set.name, "switchboard"}])
+		oursEff := median(perCPU[key{set.name, "switchboard"}])
 		for _, n := range order {
 			k := key{set.name, n}
-			q := median(qps[k])
-			ratio := "-"
+			q, eff := median(qps[k]), median(perCPU[k])
+			ratio, effRatio := "-", "-"
 			if n != "switchboard" {
 				ratio = fmt.Sprintf("%.2fx", ours/q)
+				effRatio = fmt.Sprintf("%.2fx", oursEff/eff)
 			}
-			fmt.Printf("| %-18s | %-12s | %10.0f | %9.3f ms | %11.3f ms | %16s |\n", set.name, n, q, median(avg[k])*1000, p99[k]*1000, ratio)
+			fmt.Printf("| %-18s | %-12s | %10.0f | %9.3f ms | %11.3f ms | %14s | %14.0f | %14s |\n", set.name, n, q, median(avg[k])*1000, p99[k]*1000, ratio, eff, effRatio)
 		}
 	}
 }
@@ -228,6 +243,22 @@ func must(err error) {
 	if err != nil {
 		fatalf("%v", err)
 	}
+}
+
+// cpuSeconds returns a process's user+system CPU time from /proc.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
 }
 
 func instanceAddr(svc, i int) string { return fmt.Sprintf("10.%d.%d.%d", svc/250, svc%250, i+1) }

@@ -202,7 +202,8 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 			name = "dns-udp-" + strconv.Itoa(i)
 		}
 		rt.AddListener(name, pc.LocalAddr(), pc)
-		servers[name] = &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery, UDPSize: 4096}
+		u := newUDPServer(s, pc.(*net.UDPConn))
+		rt.Go(name, u.serve)
 	}
 	rt.AddListener("dns-tcp", ln.Addr(), ln)
 	servers["dns-tcp"] = &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,

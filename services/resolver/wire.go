@@ -47,6 +47,7 @@ type reply struct {
 	id      uint16
 	rd, ra  bool
 	qname   string // as the client wrote it
+	qwire   []byte // or the query's question name in wire form, when set
 	qtype   uint16
 	edns    bool
 	do      bool
@@ -197,9 +198,16 @@ func (p *prepared) appendTo(dst []byte, r *reply) ([]byte, error) {
 		dst[3] |= flagRA
 	}
 	if p.qEnd > hdrLen {
-		end, err := dns.PackDomainName(r.qname, dst, hdrLen, nil, false)
-		if err != nil || end != p.qEnd-4 {
-			return dst, errBadName
+		if r.qwire != nil {
+			if hdrLen+len(r.qwire) != p.qEnd-4 {
+				return dst, errBadName
+			}
+			copy(dst[hdrLen:], r.qwire)
+		} else {
+			end, err := dns.PackDomainName(r.qname, dst, hdrLen, nil, false)
+			if err != nil || end != p.qEnd-4 {
+				return dst, errBadName
+			}
 		}
 		binary.BigEndian.PutUint16(dst[p.qEnd-4:], r.qtype)
 	}
