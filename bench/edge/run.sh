@@ -17,7 +17,7 @@ trap cleanup EXIT
 for t in wrk haproxy nginx iperf3; do command -v $t >/dev/null || { echo "missing $t (apt-get install wrk haproxy nginx-light iperf3)"; exit 1; }; done
 
 BE=127.0.0.1:19101; EDGE=127.0.0.1:19180; EDGE1=127.0.0.1:19181; HAP=127.0.0.1:19280; NGX=127.0.0.1:19380
-IPERF=127.0.0.1:19501; EDGETCP=127.0.0.1:19502
+IPERF=127.0.0.1:19501; EDGETCP=127.0.0.1:19502; HAPTCP=127.0.0.1:19503
 
 echo "building..."
 (cd "$ROOT/bench/edge/backend" && GOWORK=off go build -o "$TMP/backend" .)
@@ -56,6 +56,10 @@ frontend fe
 backend be
   http-reuse always
   server s1 $BE
+listen tcpfwd
+  mode tcp
+  bind $HAPTCP
+  server i1 $IPERF
 CFG
 haproxy -f "$TMP/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
 
@@ -82,7 +86,7 @@ nginx -c "$TMP/nginx.conf" -e "$TMP/nginx/error.log" >/dev/null 2>&1 & PIDS+=($!
 iperf3 -s -B 127.0.0.1 -p ${IPERF##*:} >/dev/null 2>&1 & PIDS+=($!)
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; exit 1; }
-for a in $BE $EDGE $EDGE1 $HAP $NGX $IPERF $EDGETCP; do wait_port $a; done
+for a in $BE $EDGE $EDGE1 $HAP $NGX $IPERF $EDGETCP $HAPTCP; do wait_port $a; done
 
 declare -A RPS P99
 run_wrk() { # name addr
@@ -111,8 +115,9 @@ done
 echo
 echo "TCP: iperf3 -t 5"
 ip_rate() { iperf3 -c ${1%:*} -p ${1##*:} -t 5 -J 2>/dev/null | awk -F: '/"bits_per_second"/ {v=$2} END {gsub(/[ ,]/,"",v); printf "%.2f", v/1e9}'; }
-D=$(ip_rate $IPERF); E=$(ip_rate $EDGETCP)
-printf "  direct %s Gbit/s, through edge %s Gbit/s, ratio %.2fx\n" "$D" "$E" "$(awk -v a="$E" -v b="$D" 'BEGIN{print a/b}')"
+D=$(ip_rate $IPERF); E=$(ip_rate $EDGETCP); H=$(ip_rate $HAPTCP)
+printf "  direct %s Gbit/s; through edge %s Gbit/s (%.2fx); through HAProxy (mode tcp) %s Gbit/s (%.2fx)\n" \
+  "$D" "$E" "$(awk -v a="$E" -v b="$D" 'BEGIN{print a/b}')" "$H" "$(awk -v a="$H" -v b="$D" 'BEGIN{print a/b}')"
 
 echo
 echo "Wire tunnel vs raw TCP (Go benchmark, 256 KiB writes):"
