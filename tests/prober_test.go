@@ -15,8 +15,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
+	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+	"github.com/switchboard-net/switchboard/services/balancer"
 	"github.com/switchboard-net/switchboard/services/prober"
 	"github.com/switchboard-net/switchboard/services/registry"
 	"github.com/switchboard-net/switchboard/services/resolver"
@@ -48,14 +50,17 @@ func startProberBackend(t *testing.T, ip string) *proberBackend {
 }
 
 // TestProberHealthLoopDrivesRegistryAndDNS runs the real registry,
-// resolver and prober. Two instances of "web" have HTTP checks; when one
-// starts failing its check the prober marks it CRITICAL in the registry
-// (after --fall failures) and the resolver stops answering with its
-// address; when it recovers (after --rise passes) it is back in both.
+// resolver, balancer and prober. Two instances of "web" have HTTP checks;
+// when one starts failing its check the prober marks it CRITICAL in the
+// registry (after --fall failures), the resolver stops answering with its
+// address and the balancer stops picking it; when it recovers (after
+// --rise passes) it is back in all three.
 func TestProberHealthLoopDrivesRegistryAndDNS(t *testing.T) {
 	dig := servicetest.Tool(t, "dig")
 	reg := servicetest.Start(t, registry.Spec(), "--store=embedded", "--data-dir="+t.TempDir())
 	res := servicetest.Start(t, resolver.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--dns-addr=127.0.0.1:0", "--service-ttl=1s")
+	bal := servicetest.Start(t, balancer.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--data-dir="+t.TempDir())
+	bc := balancerv1.NewBalancerClient(bal.Conn(t))
 	prb := servicetest.Start(t, prober.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--rise=2", "--fall=2",
 		"--discovery-group=", "--bandwidth-addr=127.0.0.1:0")
 	rc := registryv1.NewRegistryClient(reg.Conn(t))
@@ -94,6 +99,23 @@ func TestProberHealthLoopDrivesRegistryAndDNS(t *testing.T) {
 		sort.Strings(f)
 		return strings.Join(f, " ")
 	}
+	// picks returns the set of instance ids 20 Picks return.
+	picks := func() string {
+		seen := map[string]bool{}
+		for i := 0; i < 20; i++ {
+			r, err := bc.Pick(ctx, &balancerv1.PickRequest{Service: "web"})
+			if err != nil {
+				return "error: " + err.Error()
+			}
+			seen[r.GetEndpoint().GetId()] = true
+		}
+		ids := make([]string, 0, len(seen))
+		for id := range seen {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		return strings.Join(ids, " ")
+	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -106,6 +128,7 @@ func TestProberHealthLoopDrivesRegistryAndDNS(t *testing.T) {
 	}
 
 	waitFor("both instances in DNS", func() bool { return answers() == "127.0.0.1 127.0.0.2" })
+	waitFor("both instances picked", func() bool { return picks() == "w1 w2" })
 
 	b2.fail.Store(true)
 	failedAt := time.Now()
@@ -115,6 +138,12 @@ func TestProberHealthLoopDrivesRegistryAndDNS(t *testing.T) {
 		t.Errorf("w2 marked critical after %v: one failure flapped it", took)
 	}
 	waitFor("w2 out of DNS", func() bool { return answers() == "127.0.0.1" })
+	waitFor("w2 no longer picked", func() bool { return picks() == "w1" })
+	for i := 0; i < 3; i++ {
+		if p := picks(); p != "w1" {
+			t.Fatalf("balancer picked %q with w2 critical", p)
+		}
+	}
 	if h := health("w1"); h != registryv1.HealthStatus_HEALTH_STATUS_PASSING {
 		t.Fatalf("w1 is %v", h)
 	}
@@ -126,6 +155,7 @@ func TestProberHealthLoopDrivesRegistryAndDNS(t *testing.T) {
 	b2.fail.Store(false)
 	waitFor("w2 passing", func() bool { return health("w2") == registryv1.HealthStatus_HEALTH_STATUS_PASSING })
 	waitFor("w2 back in DNS", func() bool { return answers() == "127.0.0.1 127.0.0.2" })
+	waitFor("w2 picked again", func() bool { return picks() == "w1 w2" })
 
 	// The prober's allowlist now includes registered instances: a scan of
 	// w2's address is allowed, and finds its port.

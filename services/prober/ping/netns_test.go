@@ -88,3 +88,31 @@ func TestTraceThroughRouter(t *testing.T) {
 		t.Fatalf("reached %v hops %+v; want %v then %v", reached, hops, a.Addr[1], b.Addr[1])
 	}
 }
+
+// TestPingDatagramSocket allows unprivileged ICMP in a fresh namespace
+// (net.ipv4.ping_group_range is per namespace) so that Ping takes the
+// datagram-socket path, for IPv4 and IPv6.
+func TestPingDatagramSocket(t *testing.T) {
+	l := netnstest.NewLink(t, false)
+	l.Exec(t, 0, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+	for _, a := range []string{"127.0.0.1", "::1"} {
+		var c *conn
+		var res *Result
+		var err, perr error
+		netnstest.Do(t, l.NS[0], func() {
+			if c, err = open(netip.MustParseAddr(a).Is6(), false); err == nil {
+				c.close()
+			}
+			res, perr = Ping(context.Background(), netip.MustParseAddr(a), Options{Count: 3, Interval: 10 * time.Millisecond})
+		})
+		if err != nil || perr != nil {
+			t.Fatalf("%s: open %v, ping %v", a, err, perr)
+		}
+		if !c.dgram {
+			t.Fatalf("%s: a raw socket was used although datagram sockets are allowed", a)
+		}
+		if res.Received != 3 || res.Replies[0].TTL == 0 || res.Replies[0].From != netip.MustParseAddr(a) {
+			t.Fatalf("%s: %+v", a, res)
+		}
+	}
+}

@@ -48,20 +48,26 @@ func TestPingRejectsBadSize(t *testing.T) {
 }
 
 func TestTraceLoopback(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var got []Hop
-	hops, reached, err := Trace(ctx, netip.MustParseAddr("127.0.0.1"), TraceOptions{MaxHops: 5, Probes: 2, Timeout: time.Second,
-		OnHop: func(h Hop) { got = append(got, h) }})
-	if err != nil {
-		t.Skip("traceroute needs raw sockets:", err)
-	}
-	if !reached || len(hops) != 1 || !hops[0].Reached || hops[0].Addr != netip.MustParseAddr("127.0.0.1") || len(got) != 1 {
-		t.Fatalf("hops %+v reached %v", hops, reached)
-	}
-	for _, r := range hops[0].RTTs {
-		if r <= 0 {
-			t.Fatalf("lost probe on loopback: %+v", hops[0])
+	for _, a := range []string{"127.0.0.1", "::1"} {
+		addr := netip.MustParseAddr(a)
+		if addr.Is6() && !hasIPv6Loopback() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var got []Hop
+		hops, reached, err := Trace(ctx, addr, TraceOptions{MaxHops: 5, Probes: 2, Timeout: time.Second,
+			OnHop: func(h Hop) { got = append(got, h) }})
+		cancel()
+		if err != nil {
+			t.Skip("traceroute needs raw sockets:", err)
+		}
+		if !reached || len(hops) != 1 || !hops[0].Reached || hops[0].Addr != addr || len(got) != 1 {
+			t.Fatalf("%s: hops %+v reached %v", a, hops, reached)
+		}
+		for _, r := range hops[0].RTTs {
+			if r <= 0 {
+				t.Fatalf("%s: lost probe on loopback: %+v", a, hops[0])
+			}
 		}
 	}
 }
