@@ -193,3 +193,5 @@ func TestConsistentHashOverRealRegistry(t *testing.T) {
 	}
 	t.Logf("removing 1 of 10 endpoints: %d of %d keys were on it, %d others moved", owned, keys, moved)
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

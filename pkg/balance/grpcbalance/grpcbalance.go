@@ -90,6 +90,9 @@ func (b *builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) bala
 type pickerBuilder struct {
 	set    *balance.Set
 	header string
+	// weigh, when set, fills in an endpoint's weight and health before
+	// the update (StreamPolicy takes them from the balancer's stream).
+	weigh func(*balance.Endpoint)
 }
 
 var _ base.PickerBuilder = (*pickerBuilder)(nil)
@@ -119,6 +122,9 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	for i, id := range ids {
 		addr, _, _ := strings.Cut(id, "/")
 		eps[i] = balance.Endpoint{ID: id, Addr: addr}
+		if pb.weigh != nil {
+			pb.weigh(&eps[i])
+		}
 	}
 	if err := pb.set.Update(eps); err != nil {
 		return base.NewErrPicker(status.Error(codes.Internal, err.Error()))
