@@ -156,3 +156,41 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchFanOut: many watchers of one registry all get a change, and a
+// watcher resuming from an index of an earlier run gets the current
+// snapshot at once.
+func TestWatchFanOut(t *testing.T) {
+	inst := servicetest.Start(t, registry.Spec(), "--data-dir", t.TempDir())
+	c := registryv1.NewRegistryClient(inst.Conn(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const watchers = 200
+	streams := make([]registryv1.Registry_WatchClient, watchers)
+	for i := range streams {
+		st, err := c.Watch(ctx, &registryv1.WatchRequest{Service: "fan"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = st
+	}
+	if _, err := c.Register(ctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{Service: "fan", Id: "one", Address: "10.0.0.1", Port: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range streams {
+		m, err := st.Recv()
+		if err != nil || len(m.Instances) != 1 || m.Instances[0].Id != "one" {
+			t.Fatalf("watcher %d got %v, %v", i, m, err)
+		}
+	}
+	old, err := c.Watch(ctx, &registryv1.WatchRequest{Service: "fan", AfterIndex: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := old.Recv(); err != nil || len(m.Instances) != 1 {
+		t.Fatalf("watch resuming from a future index got %v, %v; want the current snapshot", m, err)
+	}
+}
