@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,7 +59,11 @@ func (t *tcpProxy) drain(ctx context.Context) error { return t.ln.Shutdown(ctx) 
 
 func (t *tcpProxy) handle(ctx context.Context, c net.Conn) {
 	t.e.met.tcpConns.WithLabelValues(t.name).Inc()
-	up, sel, b, err := dialService(ctx, t.svc, t.dial, 1+t.e.cfg.HTTP.Retries, t.e.proxy.rep)
+	var info balance.PickInfo
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		info = balance.PickInfo{Hash: balance.HashAddr(ap.Addr()), HasHash: true} // used by consistent_hash only
+	}
+	up, sel, b, err := dialService(ctx, t.svc, info, t.dial, 1+t.e.cfg.HTTP.Retries, t.e.proxy.rep)
 	if err != nil {
 		c.Close()
 		return
@@ -85,10 +88,10 @@ func (t *tcpProxy) handle(ctx context.Context, c net.Conn) {
 
 // dialService picks and dials a backend of svc, trying others on connect
 // failure. The caller owns the returned selection and must call Done.
-func dialService(ctx context.Context, svc *upService, d *netx.Dialer, tries int, rep *reporter) (net.Conn, balance.Selection, *backend, error) {
+func dialService(ctx context.Context, svc *upService, info balance.PickInfo, d *netx.Dialer, tries int, rep *reporter) (net.Conn, balance.Selection, *backend, error) {
 	var last error = errors.New("no backend")
 	for i := 0; i < max(tries, 1); i++ {
-		sel, err := svc.set.Load().Pick(balance.PickInfo{})
+		sel, err := svc.set.Load().Pick(info)
 		if err != nil {
 			return nil, sel, nil, err
 		}
@@ -157,5 +160,3 @@ func addrString(a net.Addr) string {
 	}
 	return a.String()
 }
-
-var _ = tls.VersionTLS12

@@ -100,7 +100,7 @@ func (w *wireServer) stream(st *wire.Stream) {
 		st.ResetWithReason(wire.CodeNoSuchService, "no service "+st.Service())
 		return
 	}
-	up, sel, b, err := dialService(context.Background(), svc, w.e.ups.dialer, 1+w.e.cfg.HTTP.Retries, w.e.proxy.rep)
+	up, sel, b, err := dialService(context.Background(), svc, balance.PickInfo{}, w.e.ups.dialer, 1+w.e.cfg.HTTP.Retries, w.e.proxy.rep)
 	if err != nil {
 		st.ResetWithReason(wire.CodeUnavailable, "no healthy backend for "+st.Service())
 		return
