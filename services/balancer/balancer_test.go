@@ -30,7 +30,7 @@ type fakeRegistry struct {
 	wake    chan struct{}
 }
 
-func newFakeRegistry(t *testing.T) (*fakeRegistry, string, func()) {
+func newFakeRegistry(t testing.TB) (*fakeRegistry, string, func()) {
 	t.Helper()
 	f := &fakeRegistry{wake: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -79,7 +79,7 @@ func inst(svc, id string, port uint32, h registryv1.HealthStatus, weight uint32)
 
 const passing, critical = registryv1.HealthStatus_HEALTH_STATUS_PASSING, registryv1.HealthStatus_HEALTH_STATUS_CRITICAL
 
-func startBalancer(t *testing.T, regAddr, dataDir string) (balancerv1.BalancerClient, *servicetest.Instance) {
+func startBalancer(t testing.TB, regAddr, dataDir string) (balancerv1.BalancerClient, *servicetest.Instance) {
 	t.Helper()
 	inst := servicetest.Start(t, Spec(), "--registry-addr="+regAddr, "--data-dir="+dataDir, "--refresh-interval=50ms")
 	return balancerv1.NewBalancerClient(inst.Conn(t)), inst
