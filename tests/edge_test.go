@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -9,11 +10,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
+	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+	"github.com/switchboard-net/switchboard/services/balancer"
 	"github.com/switchboard-net/switchboard/services/edge"
+	"github.com/switchboard-net/switchboard/services/registry"
 )
 
 // TestEdgeWithRealClients drives a running edge with the tools an operator
@@ -86,4 +92,45 @@ func edgeRun(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %v: %v (%s)", filepath.Base(name), args, err, b)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// TestEdgeRoutesFromTheRegistry runs registry, balancer and edge together:
+// an instance registered with the tag edge.route=/it becomes a route on the
+// edge, live, through the balancer's endpoint stream.
+func TestEdgeRoutesFromTheRegistry(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "registered app at %s", r.URL.Path)
+	}))
+	defer app.Close()
+	reg := servicetest.Start(t, registry.Spec(), "--data-dir="+t.TempDir())
+	bal := servicetest.Start(t, balancer.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--data-dir="+t.TempDir())
+	ed := servicetest.Start(t, edge.Spec(), "--http-addr=127.0.0.1:0", "--wire-addr=127.0.0.1:0",
+		"--balancer-addr="+bal.Addrs["grpc"], "--runtime-socket="+filepath.Join(t.TempDir(), "rt.sock"))
+
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(app.URL, "http://"))
+	p, _ := strconv.Atoi(port)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := registryv1.NewRegistryClient(reg.Conn(t)).Register(ctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{
+		Service: "itapp", Id: "itapp-1", Address: host, Port: uint32(p), Tags: []string{"edge.route=/it"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + ed.Addrs["http"] + "/it/x")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && string(b) == "registered app at /it/x" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("through the edge: %d %q", resp.StatusCode, b)
+			}
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
