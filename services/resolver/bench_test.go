@@ -23,6 +23,12 @@ func benchServer(b *testing.B) *server {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return newTestServer(z)
+}
+
+// newTestServer is a server with 3 services of 4 weighted instances and z,
+// no registry, no network, and a forwarder that is never reached.
+func newTestServer(z *staticZone) *server {
 	cfg := &Config{Zone: "switchboard.", CacheSize: 1000, ServiceTTL: 5 * time.Second, UpstreamTimeout: time.Second, UDPSockets: 1,
 		Upstreams: listFlag{"127.0.0.1:1"}}
 	allow, _ := cfg.validate()
