@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,9 +32,8 @@ func fastBackend(b *testing.B) string {
 // parallel clients; allocations are the edge's and the client's.
 func BenchmarkHTTPProxy(b *testing.B) {
 	be := fastBackend(b)
-	inst, _ := startEdge(&testing.T{}, fmt.Sprintf("routes:\n  - addresses: [%q]\n", be))
+	inst, _ := startEdge(b, fmt.Sprintf("routes:\n  - addresses: [%q]\n", be), "--log-level=warn")
 	addr := inst.Addrs["http"]
-	b.Cleanup(func() { inst.Stop() })
 	req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
 	b.ReportAllocs()
 	b.SetParallelism(8)
@@ -79,8 +76,7 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 			go func() { io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
-	inst, _ := startEdge(&testing.T{}, fmt.Sprintf("services:\n  sink: [%q]\ntcp:\n  - {listen: \"127.0.0.1:0\", service: sink}\n", sink.Addr()))
-	defer inst.Stop()
+	inst, _ := startEdge(b, fmt.Sprintf("services:\n  sink: [%q]\ntcp:\n  - {listen: \"127.0.0.1:0\", service: sink}\n", sink.Addr()))
 	const chunk = 256 << 10
 	buf := make([]byte, chunk)
 	run := func(b *testing.B, w io.WriteCloser) {
@@ -126,6 +122,3 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 		run(b, st)
 	})
 }
-
-var _ = strings.Repeat
-var _ sync.Mutex

@@ -136,13 +136,13 @@ func backend(t *testing.T, name string) *httptest.Server {
 }
 
 // startEdge runs the edge with a config file (may be "") and extra flags.
-func startEdge(t *testing.T, conf string, args ...string) (*servicetest.Instance, string) {
+func startEdge(t testing.TB, conf string, args ...string) (*servicetest.Instance, string) {
 	t.Helper()
 	return startEdgeEnv(t, config.NoEnv, conf, args...)
 }
 
 // startEdgeEnv is startEdge with an environment (for OTEL_* variables).
-func startEdgeEnv(t *testing.T, env config.LookupFunc, conf string, args ...string) (*servicetest.Instance, string) {
+func startEdgeEnv(t testing.TB, env config.LookupFunc, conf string, args ...string) (*servicetest.Instance, string) {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "rt.sock")
