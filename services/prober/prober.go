@@ -142,7 +142,9 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 		if err != nil {
 			return err
 		}
-		srv := bandwidth.NewServer(ln, pc, rt.Log.With("component", "bandwidth"))
+		// Only allowed hosts may run tests against us: a test makes us
+		// send as much as they ask for.
+		srv := bandwidth.NewServer(ln, pc, rt.Log.With("component", "bandwidth"), al.AllowedAddr)
 		rt.Go("bandwidth", srv.Serve)
 		r.bandwidthAddr = ln.Addr().String()
 	}
@@ -153,7 +155,13 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 				ifaces = append(ifaces, name)
 			}
 		}
-		node, err := discovery.Listen(discovery.Config{Group: cfg.DiscoveryGroup, Announce: cfg.DiscoveryInterval, Interfaces: ifaces},
+		var node *discovery.Node
+		onNew := func(discovery.Peer) {
+			if node != nil {
+				r.notePeers(node.Peers())
+			}
+		}
+		node, err = discovery.Listen(discovery.Config{Group: cfg.DiscoveryGroup, Announce: cfg.DiscoveryInterval, Interfaces: ifaces, OnNewPeer: onNew},
 			discovery.Self{Name: cfg.Name, GRPCAddr: rt.Addr("grpc"), BandwidthAddr: r.bandwidthAddr})
 		if err != nil {
 			// Discovery is a convenience: without it, peers are named explicitly.

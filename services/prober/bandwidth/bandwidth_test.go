@@ -3,12 +3,19 @@ package bandwidth
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
 
 func startServer(t *testing.T) string {
+	t.Helper()
+	return startServerAllow(t, nil)
+}
+
+func startServerAllow(t *testing.T, allow func(netip.Addr) bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -21,7 +28,7 @@ func startServer(t *testing.T) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewServer(ln, pc, nil).Serve(ctx) }()
+	go func() { done <- NewServer(ln, pc, nil, allow).Serve(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -64,6 +71,14 @@ func TestUDPBothDirections(t *testing.T) {
 		if !rev && progress == 0 {
 			t.Errorf("no UDP acknowledgements seen")
 		}
+	}
+}
+
+func TestServerRefusesClientsOutsideTheAllowlist(t *testing.T) {
+	addr := startServerAllow(t, func(netip.Addr) bool { return false })
+	_, err := Run(context.Background(), nil, addr, Options{Protocol: "udp", Reverse: true, Duration: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "allowlist") {
+		t.Fatalf("Run = %v, want a refusal", err)
 	}
 }
 

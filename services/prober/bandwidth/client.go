@@ -102,6 +102,8 @@ func Run(ctx context.Context, dial DialFunc, peer string, o Options) (*Result, e
 	case 0:
 	case 2:
 		return nil, errors.New("peer is busy")
+	case 3:
+		return nil, errors.New("peer refused: we are not in its allowlist")
 	default:
 		return nil, errors.New("peer refused the test")
 	}

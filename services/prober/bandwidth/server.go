@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -18,9 +19,10 @@ const MaxSessions = 8
 // Server is the far end of bandwidth tests: a TCP listener for control and
 // bulk data and a UDP socket on the same port for datagrams.
 type Server struct {
-	ln  net.Listener
-	pc  net.PacketConn
-	log *slog.Logger
+	ln    net.Listener
+	pc    net.PacketConn
+	log   *slog.Logger
+	allow func(netip.Addr) bool
 
 	mu       sync.Mutex
 	sessions map[uint64]*udpSession
@@ -36,13 +38,15 @@ type udpSession struct {
 	dstOnce sync.Once
 }
 
-// NewServer serves on ln (TCP) and pc (UDP); Serve runs it.
-func NewServer(ln net.Listener, pc net.PacketConn, log *slog.Logger) *Server {
+// NewServer serves on ln (TCP) and pc (UDP); Serve runs it. allow, when
+// set, decides which client addresses may run tests (others are refused
+// with status 3 before any data flows).
+func NewServer(ln net.Listener, pc net.PacketConn, log *slog.Logger, allow func(netip.Addr) bool) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	setBuffers(pc)
-	return &Server{ln: ln, pc: pc, log: log, sessions: map[uint64]*udpSession{}, conns: map[net.Conn]struct{}{}}
+	return &Server{ln: ln, pc: pc, log: log, allow: allow, sessions: map[uint64]*udpSession{}, conns: map[net.Conn]struct{}{}}
 }
 
 // Serve accepts tests until ctx ends; it closes both sockets on return.
@@ -101,6 +105,10 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) error {
+	if s.allow != nil && !s.allow(addrOf(c.RemoteAddr())) {
+		_, _ = c.Write([]byte{3, 0, 0, 0})
+		return fmt.Errorf("client %s not in the allowlist", c.RemoteAddr())
+	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	b := make([]byte, requestLen)
 	if _, err := io.ReadFull(c, b); err != nil {

@@ -109,6 +109,9 @@ type Config struct {
 	Expire time.Duration
 	// Interfaces, when set, limits discovery to these interface names.
 	Interfaces []string
+	// OnNewPeer, when set, is called (from the reading goroutine) each
+	// time a prober not in the table is heard.
+	OnNewPeer func(Peer)
 }
 
 // Node is one prober's discovery endpoint.
@@ -294,11 +297,16 @@ func (n *Node) read(c net.PacketConn) {
 func (n *Node) record(m message, src netip.Addr) {
 	p := Peer{Name: m.Name, GRPCAddr: fill(m.GRPC, src), BandwidthAddr: fill(m.BW, src), Addr: src, LastSeen: time.Now()}
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, known := n.peers[m.ID]; !known && len(n.peers) >= MaxPeers {
+	_, known := n.peers[m.ID]
+	if !known && len(n.peers) >= MaxPeers {
+		n.mu.Unlock()
 		return
 	}
 	n.peers[m.ID] = p
+	n.mu.Unlock()
+	if !known && n.cfg.OnNewPeer != nil {
+		n.cfg.OnNewPeer(p)
+	}
 }
 
 // fill replaces an empty or unspecified host with src.
