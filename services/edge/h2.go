@@ -11,6 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard-net/switchboard/pkg/balance"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 )
@@ -164,7 +169,23 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &h2state{rt: rt, b: b}
 	t0 := time.Now()
 	b.active.Add(1)
-	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), h2ctxKey{}, st)))
+	ctx := context.WithValue(r.Context(), h2ctxKey{}, st)
+	var span trace.Span
+	if p.tracer != nil {
+		ctx = propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
+		ctx, span = p.tracer.Start(ctx, r.Method+" "+rt.name, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+				attribute.String("network.protocol.version", r.Proto), attribute.String("edge.route", rt.name),
+				attribute.String("edge.backend", b.id)))
+	}
+	h.rp.ServeHTTP(w, r.WithContext(ctx))
+	if span != nil {
+		span.SetAttributes(attribute.Int("http.response.status_code", st.code))
+		if st.code >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(st.code))
+		}
+		span.End()
+	}
 	b.active.Add(-1)
 	lat := time.Since(t0)
 	b.total.Add(1)
@@ -196,6 +217,11 @@ func (h *h2handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Path, pr.Out.URL.RawPath = rest, ""
 	}
 	pr.SetXForwarded()
+	if h.p.tracer != nil {
+		pr.Out.Header.Del("Traceparent")
+		pr.Out.Header.Del("Tracestate")
+		propagator.Inject(pr.In.Context(), propagation.HeaderCarrier(pr.Out.Header))
+	}
 	proto := "http"
 	if pr.In.TLS != nil {
 		proto = "https"

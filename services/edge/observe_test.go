@@ -76,6 +76,22 @@ func TestSpansMetricsAndAccessLog(t *testing.T) {
 		t.Fatalf("the app saw traceparent %q, want the caller's trace with the edge's span as parent", tp)
 	}
 
+	// The HTTP/2 path (h2c here) makes spans too.
+	const traceID2 = "5bf92f3577b34da6a3ce929d0e0e4737"
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 5 * time.Second}
+	req2, _ := http.NewRequest("GET", "http://"+inst.Addrs["http"]+"/traced2", nil)
+	req2.Header.Set("Traceparent", "00-"+traceID2+"-00f067aa0ba902b7-01")
+	resp2, err := h2c.Do(req2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if tp := resp2.Header.Get("X-Got-Traceparent"); resp2.ProtoMajor != 2 || !strings.HasPrefix(tp, "00-"+traceID2+"-") || strings.Contains(tp, "00f067aa0ba902b7") {
+		t.Fatalf("h2c: %s, the app saw traceparent %q", resp2.Proto, tp)
+	}
+
 	mresp, err := http.Get("http://" + inst.Addrs["admin"] + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -83,9 +99,9 @@ func TestSpansMetricsAndAccessLog(t *testing.T) {
 	m, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
 	for _, want := range []string{
-		`edge_http_requests_total{code="2xx",route="app"} 1`,
-		`edge_backend_requests_total{backend="` + strings.TrimPrefix(a.URL, "http://") + `",service="static:app"} 1`,
-		`edge_http_request_duration_seconds_count{route="app"} 1`,
+		`edge_http_requests_total{code="2xx",route="app"} 2`,
+		`edge_backend_requests_total{backend="` + strings.TrimPrefix(a.URL, "http://") + `",service="static:app"} 2`,
+		`edge_http_request_duration_seconds_count{route="app"} 2`,
 	} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %s", want)
@@ -97,10 +113,14 @@ func TestSpansMetricsAndAccessLog(t *testing.T) {
 	}
 	col.mu.Lock()
 	names := col.spans[traceID]
-	col.mu.Unlock()
+	names2 := col.spans[traceID2]
 	if len(names) == 0 || !strings.Contains(strings.Join(names, ","), "GET app") {
 		t.Fatalf("spans in the trace: %v", names)
 	}
+	if !strings.Contains(strings.Join(names2, ","), "GET app") {
+		t.Fatalf("spans in the h2c trace: %v", names2)
+	}
+	col.mu.Unlock()
 	eventually(t, 5*time.Second, "the access log line", func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), " GET ") && strings.Contains(string(b), " /traced 200 ")
