@@ -259,9 +259,13 @@ func (c *checker) record(ctx context.Context, r check.Result) {
 	} else {
 		c.passes, c.failures = 0, c.failures+1
 	}
-	to := next(c.status, r.OK, c.passes, c.failures, c.h.rise, c.h.fall)
+	cur := c.status
+	to := next(cur, r.OK, c.passes, c.failures, c.h.rise, c.h.fall)
 	c.mu.Unlock()
 	if to == registryv1.HealthStatus_HEALTH_STATUS_UNSPECIFIED {
+		if cur != registryv1.HealthStatus_HEALTH_STATUS_UNSPECIFIED {
+			c.h.met.instanceUp.WithLabelValues(c.service, c.id).Set(b2f(cur != registryv1.HealthStatus_HEALTH_STATUS_CRITICAL))
+		}
 		return
 	}
 	output := fmt.Sprintf("%s check by prober: %s", c.spec.kind, r.Detail)
