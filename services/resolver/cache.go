@@ -29,17 +29,19 @@ type cacheEntry struct {
 	expires  int64
 	negative bool
 	elem     *list.Element
+	used     atomic.Bool // hit since it last moved to the front
 }
 
 type cacheShard struct {
-	mu  sync.Mutex
+	mu  sync.RWMutex
 	m   map[cacheKey]*cacheEntry
-	lru list.List // front: most recently used
+	lru list.List // front: newest or most recently given a second chance
 }
 
 // cache holds forwarded responses, packed, until their smallest TTL runs
-// out; TTLs served from it count down. It is bounded (least recently used
-// entries go first) and sharded to keep lock contention low.
+// out; TTLs served from it count down. It is bounded and sharded; hits
+// take only a read lock and mark the entry used, and eviction gives used
+// entries a second chance (CLOCK), which approximates least recently used.
 type cache struct {
 	perShard  int
 	shards    [cacheShards]cacheShard
@@ -78,22 +80,25 @@ func (c *cache) get(name string, qtype uint16, now time.Time) (*prepared, uint32
 	k := cacheKey{name, qtype}
 	s := c.shard(name)
 	ns := now.UnixNano()
-	s.mu.Lock()
+	s.mu.RLock()
 	e := s.m[k]
-	if e == nil {
-		s.mu.Unlock()
+	if e == nil || ns >= e.expires {
+		s.mu.RUnlock()
+		if e != nil {
+			s.mu.Lock()
+			if s.m[k] == e {
+				c.removeLocked(s, e)
+			}
+			s.mu.Unlock()
+		}
 		c.misses.Add(1)
 		return nil, 0
 	}
-	if ns >= e.expires {
-		c.removeLocked(s, e)
-		s.mu.Unlock()
-		c.misses.Add(1)
-		return nil, 0
+	if !e.used.Load() {
+		e.used.Store(true)
 	}
-	s.lru.MoveToFront(e.elem)
 	p, stored := e.p, e.stored
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	c.hits.Add(1)
 	return p, uint32((ns - stored) / int64(time.Second))
 }
@@ -156,6 +161,10 @@ func (c *cache) put(name string, qtype uint16, p *prepared, ttl uint32, negative
 	}
 	for len(s.m) >= c.perShard {
 		oldest := s.lru.Back().Value.(*cacheEntry)
+		if oldest.used.Swap(false) && oldest.expires > e.stored {
+			s.lru.MoveToFront(oldest.elem) // second chance
+			continue
+		}
 		c.removeLocked(s, oldest)
 		c.evictions.Add(1)
 	}

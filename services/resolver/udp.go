@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // maxSlowInflight bounds the goroutines answering UDP queries off the fast
@@ -32,46 +34,83 @@ func newUDPServer(s *server, pc *net.UDPConn) *udpServer {
 	return &udpServer{s: s, pc: pc, slow: make(chan struct{}, maxSlowInflight)}
 }
 
+// batchSize is how many datagrams one recvmmsg/sendmmsg call moves.
+const batchSize = 32
+
+// batchConn reads and writes several datagrams per system call
+// (recvmmsg/sendmmsg on Linux, one at a time elsewhere).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+func newBatchConn(pc *net.UDPConn) batchConn {
+	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+		return ipv4.NewPacketConn(pc)
+	}
+	return ipv6.NewPacketConn(pc)
+}
+
 // serve reads and answers until ctx ends, then waits for slow answers.
 func (u *udpServer) serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = u.pc.SetReadDeadline(time.Now()) })
 	defer stop()
 	defer u.wg.Wait()
-	buf := make([]byte, 4096)
-	out := make([]byte, 0, 4096)
+	bc := newBatchConn(u.pc)
+	in := make([]ipv4.Message, batchSize)
+	out := make([]ipv4.Message, batchSize)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, 4096)}
+		out[i].Buffers = [][]byte{make([]byte, 0, 4096)}
+	}
 	name := make([]byte, 0, 256)
 	for {
-		n, from, err := u.pc.ReadFromUDPAddrPort(buf)
+		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			continue // a transient error (an ICMP error queued on the socket)
 		}
-		if n < hdrLen {
-			continue
-		}
-		pkt := buf[:n]
-		client := from.Addr().Unmap()
-		slip := false
-		if u.s.rrl != nil {
-			switch u.s.rrl.check(client, time.Now()) {
-			case rrlDrop:
-				u.s.qRRL.Inc()
-				continue
-			case rrlSlip:
-				u.s.qRRL.Inc()
-				slip = true
-			}
-		}
-		if !slip {
-			var ok bool
-			if out, ok = u.s.fast(out[:0], pkt, client, name); ok {
-				_, _ = u.pc.WriteToUDPAddrPort(out, from)
+		k := 0
+		now := time.Now()
+		for i := range n {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.N < hdrLen {
 				continue
 			}
+			pkt := m.Buffers[0][:m.N]
+			from := ua.AddrPort()
+			client := from.Addr().Unmap()
+			slip := false
+			if u.s.rrl != nil {
+				switch u.s.rrl.check(client, now) {
+				case rrlDrop:
+					u.s.qRRL.Inc()
+					continue
+				case rrlSlip:
+					u.s.qRRL.Inc()
+					slip = true
+				}
+			}
+			if !slip {
+				if b, ok := u.s.fast(out[k].Buffers[0][:0], pkt, client, name); ok {
+					out[k].Buffers[0] = b
+					out[k].Addr = m.Addr
+					k++
+					continue
+				}
+			}
+			u.slowPath(pkt, from, slip)
 		}
-		u.slowPath(pkt, from, slip)
+		for sent := 0; sent < k; {
+			w, err := bc.WriteBatch(out[sent:k], 0)
+			if err != nil {
+				break // the socket is closing, or the kernel dropped them: UDP
+			}
+			sent += w
+		}
 	}
 }
 
