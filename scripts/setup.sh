@@ -11,7 +11,7 @@ debs=(
 	dnsutils knot-dnsutils dnsperf unbound   # dig, kdig, DNS load, DNS peer
 	etcd-server                              # the etcd backend's real etcd
 	haproxy nginx-light wrk iperf3 nmap      # proxy and network peers
-	iproute2 iputils-ping curl               # namespaces, reference ping
+	iproute2 iputils-ping nftables curl      # namespaces, reference ping, loss rules
 	chromium                                 # dashboard screenshot test
 )
 missing=()

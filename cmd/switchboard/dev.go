@@ -135,7 +135,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if _, err := start(prober.Spec(), append(common(7400, 7401),
-		"--registry-addr="+reg["grpc"], "--bandwidth-addr="+addr(7402),
+		// No LAN discovery: dev stays on this machine.
+		"--registry-addr="+reg["grpc"], "--bandwidth-addr="+addr(7402), "--discovery-group=",
 		"--data-dir="+filepath.Join(c.dataDir, "prober"))); err != nil {
 		return err
 	}
