@@ -457,7 +457,7 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 	}
 	untilClose := !noBody && !resp.chunked && resp.contentLength < 0
 	dechunk := !noBody && resp.chunked && http10
-	r.keep = clientKeep && !untilClose && !dechunk
+	r.keep = clientKeep && !untilClose && !dechunk && !p.draining.Load()
 	if resp.teOther || (resp.chunked && resp.contentLength >= 0) {
 		return attemptResult{failed: true, err: upErr{code: 502, err: errors.New("bad response framing from backend")}}
 	}

@@ -29,9 +29,10 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	defer idle.Close()
 
 	type result struct {
-		code int
-		body string
-		err  error
+		code  int
+		body  string
+		close bool
+		err   error
 	}
 	done := make(chan result, 1)
 	go func() {
@@ -42,7 +43,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		done <- result{code: resp.StatusCode, body: string(b)}
+		done <- result{code: resp.StatusCode, body: string(b), close: resp.Close}
 	}()
 	<-started
 	t0 := time.Now()
@@ -50,7 +51,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	r := <-done
-	if r.err != nil || r.code != 200 || r.body != "finished" {
+	if r.err != nil || r.code != 200 || r.body != "finished" || !r.close {
 		t.Fatalf("in-flight request: %+v", r)
 	}
 	if d := time.Since(t0); d > 4*time.Second {
