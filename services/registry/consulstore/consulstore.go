@@ -71,7 +71,7 @@ type Options struct {
 	// show at once regardless.
 	MinInterval time.Duration
 	// PendingTTL bounds how long a write of this store shows in the
-	// snapshot before Consul's catalog does (10s when zero).
+	// snapshot before Consul's catalog does (5s when zero).
 	PendingTTL time.Duration
 	// RecoveryWait bounds how long, after Consul returns, the store keeps
 	// the snapshot stale while it waits to see its re-registrations (5s
@@ -99,6 +99,10 @@ type Store struct {
 	recordsIdx uint64
 	loops      map[string]context.CancelFunc // per-service health queries
 	down       bool                          // a query failed; not yet recovered
+	ready      bool                          // the first full load is published
+	waiting    map[string]bool               // services whose first load is due
+	catLoaded  bool                          // the service list was read once
+	recLoaded  bool                          // the records were read once
 	recovering time.Time                     // zero, or when the recovery gives up waiting
 	index      uint64                        // highest Consul index seen
 }
@@ -122,7 +126,7 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		o.MinInterval = 50 * time.Millisecond
 	}
 	if o.PendingTTL <= 0 {
-		o.PendingTTL = 10 * time.Second
+		o.PendingTTL = 5 * time.Second
 	}
 	if o.RecoveryWait <= 0 {
 		o.RecoveryWait = 5 * time.Second
@@ -148,6 +152,9 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		owned: map[string]*registryv1.Instance{}, ownedRecs: map[string]*registryv1.Record{},
 		pending: map[string]map[string]*pending{}, services: map[string][]*registryv1.Instance{}, serviceIdx: map[string]uint64{}, loops: map[string]context.CancelFunc{},
 	}
+	// Stale until the first full load: a watcher connecting now must not
+	// take an empty catalog for the truth.
+	s.hub.Update(func(u *catalog.Update) { u.SetStale(true) })
 	s.wg.Add(2)
 	go s.catalogLoop(ctx)
 	go s.recordsLoop(ctx)
@@ -320,8 +327,27 @@ func (s *Store) waitFor(ctx context.Context, pred func(*catalog.Snapshot) bool) 
 	_ = s.hub.Wait(ctx, func(snap *catalog.Snapshot) bool { return snap.Stale() || pred(snap) })
 }
 
+// waitLoaded waits (bounded by the call timeout) for the first full load
+// after Open, so a write shows on top of the real catalog.
+func (s *Store) waitLoaded(ctx context.Context) {
+	s.mu.Lock()
+	ready := s.ready
+	s.mu.Unlock()
+	if ready {
+		return
+	}
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	_ = s.hub.Wait(ctx, func(snap *catalog.Snapshot) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.ready || s.down
+	})
+}
+
 // Register adds or replaces an instance.
 func (s *Store) Register(ctx context.Context, in *registryv1.Instance) (*registryv1.Instance, error) {
+	s.waitLoaded(ctx)
 	reg, err := registration(in)
 	if err != nil {
 		return nil, err
@@ -341,6 +367,7 @@ func (s *Store) Register(ctx context.Context, in *registryv1.Instance) (*registr
 
 // Deregister removes an instance.
 func (s *Store) Deregister(ctx context.Context, service, id string) error {
+	s.waitLoaded(ctx)
 	if s.hub.Snapshot().Instance(service, id) == nil {
 		return fmt.Errorf("instance %s/%s: %w", service, id, catalog.ErrNotFound)
 	}
@@ -359,6 +386,7 @@ func (s *Store) Deregister(ctx context.Context, service, id string) error {
 
 // updateCheck sets an instance's TTL check.
 func (s *Store) updateCheck(ctx context.Context, service, id string, st registryv1.HealthStatus, output string, heartbeat bool) error {
+	s.waitLoaded(ctx)
 	cur := s.hub.Snapshot().Instance(service, id)
 	if cur == nil {
 		return fmt.Errorf("instance %s/%s: %w", service, id, catalog.ErrNotFound)
@@ -391,7 +419,6 @@ func (s *Store) updateCheck(ctx context.Context, service, id string, st registry
 // see it without waiting for the catalog.
 type pending struct {
 	inst  *registryv1.Instance // nil: deregistered
-	base  *registryv1.Instance // the catalog's instance when the write was made
 	until time.Time
 }
 
@@ -402,7 +429,7 @@ func (s *Store) setPending(service, id string, inst *registryv1.Instance) {
 		m = map[string]*pending{}
 		s.pending[service] = m
 	}
-	m[id] = &pending{inst: inst, base: s.catalogInstance(service, id), until: time.Now().Add(s.o.PendingTTL)}
+	m[id] = &pending{inst: inst, until: time.Now().Add(s.o.PendingTTL)}
 }
 
 // catalogInstance returns an instance as Consul last reported it; s.mu is
@@ -416,12 +443,16 @@ func (s *Store) catalogInstance(service, id string) *registryv1.Instance {
 	return nil
 }
 
-// resolve drops pending writes once the catalog's instance changed since
-// the write (to the write, or past it: a TTL that expired since); s.mu is
+// resolve drops pending writes the catalog now shows: an instance with
+// the same registration time and status, or no instance for a
+// deregistration. (Output alone is not compared: the agent syncs a check's
+// output to the catalog lazily when its status does not change.) s.mu is
 // held.
 func (s *Store) resolve(service string) {
 	for id, p := range s.pending[service] {
-		if !proto.Equal(s.catalogInstance(service, id), p.base) {
+		got := s.catalogInstance(service, id)
+		if p.inst == nil && got == nil ||
+			p.inst != nil && got != nil && proto.Equal(got.UpdatedAt, p.inst.UpdatedAt) && got.Health == p.inst.Health {
 			delete(s.pending[service], id)
 		}
 	}
@@ -472,6 +503,7 @@ func (s *Store) recordKey(r *registryv1.Record) string {
 
 // PutRecord stores a record in the KV store.
 func (s *Store) PutRecord(ctx context.Context, r *registryv1.Record) error {
+	s.waitLoaded(ctx)
 	v, err := proto.Marshal(r)
 	if err != nil {
 		return err
@@ -498,6 +530,7 @@ func (s *Store) PutRecord(ctx context.Context, r *registryv1.Record) error {
 
 // DeleteRecord removes records of name and type (with data, if set).
 func (s *Store) DeleteRecord(ctx context.Context, name, typ, data string) (int, error) {
+	s.waitLoaded(ctx)
 	match := func(r *registryv1.Record) bool {
 		return r.Name == name && r.Type == typ && (data == "" || r.Data == data)
 	}
@@ -614,6 +647,15 @@ func (s *Store) catalogLoop(ctx context.Context) {
 			return 0, err
 		}
 		s.mu.Lock()
+		if !s.catLoaded {
+			s.catLoaded = true
+			s.waiting = map[string]bool{}
+			for name := range names {
+				if name != "consul" {
+					s.waiting[name] = true
+				}
+			}
+		}
 		for name := range names {
 			if name == "consul" || s.loops[name] != nil {
 				continue
@@ -629,6 +671,7 @@ func (s *Store) catalogLoop(ctx context.Context) {
 				cancel()
 				delete(s.loops, name)
 				delete(s.services, name)
+				delete(s.waiting, name)
 				s.serviceIdx[name] = meta.LastIndex
 				s.resolve(name)
 				gone = append(gone, name)
@@ -742,6 +785,7 @@ func (s *Store) serviceLoop(ctx context.Context, name string) {
 		if ctx.Err() == nil {
 			s.services[name] = insts
 			s.serviceIdx[name] = meta.LastIndex
+			delete(s.waiting, name)
 			s.resolve(name)
 		}
 		s.index = max(s.index, meta.LastIndex)
@@ -769,6 +813,7 @@ func (s *Store) recordsLoop(ctx context.Context) {
 		s.mu.Lock()
 		s.records = recs
 		s.recordsIdx = meta.LastIndex
+		s.recLoaded = true
 		s.index = max(s.index, meta.LastIndex)
 		s.mu.Unlock()
 		s.publish()
@@ -787,6 +832,13 @@ func (s *Store) publish(names ...string) {
 		return
 	}
 	full := false
+	if !s.ready {
+		if !s.catLoaded || !s.recLoaded || len(s.waiting) > 0 {
+			return
+		}
+		s.ready = true
+		full = true
+	}
 	if !s.recovering.IsZero() {
 		missing := false
 		for _, in := range s.owned {

@@ -89,6 +89,9 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		resync: make(chan struct{}, 1), probe: make(chan struct{}, 1),
 		owned: map[string]*registryv1.Instance{}, revCh: make(chan struct{}),
 	}
+	// Stale until the first full read: a watcher connecting now must not
+	// take an empty catalog for the truth.
+	s.hub.Update(func(u *catalog.Update) { u.SetStale(true) })
 	s.wg.Add(2)
 	go s.watchLoop(ctx)
 	go s.probeLoop(ctx)
