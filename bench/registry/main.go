@@ -44,6 +44,7 @@ var (
 	conc    = flag.Int("c", 16, "concurrent clients in throughput phases")
 	samples = flag.Int("samples", 300, "propagation samples per phase")
 	consulB = flag.String("consul", "consul", "consul binary")
+	minIvl  = flag.Duration("consul-min-interval", 50*time.Millisecond, "the registry's --consul-min-interval (and the watcher phase's interval)")
 	rounds  = flag.Int("rounds", 3, "rounds of every phase (interleaved): the table shows the best rate and the median latencies")
 	cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the registry (consul store) phase to this file")
 )
@@ -157,7 +158,7 @@ func runRound() ([]result, error) {
 			}
 			_ = pprof.StartCPUProfile(f)
 		}
-		r, err := benchRegistry("--store=consul", "--consul-addr="+c.addr)
+		r, err := benchRegistry("--store=consul", "--consul-addr="+c.addr, "--consul-min-interval="+minIvl.String())
 		if *cpuProf != "" {
 			pprof.StopCPUProfile()
 		}
@@ -240,7 +241,7 @@ func directRegister(c *client, svc string, i int) error {
 }
 
 // follow runs blocking queries on a service's health until ctx ends, at
-// most one per 50ms (as the registry's Consul store does).
+// most one per -consul-min-interval (as the registry's Consul store does).
 func follow(ctx context.Context, c *client, svc string) {
 	var index uint64
 	for ctx.Err() == nil {
@@ -251,7 +252,7 @@ func follow(ctx context.Context, c *client, svc string) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Until(start.Add(50 * time.Millisecond))):
+		case <-time.After(time.Until(start.Add(*minIvl))):
 		}
 	}
 }

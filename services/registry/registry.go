@@ -35,6 +35,9 @@ type Config struct {
 	ConsulPrefix string
 	// ConsulWait is the longest wait of one Consul blocking query.
 	ConsulWait time.Duration
+	// ConsulMinInterval is the least time between two blocking queries of
+	// one watch loop.
+	ConsulMinInterval time.Duration
 	// EtcdEndpoints is a comma-separated list of etcd endpoints.
 	EtcdEndpoints string
 	// EtcdPrefix is the key prefix in etcd.
@@ -51,6 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ConsulDatacenter, "consul-datacenter", "", "Consul datacenter (default: the agent's)")
 	fs.StringVar(&c.ConsulPrefix, "consul-prefix", consulstore.DefaultPrefix, "Consul KV prefix of the DNS records")
 	fs.DurationVar(&c.ConsulWait, "consul-wait", 5*time.Minute, "longest wait of one Consul blocking query")
+	fs.DurationVar(&c.ConsulMinInterval, "consul-min-interval", 50*time.Millisecond, "least time between two blocking queries of one watch (coalesces a busy service's changes; this registry's own writes show at once)")
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", etcdstore.DefaultPrefix, "etcd key prefix")
 	fs.DurationVar(&c.Timeout, "backend-timeout", time.Second, "deadline of each backend call (writes fail with Unavailable after it)")
@@ -81,7 +85,7 @@ func OpenStore(ctx context.Context, cfg *Config, lookup func(string) (string, bo
 		return embedded.Open(dir)
 	case "consul":
 		return consulstore.Open(ctx, consulstore.Options{
-			Address: cfg.ConsulAddr, Datacenter: cfg.ConsulDatacenter, Prefix: cfg.ConsulPrefix, Wait: cfg.ConsulWait, Timeout: cfg.Timeout,
+			Address: cfg.ConsulAddr, Datacenter: cfg.ConsulDatacenter, Prefix: cfg.ConsulPrefix, Wait: cfg.ConsulWait, MinInterval: cfg.ConsulMinInterval, Timeout: cfg.Timeout,
 		})
 	case "etcd":
 		var eps []string
