@@ -35,6 +35,7 @@ import (
 
 	"github.com/miekg/dns"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
@@ -430,7 +431,8 @@ func (g *registry) WatchRecords(_ *registryv1.WatchRecordsRequest, s grpc.Server
 func startRegistry(n int) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
-	srv := grpc.NewServer()
+	// The resolver's client pings every 30 s; the registry's policy allows it.
+	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	registryv1.RegisterRegistryServer(srv, &registry{n: n})
 	go func() { fatalf("registry: %v", srv.Serve(ln)) }()
 	return ln.Addr().String()
