@@ -73,11 +73,17 @@ build_image() {
 		return
 	fi
 	echo "images: building $tag"
-	local out
+	local out old
+	old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
 	if ! out=$(docker build --label "net.switchboard.inputs=$digest" -t "$tag" "$ctx" 2>&1); then
 		echo "$out" >&2
 		echo "images: building $tag failed" >&2
 		return 1
+	fi
+	# The image it replaces is left untagged: remove it unless a container
+	# still uses it.
+	if [ -n "$old" ] && [ "$(docker image inspect -f '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
+		docker image rm "$old" >/dev/null 2>&1 || true
 	fi
 	echo "images: built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'), $((SECONDS - start)) s)"
 }
