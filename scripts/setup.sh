@@ -12,6 +12,7 @@ debs=(
 	etcd-server                              # the etcd backend's real etcd
 	haproxy nginx-light wrk iperf3 nmap      # proxy and network peers
 	iproute2 iputils-ping nftables curl      # namespaces, reference ping, loss rules
+	socat                                    # raw TCP/UDP clients in edge tests
 	chromium                                 # dashboard screenshot test
 )
 missing=()

@@ -36,6 +36,9 @@ type Config struct {
 	WireTLS       bool
 	ConfigFile    string
 	BalancerAddr  string
+	RegistryAddr  string
+	ProberAddr    string
+	WireToken     string
 	RuntimeSocket string
 	RuntimeAddr   string
 	AccessLog     string
@@ -62,6 +65,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.WireTLS, "wire-tls", false, "serve the wire listener over TLS with the --tls-cert pairs")
 	fs.StringVar(&c.ConfigFile, "config", "", "static routes and TCP/UDP listeners (YAML or JSON file)")
 	fs.StringVar(&c.BalancerAddr, "balancer-addr", "localhost:7200", "balancer gRPC address (empty: static routes only)")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address, for the dashboard's services and health (empty: none)")
+	fs.StringVar(&c.ProberAddr, "prober-addr", "localhost:7400", "prober gRPC address, for the dashboard's probe RTTs (empty: none)")
+	fs.StringVar(&c.WireToken, "wire-token", "", "token wire clients must present in HELLO (empty: any)")
 	fs.StringVar(&c.RuntimeSocket, "runtime-socket", filepath.Join(os.TempDir(), "switchboard-edge.sock"), "runtime API Unix socket path (empty disables)")
 	fs.StringVar(&c.RuntimeAddr, "runtime-addr", "", "runtime API on a loopback TCP address too (opt-in)")
 	fs.StringVar(&c.AccessLog, "access-log", "", "access log: a file path, - for standard output (empty disables)")
@@ -234,6 +240,9 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		e.wire = ws
 	}
 	if err := e.startRuntime(rt); err != nil {
+		return err
+	}
+	if err := e.startDashboard(rt); err != nil {
 		return err
 	}
 	edgev1.RegisterEdgeServer(rt.GRPC, &grpcAPI{e: e})

@@ -163,8 +163,10 @@ func startEdgeEnv(t testing.TB, env config.LookupFunc, conf string, args ...stri
 		}
 		return false
 	}
-	if !has("--balancer-addr") {
-		all = append(all, "--balancer-addr=")
+	for _, f := range []string{"--balancer-addr", "--registry-addr", "--prober-addr"} {
+		if !has(f) {
+			all = append(all, f+"=")
+		}
 	}
 	inst := servicetest.StartEnv(t, edge.Spec(), env, append(all, args...)...)
 	return inst, sock

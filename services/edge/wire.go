@@ -59,7 +59,7 @@ func (w *wireServer) serve(ctx context.Context) error {
 }
 
 func (w *wireServer) session(c net.Conn) {
-	s, err := wire.Server(c, wire.Config{})
+	s, err := wire.Server(c, wire.Config{Authenticate: w.authenticate})
 	if err != nil {
 		c.Close()
 		return
