@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
@@ -91,6 +92,29 @@ func startDemo(ctx context.Context, host, regAddr string, n int) ([]demoApp, err
 		}
 	}
 	return apps, nil
+}
+
+// scheduleDemoProbe has the prober check the first demo instance every two
+// seconds, so the dashboard's RTT chart has a line from the start.
+func scheduleDemoProbe(ctx context.Context, proberAddr, demoAddr string) error {
+	cc, err := grpc.NewClient(proberAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("prober client: %w", err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = proberv1.NewProberClient(cc).Schedule(ctx, &proberv1.ScheduleRequest{Job: &proberv1.Job{
+		Id: "demo-http",
+		Spec: &proberv1.JobSpec{Kind: &proberv1.JobSpec_Check{Check: &proberv1.CheckSpec{
+			Kind: "http", Target: "http://" + demoAddr + "/healthz",
+		}}},
+		Interval: durationpb.New(2 * time.Second),
+	}})
+	if err != nil {
+		return fmt.Errorf("schedule the demo probe: %w", err)
+	}
+	return nil
 }
 
 // runDemo serves one demo instance and registers it, retrying until the

@@ -134,14 +134,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"--registry-addr="+reg["grpc"], "--dns-addr="+addr(8053))); err != nil {
 		return err
 	}
-	if _, err := start(prober.Spec(), append(common(7400, 7401),
+	prb, err := start(prober.Spec(), append(common(7400, 7401),
 		// No LAN discovery: dev stays on this machine.
 		"--registry-addr="+reg["grpc"], "--bandwidth-addr="+addr(7402), "--discovery-group=",
-		"--data-dir="+filepath.Join(c.dataDir, "prober"))); err != nil {
+		"--data-dir="+filepath.Join(c.dataDir, "prober")))
+	if err != nil {
 		return err
 	}
 	if _, err := start(edge.Spec(), append(common(7500, 7501),
-		"--balancer-addr="+bal["grpc"],
+		"--balancer-addr="+bal["grpc"], "--registry-addr="+reg["grpc"], "--prober-addr="+prb["grpc"],
+		"--runtime-socket="+filepath.Join(c.dataDir, "edge.sock"),
 		"--http-addr="+addr(8080), "--wire-addr="+addr(7900))); err != nil {
 		return err
 	}
@@ -157,6 +159,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}()
 		stack.demo = apps
+		if err := scheduleDemoProbe(ctx, prb["grpc"], apps[0].addr); err != nil {
+			return err
+		}
 	}
 	printBanner(stdout, stack)
 	if devReady != nil {

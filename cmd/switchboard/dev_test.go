@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -102,6 +103,47 @@ func TestDevStack(t *testing.T) {
 		if err != nil || !strings.Contains(string(list), svc) || !strings.Contains(string(list), "grpc.health.v1.Health") {
 			t.Errorf("grpcurl list %s: %v\n%s", name, err, list)
 		}
+	}
+
+	// The dashboard on the edge's admin port shows the demo service and,
+	// soon, the scheduled probe's RTT.
+	until := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get("http://" + s.addrs["edge"]["admin"] + "/dashboard/api/state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Services []struct {
+				Name      string
+				Instances []struct{ ID, Health string }
+			}
+			Probes []struct {
+				Name  string
+				RTTms float64 `json:"rtt_ms"`
+			}
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		demo, probe := 0, false
+		for _, sv := range st.Services {
+			if sv.Name == demoService {
+				demo = len(sv.Instances)
+			}
+		}
+		for _, p := range st.Probes {
+			probe = probe || (p.Name == "demo-http" && p.RTTms > 0)
+		}
+		if demo == 2 && probe {
+			break
+		}
+		if time.Now().After(until) {
+			t.Fatalf("dashboard state: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	cancel()
