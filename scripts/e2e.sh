@@ -10,10 +10,10 @@
 #   2. curl through the edge reaches both demo apps, balanced between them;
 #   3. dig resolves the demo service through the resolver to both apps;
 #   4. a scheduled prober ping job produces results;
-#   5. a request through the edge leaves one trace in Jaeger with spans from
+#   5. the dashboard API (edge admin /dashboard/api/state) shows the demo
+#      apps and the ping job, and headless Chromium screenshots the page;
+#   6. a request through the edge leaves one trace in Jaeger with spans from
 #      switchboard-edge and a child span from another service (the demo app);
-#   6. the dashboard API (edge admin /dashboard/api/state) shows the demo
-#      service, when the edge serves it;
 #   7. after one demo app is killed, all traffic goes to the other within
 #      the health check period.
 #
@@ -249,7 +249,30 @@ poll 30 "two results of the scheduled ping job" ping_ran || fail "scheduled ping
 rtt=$(grpc "$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Results '{"id":"ping-demo-1","limit":1}' | jq -r '.results[0].ping.avg')
 log "ok: scheduled ping job to demo-1 runs (rtt $rtt)"
 
-# 5. One trace through the edge with spans from the edge and another service.
+# 5. The dashboard, when the edge serves it.
+dash=http://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/dashboard
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$dash/api/state" || true)
+if [ "$code" = 200 ]; then
+	dash_ok() {
+		curl -fsS -m 5 "$dash/api/state" |
+			jq -e 'select(([.services[] | select(.name == "demo") | .instances[].id] | sort) == ["demo-1","demo-2"] and (.probes | length) >= 1)'
+	}
+	poll 20 "dashboard state with demo and a probe" dash_ok || fail "dashboard state"
+	if command -v chromium >/dev/null; then
+		shots=${SWITCHBOARD_E2E_ARTIFACTS:-$(mktemp -d)}
+		mkdir -p "$shots"
+		timeout 90 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
+			--user-data-dir="$(mktemp -d)" --virtual-time-budget=6000 --window-size=1280,860 \
+			--screenshot="$shots/dashboard.png" "$dash" >/dev/null 2>&1 || fail "dashboard screenshot"
+		log "ok: dashboard serves demo-1, demo-2 and probes; screenshot $shots/dashboard.png"
+	else
+		log "ok: dashboard serves demo-1, demo-2 and probes (no chromium for a screenshot)"
+	fi
+else
+	log "skip: the edge serves no dashboard yet (GET $dash/api/state: $code)"
+fi
+
+# 6. One trace through the edge with spans from the edge and another service.
 trace_id=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 span_id=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 curl -fsS -m 5 -H "traceparent: 00-$trace_id-$span_id-01" "$edge_url" >/dev/null || fail "traced request"
@@ -274,29 +297,6 @@ if ! poll 30 "trace $trace_id in Jaeger with spans from the edge and another ser
 fi
 edge_traces=$(curl -fsS -m 5 "$jaeger/api/traces?service=switchboard-edge&limit=20&lookback=1h" | jq '.data | length')
 log "ok: trace $trace_id spans [$(trace_services)], a child of the edge's span; Jaeger holds $edge_traces traces of switchboard-edge"
-
-# 6. The dashboard, when the edge serves it.
-dash=http://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/dashboard
-code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$dash/api/state" || true)
-if [ "$code" = 200 ]; then
-	dash_ok() {
-		curl -fsS -m 5 "$dash/api/state" |
-			jq -e 'select(([.services[] | select(.name == "demo") | .instances[].id] | sort) == ["demo-1","demo-2"] and (.probes | length) >= 1)'
-	}
-	poll 20 "dashboard state with demo and a probe" dash_ok || fail "dashboard state"
-	if command -v chromium >/dev/null; then
-		shots=${SWITCHBOARD_E2E_ARTIFACTS:-$(mktemp -d)}
-		mkdir -p "$shots"
-		timeout 90 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
-			--user-data-dir="$(mktemp -d)" --virtual-time-budget=6000 --window-size=1280,860 \
-			--screenshot="$shots/dashboard.png" "$dash" >/dev/null 2>&1 || fail "dashboard screenshot"
-		log "ok: dashboard serves demo-1, demo-2 and probes; screenshot $shots/dashboard.png"
-	else
-		log "ok: dashboard serves demo-1, demo-2 and probes (no chromium for a screenshot)"
-	fi
-else
-	log "skip: the edge serves no dashboard yet (GET $dash/api/state: $code)"
-fi
 
 # 7. Kill one demo app: traffic must all go to the other within the check
 # period (checks every 2 s, critical after 2 failures: well under 20 s).
