@@ -44,7 +44,7 @@ var (
 	conc    = flag.Int("c", 16, "concurrent clients in throughput phases")
 	samples = flag.Int("samples", 300, "propagation samples per phase")
 	consulB = flag.String("consul", "consul", "consul binary")
-	minIvl  = flag.Duration("consul-min-interval", 50*time.Millisecond, "the registry's --consul-min-interval (and the watcher phase's interval)")
+	minIvl  = flag.Duration("consul-min-interval", 100*time.Millisecond, "the registry's --consul-min-interval (and the watcher phase's interval)")
 	rounds  = flag.Int("rounds", 3, "rounds of every phase (interleaved): the table shows the best rate and the median latencies")
 	cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the registry (consul store) phase to this file")
 )

@@ -54,7 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ConsulDatacenter, "consul-datacenter", "", "Consul datacenter (default: the agent's)")
 	fs.StringVar(&c.ConsulPrefix, "consul-prefix", consulstore.DefaultPrefix, "Consul KV prefix of the DNS records")
 	fs.DurationVar(&c.ConsulWait, "consul-wait", 5*time.Minute, "longest wait of one Consul blocking query")
-	fs.DurationVar(&c.ConsulMinInterval, "consul-min-interval", 50*time.Millisecond, "least time between two blocking queries of one watch (coalesces a busy service's changes; this registry's own writes show at once)")
+	fs.DurationVar(&c.ConsulMinInterval, "consul-min-interval", 100*time.Millisecond, "least time between two blocking queries of one watch (coalesces a busy service's changes; this registry's own writes show at once)")
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", etcdstore.DefaultPrefix, "etcd key prefix")
 	fs.DurationVar(&c.Timeout, "backend-timeout", time.Second, "deadline of each backend call (writes fail with Unavailable after it)")

@@ -66,7 +66,7 @@ type Options struct {
 	// when zero).
 	Timeout time.Duration
 	// MinInterval is the least time between two blocking queries of one
-	// loop (50ms when zero): changes that come faster are coalesced, which
+	// loop (100ms when zero): changes that come faster are coalesced, which
 	// bounds the cost of following a busy service. This store's own writes
 	// show at once regardless.
 	MinInterval time.Duration
@@ -123,7 +123,7 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		o.Timeout = time.Second
 	}
 	if o.MinInterval <= 0 {
-		o.MinInterval = 50 * time.Millisecond
+		o.MinInterval = 100 * time.Millisecond
 	}
 	if o.PendingTTL <= 0 {
 		o.PendingTTL = 5 * time.Second
