@@ -29,10 +29,13 @@ var (
 
 // FieldError is bad input in one named field ("instance.port").
 type FieldError struct {
-	Field  string
+	// Field names the offending field, as in the request ("instance.port").
+	Field string
+	// Reason says what is wrong with it.
 	Reason string
 }
 
+// Error returns "field: reason".
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 func fieldErr(field, format string, args ...any) error {
