@@ -134,3 +134,10 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	rt.Log.Info("catalog store open", "store", cfg.Store, "index", store.Snapshot().Index())
 	return nil
 }
+
+// Every backend is a Store.
+var (
+	_ Store = (*embedded.Store)(nil)
+	_ Store = (*consulstore.Store)(nil)
+	_ Store = (*etcdstore.Store)(nil)
+)
