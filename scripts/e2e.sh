@@ -12,8 +12,9 @@
 #   4. a scheduled prober ping job produces results;
 #   5. the dashboard API (edge admin /dashboard/api/state) shows the demo
 #      apps and the ping job, and headless Chromium screenshots the page;
-#   6. a request through the edge leaves one trace in Jaeger with spans from
-#      switchboard-edge and a child span from another service (the demo app);
+#   6. a request through the edge leaves one trace in Jaeger with the edge's
+#      span and a child span from another service (HTTP to a demo app, or
+#      gRPC through the edge to the registry);
 #   7. after one demo app is killed, all traffic goes to the other within
 #      the health check period.
 #
@@ -272,18 +273,39 @@ else
 	log "skip: the edge serves no dashboard yet (GET $dash/api/state: $code)"
 fi
 
-# 6. One trace through the edge with spans from the edge and another service.
-trace_id=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-span_id=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-curl -fsS -m 5 -H "traceparent: 00-$trace_id-$span_id-01" "$edge_url" >/dev/null || fail "traced request"
+# 6. One trace through the edge with spans from the edge and, as children
+# of the edge's span, from another service. Two request paths cross two
+# services: HTTP to a demo app (when the app traces its requests), and gRPC
+# through the edge to the registry (when the edge carries gRPC upstream).
+# Either trace passes; both are tried and reported.
 jaeger=http://127.0.0.1:$SWITCHBOARD_JAEGER_PORT
-trace_services() {
-	curl -fsS -m 5 "$jaeger/api/traces/$trace_id" | jq -r '[.data[0].processes[].serviceName] | unique | join(",")'
+new_trace() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+new_span() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
+http_trace=$(new_trace)
+curl -fsS -m 5 -H "traceparent: 00-$http_trace-$(new_span)-01" "$edge_url" >/dev/null || fail "traced request"
+# The registry's gRPC API behind the edge, by registry tag.
+reg_ip=$(demo_ip registry)
+grpc "$SWITCHBOARD_REGISTRY_PORT" switchboard.registry.v1.Registry/Register \
+	"{\"instance\":{\"service\":\"registry-api\",\"id\":\"registry-1\",\"address\":\"$reg_ip\",\"port\":7100,\"tags\":[\"edge.route=/switchboard.registry.v1.Registry/\"]}}" >/dev/null ||
+	fail "register the registry's API behind the edge"
+grpc_trace=$(new_trace)
+grpc_via_edge() {
+	grpcurl -plaintext -max-time 5 -import-path "$root/proto" -proto switchboard/registry/v1/registry.proto \
+		-H "traceparent: 00-$grpc_trace-$(new_span)-01" "127.0.0.1:$SWITCHBOARD_EDGE_PORT" switchboard.registry.v1.Registry/ListServices
 }
-# The trace must hold a span of another service whose parent is an edge
-# span: the edge passed on its own context, not just the client's header.
+if poll 15 "gRPC through the edge to the registry" grpc_via_edge; then
+	grpc_edge=ok
+else
+	grpc_edge="not carried ($(grpc_via_edge 2>&1 | grep -m1 -o 'Message: .*' || true))"
+fi
+trace_services() { # TRACE_ID
+	curl -fsS -m 5 "$jaeger/api/traces/$1" | jq -r '[.data[0].processes[].serviceName] | unique | join(",")'
+}
+# child_of_edge TRACE_ID: the trace holds a span of another service whose
+# parent is an edge span (the edge passed on its own context, not just the
+# client's header).
 child_of_edge() {
-	curl -fsS -m 5 "$jaeger/api/traces/$trace_id" | jq -e '
+	curl -fsS -m 5 "$jaeger/api/traces/$1" | jq -e '
 		.data[0] as $t
 		| [$t.processes | to_entries[] | select(.value.serviceName == "switchboard-edge") | .key] as $edge
 		| [$t.spans[] | select(.processID as $p | $edge | index($p)) | .spanID] as $edgeSpans
@@ -291,12 +313,27 @@ child_of_edge() {
 		   | select(any(.references[]?; .refType == "CHILD_OF" and (.spanID as $s | $edgeSpans | index($s))))]
 		| length > 0'
 }
-two_services() { child_of_edge; }
-if ! poll 30 "trace $trace_id in Jaeger with spans from the edge and another service" two_services; then
-	fail "trace $trace_id has services [$(trace_services 2>/dev/null || true)], want switchboard-edge and another"
+either_trace() { child_of_edge "$http_trace" || child_of_edge "$grpc_trace"; }
+if ! poll 30 "a trace with the edge's span and a child span of another service" either_trace; then
+	fail "HTTP trace $http_trace has [$(trace_services "$http_trace" 2>/dev/null || true)]," \
+		"gRPC trace $grpc_trace has [$(trace_services "$grpc_trace" 2>/dev/null || true)] (gRPC through the edge: $grpc_edge);" \
+		"want switchboard-edge and a child span of another service"
 fi
+for t in "$http_trace" "$grpc_trace"; do
+	if child_of_edge "$t" >/dev/null 2>&1; then
+		verdict="crosses services"
+	else
+		verdict="edge only"
+	fi
+	if [ "$t" = "$http_trace" ]; then
+		path="HTTP to a demo app"
+	else
+		path="gRPC to the registry ($grpc_edge)"
+	fi
+	log "trace $t, $path: [$(trace_services "$t" 2>/dev/null || true)] $verdict"
+done
 edge_traces=$(curl -fsS -m 5 "$jaeger/api/traces?service=switchboard-edge&limit=20&lookback=1h" | jq '.data | length')
-log "ok: trace $trace_id spans [$(trace_services)], a child of the edge's span; Jaeger holds $edge_traces traces of switchboard-edge"
+log "ok: one trace holds the edge's span and a child span of another service; Jaeger holds $edge_traces traces of switchboard-edge"
 
 # 7. Kill one demo app: traffic must all go to the other within the check
 # period (checks every 2 s, critical after 2 failures: well under 20 s).
