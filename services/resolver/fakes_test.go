@@ -141,6 +141,7 @@ func (f *fakeRegistry) DeleteRecord(_ context.Context, req *registryv1.DeleteRec
 type fakeUpstream struct {
 	addr    string
 	queries atomic.Int64
+	delay   atomic.Int64 // nanoseconds before each answer
 	mu      sync.Mutex
 	answers map[string]func(q dns.Question, m *dns.Msg) // key: lower name + "/" + type
 }
@@ -156,6 +157,7 @@ func startFakeUpstream(t *testing.T) *fakeUpstream {
 	u.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		u.queries.Add(1)
+		time.Sleep(time.Duration(u.delay.Load()))
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.RecursionAvailable = true

@@ -498,6 +498,43 @@ func TestUpstreamFailover(t *testing.T) {
 	}
 }
 
+func TestConcurrentMissesShareOneUpstreamQuery(t *testing.T) {
+	e := startEnv(t)
+	e.up.set("slow.example.net.", "A", "slow.example.net. 60 IN A 198.51.100.3")
+	e.up.delay.Store(int64(500 * time.Millisecond))
+	const n = 10
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c := &dns.Client{Timeout: 5 * time.Second}
+			r, _, err := c.Exchange(q("slow.example.net.", dns.TypeA), e.dns)
+			if err == nil && len(r.Answer) != 1 {
+				err = fmt.Errorf("answer %v", r.Answer)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.up.queries.Load(); got > 3 {
+		t.Fatalf("%d concurrent misses made %d upstream queries, want them to share one", n, got)
+	}
+}
+
+func TestAllUpstreamsDownIsServfail(t *testing.T) {
+	_, regAddr := startFakeRegistry(t)
+	inst := servicetest.Start(t, Spec(), "--dns-addr=127.0.0.1:0", "--registry-addr="+regAddr,
+		"--upstream="+deadUpstream(t), "--upstream="+deadUpstream(t), "--upstream-timeout=200ms")
+	c := &dns.Client{Timeout: 5 * time.Second}
+	r, _, err := c.Exchange(q("gone.example.net.", dns.TypeA), inst.Addrs["dns"])
+	if err != nil || r.Rcode != dns.RcodeServerFailure || !r.RecursionAvailable {
+		t.Fatalf("with every upstream dead: %v, %v; want SERVFAIL", r, err)
+	}
+}
+
 func TestRecursionRefusedOutsideAllowedNetworks(t *testing.T) {
 	e := startEnv(t, "--allow-recursion=192.0.2.0/24")
 	e.up.set("x.example.net.", "A", "x.example.net. 60 IN A 198.51.100.1")

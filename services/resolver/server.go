@@ -34,6 +34,9 @@ type server struct {
 	fwd   *forwarder // nil: no forwarding
 	allow []netip.Prefix
 	rrl   *limiter // nil: no rate limiting
+
+	flightMu sync.Mutex
+	flights  map[cacheKey]*flight // upstream exchanges in progress
 	ctx   context.Context
 	bufs  sync.Pool
 
@@ -55,6 +58,7 @@ func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*sta
 		cache:      newCache(cfg.CacheSize),
 		allow:      allow,
 		ctx:        ctx,
+		flights:    map[cacheKey]*flight{},
 	}
 	if len(cfg.Upstreams) > 0 {
 		s.fwd = newForwarder(cfg.Upstreams, cfg.UpstreamTimeout)
@@ -290,10 +294,46 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 		return out, true, err
 	}
 	s.qFwd.Inc()
-	resp, err := s.fwd.exchange(s.ctx, name, q.Qtype)
+	p, err := s.forward(name, q.Qtype, now)
 	if err != nil {
 		s.log.Debug("forwarding", "name", name, "err", err)
 		return s.rcodeReply(dst, r, &rep, dns.RcodeServerFailure)
+	}
+	out, err = p.appendTo(dst, &rep)
+	return out, false, err
+}
+
+// flight is one upstream exchange that concurrent misses of the same name
+// and type wait for, instead of each asking the upstream.
+type flight struct {
+	done chan struct{}
+	p    *prepared
+	err  error
+}
+
+// forward resolves (name, qtype) upstream, once for all concurrent askers,
+// and caches the reply.
+func (s *server) forward(name string, qtype uint16, now time.Time) (*prepared, error) {
+	k := cacheKey{name, qtype}
+	s.flightMu.Lock()
+	if f := s.flights[k]; f != nil {
+		s.flightMu.Unlock()
+		<-f.done
+		return f.p, f.err
+	}
+	f := &flight{done: make(chan struct{})}
+	s.flights[k] = f
+	s.flightMu.Unlock()
+	defer func() {
+		s.flightMu.Lock()
+		delete(s.flights, k)
+		s.flightMu.Unlock()
+		close(f.done)
+	}()
+	resp, err := s.fwd.exchange(s.ctx, name, qtype)
+	if err != nil {
+		f.err = err
+		return nil, err
 	}
 	ttl, negative, cacheable := cacheTTL(resp)
 	if negative && cacheable {
@@ -304,15 +344,14 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 			}
 		}
 	}
-	p, err := prepare(resp, false)
-	if err != nil {
-		return dst, false, err
+	f.p, f.err = prepare(resp, false)
+	if f.err != nil {
+		return nil, f.err
 	}
 	if cacheable {
-		s.cache.put(name, q.Qtype, p, ttl, negative, now)
+		s.cache.put(name, qtype, f.p, ttl, negative, now)
 	}
-	out, err = p.appendTo(dst, &rep)
-	return out, false, err
+	return f.p, nil
 }
 
 // rcodeReply is an empty, non-authoritative reply with rcode.
