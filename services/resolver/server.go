@@ -37,8 +37,8 @@ type server struct {
 
 	flightMu sync.Mutex
 	flights  map[cacheKey]*flight // upstream exchanges in progress
-	ctx   context.Context
-	bufs  sync.Pool
+	ctx      context.Context
+	bufs     sync.Pool
 
 	queries *prometheus.CounterVec
 	qAuth   prometheus.Counter
