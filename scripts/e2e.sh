@@ -293,7 +293,7 @@ grpc_via_edge() {
 	grpcurl -plaintext -max-time 5 -import-path "$root/proto" -proto switchboard/registry/v1/registry.proto \
 		-H "traceparent: 00-$grpc_trace-$(new_span)-01" "127.0.0.1:$SWITCHBOARD_EDGE_PORT" switchboard.registry.v1.Registry/ListServices
 }
-if poll 15 "gRPC through the edge to the registry" grpc_via_edge; then
+if poll 8 "gRPC through the edge to the registry" grpc_via_edge; then
 	grpc_edge=ok
 else
 	grpc_edge="not carried ($(grpc_via_edge 2>&1 | grep -m1 -o 'Message: .*' || true))"
