@@ -22,9 +22,6 @@ import (
 // demoService is the name the demo app registers under.
 const demoService = "demo"
 
-// demoRoute is the registry tag that puts the demo app behind the edge at /.
-const demoRoute = "edge.route=/"
-
 // demoApp is one instance of the demo app: a tiny HTTP server.
 type demoApp struct {
 	id    string
