@@ -1095,8 +1095,7 @@ const file_switchboard_balancer_v1_balancer_proto_rawDesc = "" +
 	"\x06Report\x12&.switchboard.balancer.v1.ReportRequest\x1a'.switchboard.balancer.v1.ReportResponse\x12s\n" +
 	"\x0eWatchEndpoints\x12..switchboard.balancer.v1.WatchEndpointsRequest\x1a/.switchboard.balancer.v1.WatchEndpointsResponse0\x01\x12b\n" +
 	"\tSetPolicy\x12).switchboard.balancer.v1.SetPolicyRequest\x1a*.switchboard.balancer.v1.SetPolicyResponse\x12b\n" +
-	"\tGetPolicy\x12).switchboard.balancer.v1.GetPolicyRequest\x1a*.switchboard.balancer.v1.GetPolicyResponseB\xfb\x01\n" +
-	"\x1bcom.switchboard.balancer.v1B\rBalancerProtoP\x01ZOgithub.com/switchboard-net/switchboard/proto/switchboard/balancer/v1;balancerv1\xa2\x02\x03SBX\xaa\x02\x17Switchboard.Balancer.V1\xca\x02\x17Switchboard\\Balancer\\V1\xe2\x02#Switchboard\\Balancer\\V1\\GPBMetadata\xea\x02\x19Switchboard::Balancer::V1b\x06proto3"
+	"\tGetPolicy\x12).switchboard.balancer.v1.GetPolicyRequest\x1a*.switchboard.balancer.v1.GetPolicyResponseBQZOgithub.com/switchboard-net/switchboard/proto/switchboard/balancer/v1;balancerv1b\x06proto3"
 
 var (
 	file_switchboard_balancer_v1_balancer_proto_rawDescOnce sync.Once

@@ -1769,8 +1769,7 @@ const file_switchboard_registry_v1_registry_proto_rawDesc = "" +
 	"\tPutRecord\x12).switchboard.registry.v1.PutRecordRequest\x1a*.switchboard.registry.v1.PutRecordResponse\x12k\n" +
 	"\fDeleteRecord\x12,.switchboard.registry.v1.DeleteRecordRequest\x1a-.switchboard.registry.v1.DeleteRecordResponse\x12h\n" +
 	"\vListRecords\x12+.switchboard.registry.v1.ListRecordsRequest\x1a,.switchboard.registry.v1.ListRecordsResponse\x12m\n" +
-	"\fWatchRecords\x12,.switchboard.registry.v1.WatchRecordsRequest\x1a-.switchboard.registry.v1.WatchRecordsResponse0\x01B\xfb\x01\n" +
-	"\x1bcom.switchboard.registry.v1B\rRegistryProtoP\x01ZOgithub.com/switchboard-net/switchboard/proto/switchboard/registry/v1;registryv1\xa2\x02\x03SRX\xaa\x02\x17Switchboard.Registry.V1\xca\x02\x17Switchboard\\Registry\\V1\xe2\x02#Switchboard\\Registry\\V1\\GPBMetadata\xea\x02\x19Switchboard::Registry::V1b\x06proto3"
+	"\fWatchRecords\x12,.switchboard.registry.v1.WatchRecordsRequest\x1a-.switchboard.registry.v1.WatchRecordsResponse0\x01BQZOgithub.com/switchboard-net/switchboard/proto/switchboard/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_switchboard_registry_v1_registry_proto_rawDescOnce sync.Once

@@ -822,8 +822,7 @@ const file_switchboard_resolver_v1_resolver_proto_rawDesc = "" +
 	"\n" +
 	"CacheStats\x12*.switchboard.resolver.v1.CacheStatsRequest\x1a+.switchboard.resolver.v1.CacheStatsResponse\x12e\n" +
 	"\n" +
-	"FlushCache\x12*.switchboard.resolver.v1.FlushCacheRequest\x1a+.switchboard.resolver.v1.FlushCacheResponseB\xfb\x01\n" +
-	"\x1bcom.switchboard.resolver.v1B\rResolverProtoP\x01ZOgithub.com/switchboard-net/switchboard/proto/switchboard/resolver/v1;resolverv1\xa2\x02\x03SRX\xaa\x02\x17Switchboard.Resolver.V1\xca\x02\x17Switchboard\\Resolver\\V1\xe2\x02#Switchboard\\Resolver\\V1\\GPBMetadata\xea\x02\x19Switchboard::Resolver::V1b\x06proto3"
+	"FlushCache\x12*.switchboard.resolver.v1.FlushCacheRequest\x1a+.switchboard.resolver.v1.FlushCacheResponseBQZOgithub.com/switchboard-net/switchboard/proto/switchboard/resolver/v1;resolverv1b\x06proto3"
 
 var (
 	file_switchboard_resolver_v1_resolver_proto_rawDescOnce sync.Once
