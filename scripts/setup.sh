@@ -13,6 +13,7 @@ debs=(
 	haproxy nginx-light wrk iperf3 nmap      # proxy and network peers
 	iproute2 iputils-ping nftables curl      # namespaces, reference ping, loss rules
 	socat                                    # raw TCP/UDP clients in edge tests
+	jq                                       # JSON checks in the compose e2e
 	chromium                                 # dashboard screenshot test
 )
 missing=()

@@ -8,13 +8,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/switchboard-net/switchboard/pkg/telemetry"
 	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
@@ -41,6 +46,18 @@ func demoHandler(id string) http.Handler {
 		fmt.Fprintf(w, "hello from %s (%s %s)\n", id, r.Method, r.URL.Path)
 	})
 	return mux
+}
+
+// traced wraps h so that each request is a server span whose parent is
+// the caller's W3C traceparent.
+func traced(tracer trace.Tracer, h http.Handler) http.Handler {
+	prop := telemetry.Propagator()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := tracer.Start(ctx, r.Method+" "+r.URL.Path, trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // demoInstance is the registration of one demo instance.
@@ -136,7 +153,22 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)
 	}
-	srv := &http.Server{Handler: demoHandler(*name), ReadHeaderTimeout: 5 * time.Second}
+	// Traced like a real app behind the edge: with OTEL_* set, each request
+	// is a server span continuing the edge's trace.
+	tr, err := telemetry.NewTracing(ctx, "switchboard-demo", os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tr.Shutdown(sctx)
+	}()
+	handler := demoHandler(*name)
+	if tr.Exporting {
+		handler = traced(tr.Provider.Tracer("switchboard-demo"), handler)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	fmt.Fprintf(stdout, "demo %s serving on %s\n", *name, ln.Addr())
