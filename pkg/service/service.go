@@ -312,6 +312,23 @@ func (rt *Runtime) Go(name string, fn func(ctx context.Context) error) {
 	}()
 }
 
+// Every calls fn every interval in the background until the runtime stops
+// (a periodic refresh, sweep or flush).
+func (rt *Runtime) Every(name string, interval time.Duration, fn func()) {
+	rt.Go(name, func(ctx context.Context) error {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				fn()
+			}
+		}
+	})
+}
+
 // OnShutdown adds a drain hook, called when shutdown begins (after Stopping
 // is cancelled, before the gRPC server drains) with the grace-period
 // context. Hooks run in reverse order of registration.

@@ -293,3 +293,36 @@ func trim(s string) string {
 	}
 	return s
 }
+
+func TestEveryRunsUntilStop(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	ticked := make(chan struct{}, 1)
+	inst := servicetest.Start(t, service.Spec{Name: "ticker", Start: func(_ context.Context, rt *service.Runtime) error {
+		rt.Every("tick", 5*time.Millisecond, func() {
+			mu.Lock()
+			n++
+			mu.Unlock()
+			select {
+			case ticked <- struct{}{}:
+			default:
+			}
+		})
+		return nil
+	}})
+	for i := 0; i < 3; i++ {
+		<-ticked
+	}
+	if err := inst.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	after := n
+	mu.Unlock()
+	time.Sleep(30 * time.Millisecond) // would be ~6 ticks if it still ran
+	mu.Lock()
+	defer mu.Unlock()
+	if n != after {
+		t.Fatalf("fn ran %d more times after the service stopped", n-after)
+	}
+}

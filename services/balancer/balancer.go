@@ -82,17 +82,6 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 	rt.Go("registry-watch", func(ctx context.Context) error {
 		return b.followRegistry(ctx, registryv1.NewRegistryClient(cc))
 	})
-	rt.Go("refresh", func(ctx context.Context) error {
-		t := time.NewTicker(cfg.RefreshInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-				b.refresh()
-			}
-		}
-	})
+	rt.Every("refresh", cfg.RefreshInterval, b.refresh)
 	return nil
 }

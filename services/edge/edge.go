@@ -247,18 +247,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	}
 	edgev1.RegisterEdgeServer(rt.GRPC, &grpcAPI{e: e})
 
-	rt.Go("refresh", func(ctx context.Context) error {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-				ups.refreshAll()
-			}
-		}
-	})
+	rt.Every("refresh", 250*time.Millisecond, ups.refreshAll)
 	rt.OnShutdown(func(ctx context.Context) error {
 		// Stop accepting, then drain requests, tunnels and streams.
 		for _, c := range closers {
