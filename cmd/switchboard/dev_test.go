@@ -105,6 +105,37 @@ func TestDevStack(t *testing.T) {
 		}
 	}
 
+	// switchboard connect carries local connections to the demo app over
+	// one wire session to the edge.
+	connReady := make(chan string, 1)
+	connectReady = func(a string) { connReady <- a }
+	defer func() { connectReady = nil }()
+	var cout, cerr syncBuffer
+	connCode := make(chan int, 1)
+	go func() {
+		connCode <- run(ctx, []string{"connect", "demo", "--edge", s.addrs["edge"]["wire"]}, &cout, &cerr)
+	}()
+	var local string
+	select {
+	case local = <-connReady:
+	case c := <-connCode:
+		t.Fatalf("connect exited %d: %s", c, cerr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("connect did not start")
+	}
+	viaWire := map[string]bool{}
+	for i := 0; i < 4; i++ {
+		resp, err := client.Get("http://" + local + "/")
+		if err != nil {
+			t.Fatalf("through connect: %v (%s)", err, cerr.String())
+		}
+		resp.Body.Close()
+		viaWire[resp.Header.Get("X-Demo-Instance")] = true
+	}
+	if len(viaWire) != 2 {
+		t.Errorf("through connect reached %v, want both demo instances", viaWire)
+	}
+
 	// The dashboard on the edge's admin port shows the demo service and,
 	// soon, the scheduled probe's RTT.
 	until := time.Now().Add(30 * time.Second)
@@ -147,6 +178,9 @@ func TestDevStack(t *testing.T) {
 	}
 
 	cancel()
+	if c := <-connCode; c != 0 {
+		t.Errorf("connect exited %d: %s", c, cerr.String())
+	}
 	select {
 	case c := <-code:
 		if c != 0 {
