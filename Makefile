@@ -58,7 +58,7 @@ fuzz:
 		dir=$$(dirname "$$f"); \
 		for t in $$(grep -oh '^func Fuzz[A-Za-z0-9_]*' "$$f" | cut -d' ' -f2); do \
 			echo "fuzz $$dir $$t ($(FUZZTIME))"; \
-			(cd "$$dir" && go test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) .) || exit 1; \
+			(cd "$$dir" && go test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s .) || exit 1; \
 		done; \
 	done
 
