@@ -76,8 +76,14 @@ export SWITCHBOARD_WIRE_PORT=${SWITCHBOARD_WIRE_PORT:-27900}
 project=switchboard-e2e
 dc() { "${compose[@]}" -p "$project" -f "$root/deploy/compose.yaml" "$@"; }
 
-log() { printf 'e2e [%3ds] %s\n' "$((SECONDS - start_all))" "$*"; }
+passed=0
+failed=0
+log() {
+	case "$1" in ok:*) passed=$((passed + 1)) ;; esac
+	printf 'e2e [%3ds] %s\n' "$((SECONDS - start_all))" "$*"
+}
 fail() {
+	failed=1
 	log "FAIL: $*"
 	exit 1
 }
@@ -96,6 +102,11 @@ cleanup() {
 		dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
 		log "stack torn down"
 	fi
+	if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+		failed=1
+	fi
+	# The closing line CI reads: each "ok:" above is one passed check.
+	echo "e2e: $passed passed, $failed failed"
 	exit "$rc"
 }
 trap cleanup EXIT
