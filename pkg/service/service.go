@@ -100,7 +100,10 @@ func Main(spec Spec) {
 // FlagError is a bad command line or environment value.
 type FlagError struct{ Err error }
 
+// Error returns the underlying error's message.
 func (e *FlagError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
 func (e *FlagError) Unwrap() error { return e.Err }
 
 // Common flags every service takes.

@@ -56,8 +56,9 @@ const (
 	dgHeader   = 32
 	// MaxDuration bounds one test.
 	MaxDuration = 60 * time.Second
-	// MinPacket and MaxPacket bound UDP datagram sizes.
+	// MinPacket is the smallest UDP datagram (its header).
 	MinPacket = dgHeader
+	// MaxPacket is the largest UDP datagram.
 	MaxPacket = 65000
 	// MaxRate bounds the UDP rate (bit/s).
 	MaxRate = 100_000_000_000

@@ -36,6 +36,7 @@ const (
 	Filtered
 )
 
+// String returns the state's lower-case name ("open", "closed", "filtered").
 func (s State) String() string {
 	switch s {
 	case Open:
