@@ -22,11 +22,13 @@ import (
 
 // fallbackServer serves what the fast path does not: HTTP/2 over TLS and
 // h2c. Connections are handed to it through an in-memory listener; it
-// proxies with net/http's ReverseProxy and the same routes and pickers.
+// proxies with net/http's ReverseProxy and the same routes and pickers,
+// except gRPC calls, which go to the backend over HTTP/2 (grpcproxy.go).
 type fallbackServer struct {
-	ln  *chanListener
-	srv *http.Server
-	tr  *http.Transport
+	ln     *chanListener
+	srv    *http.Server
+	tr     *http.Transport
+	grpcTr *http.Transport // gRPC calls: HTTP/2 cleartext to the backend
 }
 
 func newFallback(p *proxy) *fallbackServer {
@@ -43,9 +45,9 @@ func newFallback(p *proxy) *fallbackServer {
 		ResponseHeaderTimeout:  p.opt.ResponseHeaderTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
 	}
-	f := &fallbackServer{ln: newChanListener(), tr: tr}
+	f := &fallbackServer{ln: newChanListener(), tr: tr, grpcTr: newGRPCTransport(p)}
 	f.srv = &http.Server{
-		Handler:           &h2handler{p: p, rp: &httputil.ReverseProxy{Transport: tr}},
+		Handler:           &h2handler{p: p, rp: &httputil.ReverseProxy{Transport: tr}, grpcTr: f.grpcTr},
 		Protocols:         &protos,
 		ReadHeaderTimeout: p.opt.ReadHeaderTimeout,
 		IdleTimeout:       p.opt.IdleTimeout,
@@ -69,6 +71,7 @@ func (f *fallbackServer) serve(c net.Conn) {
 func (f *fallbackServer) shutdown(ctx context.Context) error {
 	err := f.srv.Shutdown(ctx)
 	f.tr.CloseIdleConnections()
+	f.grpcTr.CloseIdleConnections()
 	return err
 }
 
@@ -109,8 +112,9 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
 
 type h2handler struct {
-	p  *proxy
-	rp *httputil.ReverseProxy
+	p      *proxy
+	rp     *httputil.ReverseProxy
+	grpcTr *http.Transport
 }
 
 type h2ctxKey struct{}
@@ -124,9 +128,14 @@ type h2state struct {
 
 func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
+	grpc := isGRPC(r)
 	if p.limiter != nil {
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !p.limiter.allow(ap.Addr().Unmap(), time.Now()) {
 			p.met.limited.Inc()
+			if grpc {
+				grpcError(w, grpcResourceExhausted, "edge: rate limit exceeded")
+				return
+			}
 			http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
 			return
 		}
@@ -144,7 +153,15 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return []byte(v[0]), true
 	})
 	if rt == nil {
+		if grpc {
+			grpcError(w, grpcUnimplemented, "edge: no route for "+string(host)+string(path))
+			return
+		}
 		http.Error(w, "no route for "+string(host)+string(path), http.StatusNotFound)
+		return
+	}
+	if grpc {
+		h.serveGRPC(w, r, rt)
 		return
 	}
 	set := rt.svc.set.Load()
