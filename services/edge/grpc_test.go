@@ -2,11 +2,14 @@ package edge_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -32,6 +36,7 @@ type grpcBackend struct {
 	name string
 	addr string
 	hs   *health.Server
+	srv  *grpc.Server
 }
 
 func startGRPCBackend(t *testing.T, name string) *grpcBackend {
@@ -63,6 +68,7 @@ func startGRPCBackend(t *testing.T, name string) *grpcBackend {
 			return status.Error(codes.Canceled, "gone")
 		}),
 	)
+	gb.srv = srv
 	healthpb.RegisterHealthServer(srv, gb.hs)
 	reflection.Register(srv)
 	go srv.Serve(ln)
@@ -290,6 +296,59 @@ func TestGRPCRetriesOnlyUnreachedBackends(t *testing.T) {
 	resp.Body.Close()
 	if want := `edge_backend_failures_total{backend="` + dead + `",service="static:grpc"}`; !strings.Contains(string(m), want) {
 		t.Fatalf("metrics lack %s", want)
+	}
+}
+
+// TestGRPCBackendDiesMidStream: when the backend goes away during a
+// stream, the client gets UNAVAILABLE from the edge in the trailers.
+func TestGRPCBackendDiesMidStream(t *testing.T) {
+	a := startGRPCBackend(t, "a")
+	inst, _ := startEdge(t, fmt.Sprintf("routes:\n  - {name: grpc, addresses: [%q]}\n", a.addr))
+	hc := healthpb.NewHealthClient(grpcClient(t, inst.Addrs["http"]))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	a.srv.Stop()
+	_, err = st.Recv()
+	if s := status.Convert(err); s.Code() != codes.Unavailable || !strings.Contains(s.Message(), "edge:") {
+		t.Fatalf("after the backend stopped: %v, want Unavailable from the edge", err)
+	}
+}
+
+// TestGRPCOverTLS: gRPC on the HTTPS listener (ALPN h2) goes to a
+// cleartext backend.
+func TestGRPCOverTLS(t *testing.T) {
+	a := startGRPCBackend(t, "a")
+	cert, key := writeCert(t, t.TempDir(), "grpc.example")
+	inst, _ := startEdge(t, fmt.Sprintf("routes:\n  - {name: grpc, addresses: [%q]}\n", a.addr),
+		"--https-addr=127.0.0.1:0", "--tls-cert="+cert, "--tls-key="+key)
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.example"})
+	cc, err := grpc.NewClient("passthrough:///"+inst.Addrs["https"], grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var hdr metadata.MD
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&hdr))
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check over TLS: %v %v", resp, err)
+	}
+	if got := hdr.Get("x-backend"); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("x-backend %q", got)
 	}
 }
 
