@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -372,5 +373,48 @@ func TestGRPCurlThroughEdge(t *testing.T) {
 	out, err = exec.CommandContext(ctx, grpcurl, "-plaintext", inst.Addrs["http"], "grpc.health.v1.Health/Check").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "SERVING") {
 		t.Fatalf("grpcurl Check: %v\n%s", err, out)
+	}
+}
+
+// TestGRPCSpans: with trace export on, a gRPC call through the edge is a
+// span in the caller's trace and the backend sees the edge's span as
+// parent.
+func TestGRPCSpans(t *testing.T) {
+	col := &collector{spans: map[string][]string{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(srv, col)
+	go srv.Serve(ln)
+	defer srv.Stop()
+	env := func(k string) (string, bool) {
+		if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+			return "http://" + ln.Addr().String(), true
+		}
+		return "", false
+	}
+	a := startGRPCBackend(t, "a")
+	inst, _ := startEdgeEnv(t, env, fmt.Sprintf("routes:\n  - {name: grpc, addresses: [%q]}\n", a.addr))
+	hc := healthpb.NewHealthClient(grpcClient(t, inst.Addrs["http"]))
+	const traceID = "6bf92f3577b34da6a3ce929d0e0e4738"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	var hdr metadata.MD
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&hdr)); err != nil {
+		t.Fatal(err)
+	}
+	if tp := strings.Join(hdr.Get("x-got-traceparent"), ","); !strings.HasPrefix(tp, "00-"+traceID+"-") || strings.Contains(tp, "00f067aa0ba902b7") {
+		t.Fatalf("the backend saw traceparent %q, want the caller's trace with the edge's span as parent", tp)
+	}
+	if err := inst.Stop(); err != nil { // flushes spans
+		t.Fatal(err)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if names := col.spans[traceID]; !strings.Contains(strings.Join(names, ","), "POST grpc") {
+		t.Fatalf("spans in the trace: %v", names)
 	}
 }

@@ -70,6 +70,11 @@ func (f *fallbackServer) serve(c net.Conn) {
 
 func (f *fallbackServer) shutdown(ctx context.Context) error {
 	err := f.srv.Shutdown(ctx)
+	if err != nil {
+		// The grace period ended with streams still open (long gRPC
+		// streams, say): close them.
+		f.srv.Close()
+	}
 	f.tr.CloseIdleConnections()
 	f.grpcTr.CloseIdleConnections()
 	return err
