@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,12 +274,7 @@ func TestGRPCThroughEdge(t *testing.T) {
 // succeeds on the live one and the dead one is counted as failing.
 func TestGRPCRetriesOnlyUnreachedBackends(t *testing.T) {
 	a := startGRPCBackend(t, "a")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := refusingAddr(t)
 	inst, _ := startEdge(t, fmt.Sprintf("routes:\n  - {name: grpc, addresses: [%q, %q]}\n", dead, a.addr))
 	hc := healthpb.NewHealthClient(grpcClient(t, inst.Addrs["http"]))
 	for i := 0; i < 4; i++ {
@@ -298,6 +294,26 @@ func TestGRPCRetriesOnlyUnreachedBackends(t *testing.T) {
 	if want := `edge_backend_failures_total{backend="` + dead + `",service="static:grpc"}`; !strings.Contains(string(m), want) {
 		t.Fatalf("metrics lack %s", want)
 	}
+}
+
+// refusingAddr returns a loopback address that refuses connections: a TCP
+// socket bound to 127.0.0.1:0 but not listening. Holding the port keeps
+// other tests' listeners off it.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // TestGRPCBackendDiesMidStream: when the backend goes away during a
