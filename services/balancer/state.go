@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
+	"github.com/switchboard-net/switchboard/pkg/watch"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
@@ -129,32 +130,26 @@ func (b *Balancer) getOrCreateLocked(name string) *svc {
 // reconnecting with back-off. While the registry is unreachable the last
 // endpoint sets stay in force and watchers are told they are stale.
 func (b *Balancer) followRegistry(ctx context.Context, reg registryv1.RegistryClient) error {
-	backoff := 100 * time.Millisecond
-	for {
+	watch.Follow(ctx, func(ctx context.Context, delivered func()) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
 		stream, err := reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
-		if err == nil {
-			for {
-				resp, rerr := stream.Recv()
-				if rerr != nil {
-					err = rerr
-					break
-				}
-				backoff = 100 * time.Millisecond
-				b.apply(resp)
+		if err != nil {
+			return err
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return err
 			}
+			delivered()
+			b.apply(resp)
 		}
-		if ctx.Err() != nil {
-			return nil
-		}
+	}, func(err error, wait time.Duration) {
 		b.setStale(true)
-		b.log.Warn("registry watch ended; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+		b.log.Warn("registry watch ended; retrying", "err", err, "in", wait)
+	})
+	return nil
 }
 
 func (b *Balancer) setStale(stale bool) {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
+	"github.com/switchboard-net/switchboard/pkg/watch"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 )
 
@@ -27,42 +28,25 @@ type watcher struct {
 }
 
 func (w *watcher) run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		got, err := w.stream(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if got {
-			backoff = 100 * time.Millisecond
-		}
-		w.log.Warn("balancer stream ended; keeping the last endpoint sets", "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	watch.Follow(ctx, w.stream, func(err error, wait time.Duration) {
+		w.log.Warn("balancer stream ended; keeping the last endpoint sets", "err", err, "retry_in", wait)
+	})
 	return nil
 }
 
-func (w *watcher) stream(ctx context.Context) (bool, error) {
+func (w *watcher) stream(ctx context.Context, delivered func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := w.client.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{})
 	if err != nil {
-		return false, err
+		return err
 	}
-	got := false
 	for {
 		resp, err := st.Recv()
 		if err != nil {
-			return got, err
+			return err
 		}
-		got = true
+		delivered()
 		if err := w.apply(resp); err != nil {
 			w.log.Warn("endpoint set rejected", "service", resp.GetService(), "err", err)
 			continue

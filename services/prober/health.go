@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/switchboard-net/switchboard/pkg/watch"
 	"github.com/switchboard-net/switchboard/services/prober/allow"
 	"github.com/switchboard-net/switchboard/services/prober/check"
 
@@ -65,40 +66,27 @@ func (h *healthLoop) run(ctx context.Context) error {
 		h.mu.Unlock()
 		h.wg.Wait()
 	}()
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		got, err := h.watch(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if got {
-			backoff = 100 * time.Millisecond
-		}
-		h.log.Warn("registry watch ended; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	watch.Follow(ctx, h.watch, func(err error, wait time.Duration) {
+		h.log.Warn("registry watch ended; retrying", "err", err, "in", wait)
+	})
 	return nil
 }
 
-// watch reads snapshots until the stream fails; got says one arrived.
-func (h *healthLoop) watch(ctx context.Context) (got bool, err error) {
+// watch reads snapshots until the stream fails, calling delivered after
+// each. Checkers live on ctx, beyond the stream.
+func (h *healthLoop) watch(ctx context.Context, delivered func()) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := h.reg.Watch(wctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
 	if err != nil {
-		return false, err
+		return err
 	}
 	for {
 		snap, err := stream.Recv()
 		if err != nil {
-			return got, err
+			return err
 		}
-		got = true
+		delivered()
 		h.apply(ctx, snap.GetInstances())
 	}
 }

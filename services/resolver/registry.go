@@ -4,36 +4,17 @@ import (
 	"context"
 	"time"
 
+	"github.com/switchboard-net/switchboard/pkg/watch"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
-// Reconnect backoff for the registry's watch streams.
-const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 5 * time.Second
-)
-
-// follow runs one watch stream after another until ctx ends: each stream
-// is opened by open and read by recv until it fails, then, after a backoff
-// that grows while streams fail without delivering anything, a new one
-// starts from a full snapshot.
-func follow(ctx context.Context, s *server, what string, run func(ctx context.Context, got func()) error) error {
-	backoff := minBackoff
-	for {
-		err := run(ctx, func() { backoff = minBackoff })
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		s.log.Warn("registry watch ended; reconnecting", "watch", what, "err", err, "in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
+// follow runs one registry watch stream after another until ctx ends,
+// logging each reconnect.
+func follow(ctx context.Context, s *server, what string, run func(ctx context.Context, delivered func()) error) error {
+	watch.Follow(ctx, run, func(err error, wait time.Duration) {
+		s.log.Warn("registry watch ended; reconnecting", "watch", what, "err", err, "in", wait)
+	})
+	return ctx.Err()
 }
 
 // watchServices follows the registry's Watch of every service and keeps

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
+	"github.com/switchboard-net/switchboard/pkg/watch"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 )
 
@@ -112,31 +113,25 @@ func (r *watchResolver) Close() {
 
 func (r *watchResolver) run(ctx context.Context, c balancerv1.BalancerClient, svc string, sc *serviceconfig.ParseResult) {
 	defer close(r.done)
-	backoff := 100 * time.Millisecond
-	for {
+	watch.Follow(ctx, func(ctx context.Context, delivered func()) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
 		stream, err := c.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{Service: svc})
-		if err == nil {
-			for {
-				resp, rerr := stream.Recv()
-				if rerr != nil {
-					err = rerr
-					break
-				}
-				backoff = 100 * time.Millisecond
-				_ = r.cc.UpdateState(stateOf(resp, sc))
+		if err != nil {
+			return err
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return err
 			}
+			delivered()
+			_ = r.cc.UpdateState(stateOf(resp, sc))
 		}
-		if ctx.Err() != nil {
-			return
-		}
+	}, func(err error, _ time.Duration) {
+		// The ClientConn keeps the last set meanwhile.
 		r.cc.ReportError(fmt.Errorf("grpcbalance: watching %q: %w", svc, err))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	})
 }
 
 // streamKey keys the streamed set in the resolver state's attributes.
