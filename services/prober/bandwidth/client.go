@@ -145,8 +145,17 @@ func tcpUp(ctx context.Context, c net.Conn, o Options) (*Result, error) {
 }
 
 func tcpDown(c net.Conn) (*Result, error) {
+	n, el, err := drain(c)
+	if err != nil {
+		return nil, fmt.Errorf("receive: %w", err)
+	}
+	return rate(n, el), nil
+}
+
+// drain reads c to its end and reports the bytes and the time from the
+// first byte to the end (0 when nothing came).
+func drain(c net.Conn) (n uint64, elapsed time.Duration, err error) {
 	buf := make([]byte, 128<<10)
-	var n uint64
 	var start time.Time
 	for {
 		k, err := c.Read(buf)
@@ -160,13 +169,13 @@ func tcpDown(c net.Conn) (*Result, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("receive: %w", err)
+			return n, 0, err
 		}
 	}
 	if start.IsZero() {
-		return rate(0, 0), nil
+		return 0, 0, nil
 	}
-	return rate(n, time.Since(start)), nil
+	return n, time.Since(start), nil
 }
 
 func udpUp(ctx context.Context, dial DialFunc, c net.Conn, addr string, req request, o Options) (*Result, error) {

@@ -148,32 +148,14 @@ func (s *Server) handle(ctx context.Context, c net.Conn) error {
 	}
 	switch req.mode {
 	case modeTCPUp:
-		start := time.Time{}
-		buf := make([]byte, 128<<10)
-		var n uint64
-		for {
-			k, err := c.Read(buf)
-			if k > 0 {
-				if start.IsZero() {
-					start = time.Now()
-				}
-				n += uint64(k)
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-		}
-		var el time.Duration
-		if !start.IsZero() {
-			el = time.Since(start)
+		n, el, err := drain(c)
+		if err != nil {
+			return err
 		}
 		out := make([]byte, 16)
 		binary.BigEndian.PutUint64(out, n)
 		binary.BigEndian.PutUint64(out[8:], uint64(el))
-		_, err := c.Write(out)
+		_, err = c.Write(out)
 		return err
 	case modeTCPDown:
 		buf := make([]byte, 128<<10)
