@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"regexp"
 	"sort"
 	"strconv"
 	"sync"
@@ -14,17 +13,16 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
+	"github.com/switchboard-net/switchboard/pkg/servicename"
 	"github.com/switchboard-net/switchboard/pkg/watch"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
-// serviceName is a DNS label, as the registry requires.
-var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
+// validService applies the registry's service-name rule.
 func validService(field, name string) error {
-	if !serviceName.MatchString(name) {
-		return &fieldError{field, errors.New("must be a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")}
+	if err := servicename.Validate(name); err != nil {
+		return &fieldError{field, err}
 	}
 	return nil
 }

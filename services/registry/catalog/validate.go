@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/switchboard-net/switchboard/pkg/servicename"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
@@ -41,23 +42,11 @@ func Timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t.Truncate(time.Millisecond))
 }
 
-// ValidateServiceName checks a service name: a DNS label of lower-case
-// letters, digits and '-', 1-63 bytes, not starting or ending with '-'.
+// ValidateServiceName checks a service name (see servicename.Validate) and
+// names field when it is not one.
 func ValidateServiceName(field, s string) error {
-	if s == "" {
-		return fieldErr(field, "required")
-	}
-	if len(s) > 63 {
-		return fieldErr(field, "must be at most 63 bytes, got %d", len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return fieldErr(field, "must be a DNS label of lower-case letters, digits and '-' (got %q)", s)
-		}
-	}
-	if s[0] == '-' || s[len(s)-1] == '-' {
-		return fieldErr(field, "must not start or end with '-' (got %q)", s)
+	if err := servicename.Validate(s); err != nil {
+		return fieldErr(field, "%s", err)
 	}
 	return nil
 }
