@@ -14,8 +14,14 @@
 // every watcher of the registry. When Consul is unreachable, writes fail
 // with ErrUnavailable within the call timeout and the snapshot is marked
 // stale; when it returns, the store re-registers every instance and record
-// it registered itself (a dev agent, or a new agent, has forgotten them) and
+// that it holds (a dev agent, or a new agent, has forgotten them) and
 // publishes a fresh snapshot once they are back.
+//
+// What the store restores is a mirror of Consul, not a memory of its own
+// calls: every instance registered with the store's agent (its node) and
+// every record under the prefix, as last seen while Consul was up. So a
+// registry that restarted restores what the registry before it registered,
+// and an instance another registry deregistered is not brought back.
 package consulstore
 
 import (
@@ -90,8 +96,9 @@ type Store struct {
 	restoreMu sync.Mutex // one restore at a time
 
 	mu         sync.Mutex
-	owned      map[string]*registryv1.Instance // desired state: what we registered
-	ownedRecs  map[string]*registryv1.Record
+	owned      map[string]*registryv1.Instance   // to restore: the agent's instances, by service ID
+	ownedRecs  map[string]*registryv1.Record     // to restore: the records, by key
+	node       string                            // the agent's node name, once known
 	pending    map[string]map[string]*pending    // by service, id: our writes Consul has not shown yet
 	services   map[string][]*registryv1.Instance // as Consul last reported
 	serviceIdx map[string]uint64                 // Consul's index of each service
@@ -646,6 +653,7 @@ func (s *Store) catalogLoop(ctx context.Context) {
 		if err != nil {
 			return 0, err
 		}
+		s.learnNode(ctx)
 		s.mu.Lock()
 		if !s.catLoaded {
 			s.catLoaded = true
@@ -670,6 +678,7 @@ func (s *Store) catalogLoop(ctx context.Context) {
 			if _, ok := names[name]; !ok {
 				cancel()
 				delete(s.loops, name)
+				s.mirror(name, nil)
 				delete(s.services, name)
 				delete(s.waiting, name)
 				s.serviceIdx[name] = meta.LastIndex
@@ -768,6 +777,10 @@ func (s *Store) serviceLoop(ctx context.Context, name string) {
 			return 0, err
 		}
 		var insts []*registryv1.Instance
+		local := map[string]*registryv1.Instance{} // on the store's agent, by id
+		s.mu.Lock()
+		node := s.node
+		s.mu.Unlock()
 		next := make(map[string]converted, len(entries))
 		for _, e := range entries {
 			version := entryVersion(e)
@@ -778,11 +791,17 @@ func (s *Store) serviceLoop(ctx context.Context, name string) {
 			next[e.Service.ID] = c
 			if c.inst != nil {
 				insts = append(insts, c.inst)
+				if node != "" && e.Node != nil && e.Node.Node == node {
+					local[c.inst.Id] = c.inst
+				}
 			}
 		}
 		cache = next
 		s.mu.Lock()
 		if ctx.Err() == nil {
+			if node != "" {
+				s.mirror(name, local)
+			}
 			s.services[name] = insts
 			s.serviceIdx[name] = meta.LastIndex
 			delete(s.waiting, name)
@@ -795,6 +814,48 @@ func (s *Store) serviceLoop(ctx context.Context, name string) {
 	})
 }
 
+// learnNode asks the agent for its node name until it knows it: the
+// store restores the instances registered on that node.
+func (s *Store) learnNode(ctx context.Context) {
+	s.mu.Lock()
+	known := s.node != ""
+	s.mu.Unlock()
+	if known {
+		return
+	}
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	var self struct{ Config struct{ NodeName string } }
+	if _, err := s.c.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(cctx)); err != nil || self.Config.NodeName == "" {
+		return // a later catalog response asks again
+	}
+	s.mu.Lock()
+	s.node = self.Config.NodeName
+	s.mu.Unlock()
+}
+
+// mirror updates what the store restores after an outage from a fresh
+// response for one service: local is its instances on the store's agent.
+// A write of this store that Consul has not shown yet keeps its own state.
+// While Consul is down or the store is restoring, the mirror keeps what it
+// had. s.mu is held.
+func (s *Store) mirror(service string, local map[string]*registryv1.Instance) {
+	if s.down || !s.recovering.IsZero() {
+		return
+	}
+	p := s.pending[service]
+	for id, in := range local {
+		if p[id] == nil {
+			s.owned[serviceID(service, id)] = in
+		}
+	}
+	for _, in := range s.services[service] {
+		if local[in.Id] == nil && p[in.Id] == nil {
+			delete(s.owned, serviceID(service, in.Id))
+		}
+	}
+}
+
 // recordsLoop follows the records' KV prefix.
 func (s *Store) recordsLoop(ctx context.Context) {
 	defer s.wg.Done()
@@ -804,13 +865,18 @@ func (s *Store) recordsLoop(ctx context.Context) {
 			return 0, err
 		}
 		var recs []*registryv1.Record
+		keys := make(map[string]*registryv1.Record, len(pairs))
 		for _, p := range pairs {
 			r := &registryv1.Record{}
 			if proto.Unmarshal(p.Value, r) == nil {
 				recs = append(recs, r)
+				keys[p.Key] = r
 			}
 		}
 		s.mu.Lock()
+		if !s.down && s.recovering.IsZero() {
+			s.ownedRecs = keys
+		}
 		s.records = recs
 		s.recordsIdx = meta.LastIndex
 		s.recLoaded = true

@@ -76,6 +76,7 @@ func Run(t *testing.T, b Backend) {
 	}
 	if b.Stop != nil && b.Start != nil {
 		t.Run("Outage", func(t *testing.T) { testOutage(t, b) })
+		t.Run("RestartThenOutage", func(t *testing.T) { testRestartThenOutage(t, b) })
 	}
 }
 
@@ -686,4 +687,61 @@ func testOutage(t *testing.T, b Backend) {
 			return ""
 		})
 	}
+}
+
+// testRestartThenOutage: a registry restarts, then the backend loses its
+// data (a dev Consul agent forgets every registration). The new registry
+// restores what the one before it registered — but not an instance that was
+// deregistered meanwhile.
+func testRestartThenOutage(t *testing.T, b Backend) {
+	svc := name("handover")
+	rec := &registryv1.Record{Name: svc + ".test.", Type: "A", Data: "192.0.2.7"}
+	s1 := b.Open(t)
+	c1 := serve(t, s1)
+	register(t, c1, inst(svc, "kept", 1))
+	register(t, c1, inst(svc, "dropped", 2))
+	if _, err := c1.PutRecord(ctxT(t), &registryv1.PutRecordRequest{Record: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c2 := serve(t, b.Open(t))
+	eventually(t, "both instances seen by the next registry", func() string {
+		if got := ids(get(t, c2, svc, true).Instances); got != "dropped,kept" {
+			return got
+		}
+		return ""
+	})
+	if _, err := c2.Deregister(ctxT(t), &registryv1.DeregisterRequest{Service: svc, Id: "dropped"}); err != nil {
+		t.Fatal(err)
+	}
+	w := watch(t, c2, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: true})
+	w.next(t, "kept alone", func(m *registryv1.WatchResponse) bool { return ids(m.Instances) == "kept" && !m.Stale })
+
+	b.Stop(t)
+	w.next(t, "a stale snapshot", func(m *registryv1.WatchResponse) bool { return m.Stale })
+	b.Start(t)
+	w.next(t, "a fresh snapshot with kept", func(m *registryv1.WatchResponse) bool { return !m.Stale && ids(m.Instances) == "kept" })
+
+	if !b.Shared {
+		return
+	}
+	// The backend itself has them again: a registry started now sees the
+	// instance and the record, and not the deregistered one.
+	fresh := serve(t, b.Open(t))
+	eventually(t, "restored instance and record seen by a new registry", func() string {
+		if got := ids(get(t, fresh, svc, true).Instances); got != "kept" {
+			return "instances " + got
+		}
+		recs, err := fresh.ListRecords(ctxT(t), &registryv1.ListRecordsRequest{Suffix: svc + ".test."})
+		if err != nil {
+			return err.Error()
+		}
+		if len(recs.Records) != 1 || recs.Records[0].Data != rec.Data {
+			return fmt.Sprint("records ", recs.Records)
+		}
+		return ""
+	})
 }
