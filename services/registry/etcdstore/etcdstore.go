@@ -10,8 +10,11 @@
 // CRITICAL ("ttl expired") until the next Heartbeat, the same as the other
 // backends. One etcd watch of the prefix feeds the catalog snapshot; a probe
 // loop marks the snapshot stale when etcd is unreachable and, when it comes
-// back, re-creates any instance registered through this store that is
-// missing, then resynchronises the watch.
+// back, re-creates any instance it last saw that etcd lost (its data was
+// wiped), then resynchronises the watch. What it restores is a mirror of
+// the prefix, not a memory of its own calls: a registry that restarted
+// restores what the one before it registered, and an instance deleted
+// through another registry is not brought back.
 package etcdstore
 
 import (
@@ -57,7 +60,7 @@ type Store struct {
 	probe  chan struct{} // asks the probe loop to check now
 
 	mu    sync.Mutex
-	owned map[string]*registryv1.Instance // desired state of what we registered
+	owned map[string]*registryv1.Instance // to restore: the instances last seen, by service/id
 	rev   int64                           // last revision applied to the snapshot
 	revCh chan struct{}                   // closed when rev advances
 	stale bool
@@ -479,6 +482,13 @@ func (s *Store) sync(ctx context.Context) (*view, int64, error) {
 	for _, kv := range resp.Kvs {
 		v.apply(s.o.Prefix, kv.Key, kv.Value, false)
 	}
+	// Only ever add here: etcd may have come back empty, and restore
+	// needs what it lost.
+	s.mu.Lock()
+	for k, in := range v.insts {
+		s.owned[k] = in
+	}
+	s.mu.Unlock()
 	byService := map[string][]*registryv1.Instance{}
 	for k := range v.insts {
 		in := v.shown(k)
@@ -521,9 +531,19 @@ func (s *Store) follow(ctx context.Context, v *view, rev int64) {
 			touched := map[string]bool{}
 			recs := false
 			for _, ev := range resp.Events {
-				id, ok := v.apply(s.o.Prefix, ev.Kv.Key, ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
+				deleted := ev.Type == clientv3.EventTypeDelete
+				id, ok := v.apply(s.o.Prefix, ev.Kv.Key, ev.Kv.Value, deleted)
 				if !ok {
 					continue
+				}
+				if k := string(ev.Kv.Key); strings.HasPrefix(k, s.o.Prefix+"i/") {
+					s.mu.Lock()
+					if deleted {
+						delete(s.owned, id)
+					} else {
+						s.owned[id] = v.insts[id]
+					}
+					s.mu.Unlock()
 				}
 				if id == "" {
 					recs = true
@@ -598,8 +618,8 @@ func (s *Store) probeLoop(ctx context.Context) {
 	}
 }
 
-// restore re-creates instances registered through this store that etcd no
-// longer has (it lost its data).
+// restore re-creates the instances the store last saw that etcd no longer
+// has (it lost its data).
 func (s *Store) restore(ctx context.Context) error {
 	s.mu.Lock()
 	owned := make([]*registryv1.Instance, 0, len(s.owned))
