@@ -45,7 +45,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	if err := d.Socket.applyConn(c); err != nil {
+	if err := d.Socket.applyConn(c, false); err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 type ListenOptions struct {
 	// Socket holds the socket options for the listening socket; accepted
 	// connections inherit its buffer sizes and get its Nagle setting.
+	// NewListener sets the buffer sizes on each accepted connection.
 	Socket SocketOptions
 	// KeepAlive is the TCP keep-alive probe period for accepted
 	// connections. Zero means Go's default (15 s); negative disables it.
@@ -40,7 +41,9 @@ func Listen(ctx context.Context, network, addr string, opts ListenOptions) (*Lis
 	if err != nil {
 		return nil, err
 	}
-	return NewListener(inner, opts), nil
+	l := NewListener(inner, opts)
+	l.inherits = true // accepted connections inherit the buffer sizes
+	return l, nil
 }
 
 // Listener wraps a net.Listener and tracks every connection it accepts
@@ -59,6 +62,8 @@ type Listener struct {
 	cancel   context.CancelFunc
 	accepted atomic.Uint64
 
+	inherits bool // inner has socket's buffer sizes (made by Listen)
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -71,9 +76,11 @@ type Listener struct {
 
 var _ net.Listener = (*Listener)(nil)
 
-// NewListener starts tracking the connections accepted from inner. Only
-// opts.Socket.Nagle and opts.MaxConns apply; the rest of the socket options
-// must be set when inner is created.
+// NewListener starts tracking the connections accepted from inner.
+// opts.MaxConns applies, and opts.Socket's Nagle, ReadBuffer and
+// WriteBuffer are set on each accepted TCP connection (inner's own socket
+// is left as it is); ReusePort and KeepAlive must be set when inner is
+// created.
 func NewListener(inner net.Listener, opts ListenOptions) *Listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
@@ -107,7 +114,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			l.release()
 			return nil, err
 		}
-		if err := l.socket.applyConn(c); err != nil {
+		if err := l.socket.applyConn(c, !l.inherits); err != nil {
 			// The connection is unusable as configured; the peer sees it
 			// closed and the listener carries on.
 			c.Close()

@@ -53,13 +53,36 @@ func (o SocketOptions) control(listening bool) func(ctx context.Context, network
 	}
 }
 
-// applyConn sets the options that only take effect on a connected socket.
-func (o SocketOptions) applyConn(c net.Conn) error {
-	if !o.Nagle {
+// applyConn sets the options that only take effect on a connected socket,
+// and with buffers the buffer sizes too, for connections accepted from a
+// listening socket that did not have them. Set after the handshake, the
+// sizes still bound the window; its scale was chosen with the kernel's
+// defaults, which allow any size up to net.ipv4.tcp_rmem's maximum.
+func (o SocketOptions) applyConn(c net.Conn, buffers bool) error {
+	buffers = buffers && (o.ReadBuffer != 0 || o.WriteBuffer != 0)
+	if !o.Nagle && !buffers {
 		return nil
 	}
 	tc, ok := Unwrap(c).(*net.TCPConn)
 	if !ok {
+		return nil
+	}
+	if buffers {
+		if o.ReadBuffer < 0 || o.WriteBuffer < 0 {
+			return fmt.Errorf("netx: negative socket buffer size (read %d, write %d)", o.ReadBuffer, o.WriteBuffer)
+		}
+		if o.ReadBuffer > 0 {
+			if err := tc.SetReadBuffer(o.ReadBuffer); err != nil {
+				return fmt.Errorf("netx: SO_RCVBUF=%d: %w", o.ReadBuffer, err)
+			}
+		}
+		if o.WriteBuffer > 0 {
+			if err := tc.SetWriteBuffer(o.WriteBuffer); err != nil {
+				return fmt.Errorf("netx: SO_SNDBUF=%d: %w", o.WriteBuffer, err)
+			}
+		}
+	}
+	if !o.Nagle {
 		return nil
 	}
 	if err := tc.SetNoDelay(false); err != nil {

@@ -66,6 +66,42 @@ func TestSocketOptions(t *testing.T) {
 	}
 }
 
+// TestNewListenerSetsBuffers: a listener made elsewhere (a service
+// runtime's) cannot pass buffer sizes on, so NewListener sets them on each
+// accepted connection; without them the kernel's autotuning is untouched.
+func TestNewListenerSetsBuffers(t *testing.T) {
+	const rbuf, wbuf = 400 << 10, 300 << 10 // above the usual defaults (128 KiB, 16 KiB)
+	for _, tt := range []struct {
+		name string
+		opts SocketOptions
+	}{{"sizes", SocketOptions{ReadBuffer: rbuf, WriteBuffer: wbuf}}, {"default", SocketOptions{}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := NewListener(inner, ListenOptions{Socket: tt.opts})
+			t.Cleanup(func() { l.Close() })
+			dial(t, l.Addr())
+			c := Unwrap(accept(t, l))
+			gotR := sockopt(t, c, unix.SOL_SOCKET, unix.SO_RCVBUF)
+			gotW := sockopt(t, c, unix.SOL_SOCKET, unix.SO_SNDBUF)
+			if tt.opts.ReadBuffer == 0 {
+				// The listening socket's values, which the defaults gave.
+				wantR := sockopt(t, inner, unix.SOL_SOCKET, unix.SO_RCVBUF)
+				if gotR != wantR {
+					t.Errorf("SO_RCVBUF = %d, want the listener's %d", gotR, wantR)
+				}
+				return
+			}
+			// Linux doubles the requested size to allow for bookkeeping.
+			if gotR < rbuf || gotW < wbuf {
+				t.Errorf("SO_RCVBUF, SO_SNDBUF = %d, %d; want >= %d, %d", gotR, gotW, rbuf, wbuf)
+			}
+		})
+	}
+}
+
 func TestListenReusePort(t *testing.T) {
 	tests := []struct {
 		name      string

@@ -61,7 +61,7 @@ func TestTCPProxyHalfCloseAndProxyV2(t *testing.T) {
 	plain, v2 := tcpBackend(t, false), tcpBackend(t, true)
 	conf := fmt.Sprintf(`
 tcp:
-  - {listen: "127.0.0.1:0", addresses: [%q]}
+  - {listen: "127.0.0.1:0", addresses: [%q], socket_buffer: 262144}
   - {listen: "127.0.0.1:0", addresses: [%q], proxy_protocol: true}
 `, plain, v2)
 	inst, _ := startEdge(t, conf)

@@ -46,8 +46,10 @@ func (e *Edge) startTCP(rt *service.Runtime, i int, cfg TCPConfig) (*tcpProxy, e
 	if err != nil {
 		return nil, err
 	}
+	so := netx.SocketOptions{ReadBuffer: cfg.SocketBuffer, WriteBuffer: cfg.SocketBuffer}
 	t := &tcpProxy{name: name, cfg: cfg, svc: svc, e: e,
-		ln: netx.NewListener(inner, netx.ListenOptions{}), dial: &netx.Dialer{Timeout: e.cfg.HTTP.ConnectTimeout}}
+		ln:   netx.NewListener(inner, netx.ListenOptions{Socket: so}),
+		dial: &netx.Dialer{Timeout: e.cfg.HTTP.ConnectTimeout, Socket: so}}
 	if t.cfg.IdleTimeout == 0 {
 		t.cfg.IdleTimeout = Duration(time.Hour)
 	}
