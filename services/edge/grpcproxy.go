@@ -162,7 +162,8 @@ var grpcBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // serveGRPC forwards a gRPC call on route rt to a picked backend over
 // HTTP/2, streaming both ways and passing trailers on. Calls are retried
 // on another backend only when the backend could not be connected to.
-func (h *h2handler) serveGRPC(w http.ResponseWriter, r *http.Request, rt *route) {
+// It reports what the access log records of the call.
+func (h *h2handler) serveGRPC(w http.ResponseWriter, r *http.Request, rt *route) h2result {
 	p := h.p
 	svc := rt.svc
 	set := svc.set.Load()
@@ -187,7 +188,7 @@ func (h *h2handler) serveGRPC(w http.ResponseWriter, r *http.Request, rt *route)
 				msg = "edge: no backend available for service " + svc.name + " (none registered, or all disabled)"
 			}
 			grpcError(w, grpcUnavailable, msg)
-			return
+			return edgeGRPCResult(grpcUnavailable)
 		}
 		b := svc.backendFor(sel.Endpoint)
 		if b == nil {
@@ -197,25 +198,31 @@ func (h *h2handler) serveGRPC(w http.ResponseWriter, r *http.Request, rt *route)
 			}
 			rt.mCode[5].Inc()
 			grpcError(w, grpcUnavailable, "edge: no healthy backend for service "+svc.name)
-			return
+			return edgeGRPCResult(grpcUnavailable)
 		}
-		retry := h.grpcAttempt(w, r, rt, sel, b, body, start)
+		retry, res := h.grpcAttempt(w, r, rt, sel, b, body, start)
 		if !retry {
-			return
+			return res
 		}
 		if attempt >= p.opt.Retries || !p.budget.withdraw() {
 			rt.mCode[5].Inc()
 			grpcError(w, grpcUnavailable, "edge: could not connect to a backend of service "+svc.name)
-			return
+			return edgeGRPCResult(grpcUnavailable)
 		}
 		p.met.retries.Inc()
 	}
 }
 
+// edgeGRPCResult is the access-log record of a call the edge answered
+// itself (HTTP 200 with a grpc-status) without reaching a backend.
+func edgeGRPCResult(code int) h2result {
+	return h2result{code: http.StatusOK, grpcStatus: strconv.Itoa(code)}
+}
+
 // grpcAttempt makes one try against backend b and reports whether the
 // call may go to another backend (it never reached this one and nothing
-// was sent to the client).
-func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *route, sel balance.Selection, b *backend, body *trackedBody, start time.Time) (retry bool) {
+// was sent to the client), and otherwise what the access log records.
+func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *route, sel balance.Selection, b *backend, body *trackedBody, start time.Time) (retry bool, res h2result) {
 	p := h.p
 	ctx := r.Context()
 	var span trace.Span
@@ -289,15 +296,17 @@ func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *rout
 		case errors.As(err, &de) && (body == nil || !body.read.Load()):
 			// Never reached the backend: another one may be tried.
 			finish(balance.Failure)
-			return true
+			return true, h2result{}
 		case timedOut.Load():
 			timeout, failed = true, true
 			status = strconv.Itoa(grpcDeadlineExceeded)
 			grpcError(w, grpcDeadlineExceeded, "edge: the backend did not answer in time")
 		case r.Context().Err() != nil:
-			// The client went away (or its deadline passed) first.
+			// The client went away (or its deadline passed) first; counted
+			// and logged as the fast path does (499).
 			finish(balance.Ignore)
-			return false
+			rt.mCode[4].Inc()
+			return false, h2result{code: 499, backend: b.id}
 		default:
 			failed = true
 			status = strconv.Itoa(grpcUnavailable)
@@ -310,7 +319,7 @@ func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *rout
 		} else {
 			finish(balance.Success)
 		}
-		return false
+		return false, h2result{code: httpCode, backend: b.id, grpcStatus: status}
 	}
 	defer resp.Body.Close()
 	httpCode = resp.StatusCode
@@ -334,10 +343,13 @@ func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *rout
 	bp := grpcBufPool.Get().(*[]byte)
 	buf := *bp
 	var rerr error
+	var written int64
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
 				rerr = werr
 				break
 			}
@@ -380,7 +392,7 @@ func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *rout
 	default:
 		finish(balance.Success)
 	}
-	return false
+	return false, h2result{code: httpCode, n: written, backend: b.id, grpcStatus: status}
 }
 
 // grpcRequest builds the request sent to backend b.

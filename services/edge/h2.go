@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -129,10 +130,54 @@ type h2state struct {
 	b      *backend
 	failed bool
 	code   int
+	edge   bool // the edge answered (errorHandler), not the backend
+}
+
+// h2result is what the access log records of a request served here.
+type h2result struct {
+	code       int
+	n          int64  // response body bytes relayed from the backend
+	backend    string // "" when no backend was chosen
+	grpcStatus string // "" unless a gRPC call
+}
+
+// countWriter counts the response body bytes written through it.
+// ReverseProxy reaches Flush and the rest through Unwrap.
+type countWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// logAccess logs a request served over HTTP/2 (or handed to net/http),
+// in the same format as the fast path's lines.
+func (h *h2handler) logAccess(r *http.Request, start time.Time, host []byte, rt *route, res h2result) {
+	if h.p.access == nil {
+		return
+	}
+	client := r.RemoteAddr
+	if ap, err := netip.ParseAddrPort(client); err == nil {
+		client = ap.Addr().Unmap().String()
+	}
+	target := r.RequestURI
+	if target == "" {
+		target = r.URL.RequestURI()
+	}
+	writeAccess(h.p.access, &accessEntry[string]{start: start, client: client, method: r.Method,
+		host: string(host), target: target, proto: r.Proto,
+		code: res.code, n: res.n, route: routeName(rt), backend: res.backend, grpcStatus: res.grpcStatus})
 }
 
 func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
+	start := time.Now()
 	grpc := isGRPC(r)
 	if p.limiter != nil {
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !p.limiter.allow(ap.Addr().Unmap(), time.Now()) {
@@ -160,13 +205,15 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt == nil {
 		if grpc {
 			grpcError(w, grpcUnimplemented, "edge: no route for "+string(host)+string(path))
+			h.logAccess(r, start, host, nil, h2result{code: http.StatusOK, grpcStatus: strconv.Itoa(grpcUnimplemented)})
 			return
 		}
 		http.Error(w, "no route for "+string(host)+string(path), http.StatusNotFound)
+		h.logAccess(r, start, host, nil, h2result{code: http.StatusNotFound})
 		return
 	}
 	if grpc {
-		h.serveGRPC(w, r, rt)
+		h.logAccess(r, start, host, rt, h.serveGRPC(w, r, rt))
 		return
 	}
 	set := rt.svc.set.Load()
@@ -177,15 +224,16 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sel, err := set.Pick(info)
-	if err != nil {
+	var b *backend
+	if err == nil {
+		if b = rt.svc.backendFor(sel.Endpoint); b == nil {
+			sel.Done(balance.Ignore, 0)
+		}
+	}
+	if b == nil {
 		rt.mCode[5].Inc()
 		http.Error(w, "no healthy backend for service "+rt.svc.name, http.StatusServiceUnavailable)
-		return
-	}
-	b := rt.svc.backendFor(sel.Endpoint)
-	if b == nil {
-		sel.Done(balance.Ignore, 0)
-		http.Error(w, "no healthy backend for service "+rt.svc.name, http.StatusServiceUnavailable)
+		h.logAccess(r, start, host, rt, h2result{code: http.StatusServiceUnavailable})
 		return
 	}
 	st := &h2state{rt: rt, b: b}
@@ -200,7 +248,8 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				attribute.String("network.protocol.version", r.Proto), attribute.String("edge.route", rt.name),
 				attribute.String("edge.backend", b.id)))
 	}
-	h.rp.ServeHTTP(w, r.WithContext(ctx))
+	cw := &countWriter{ResponseWriter: w}
+	h.rp.ServeHTTP(cw, r.WithContext(ctx))
 	if span != nil {
 		span.SetAttributes(attribute.Int("http.response.status_code", st.code))
 		if st.code >= 500 {
@@ -224,6 +273,11 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt.mCode[statusClass(st.code)].Inc()
 	rt.mDur.Observe(lat.Seconds())
+	res := h2result{code: st.code, n: cw.n, backend: b.id}
+	if st.edge {
+		res.n = 0 // the edge's own error page, as on the fast path
+	}
+	h.logAccess(r, start, host, rt, res)
 }
 
 func (h *h2handler) rewrite(pr *httputil.ProxyRequest) {
@@ -268,7 +322,7 @@ func (h *h2handler) modifyResponse(resp *http.Response) error {
 
 func (h *h2handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := r.Context().Value(h2ctxKey{}).(*h2state)
-	st.failed = true
+	st.failed, st.edge = true, true
 	if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
 		st.code = http.StatusGatewayTimeout
 		http.Error(w, "gateway timeout: the backend did not answer in time", st.code)

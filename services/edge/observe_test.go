@@ -2,6 +2,7 @@ package edge_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -16,6 +17,9 @@ import (
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // collector is an in-process OTLP/gRPC trace receiver.
@@ -125,4 +129,133 @@ func TestSpansMetricsAndAccessLog(t *testing.T) {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), " GET ") && strings.Contains(string(b), " /traced 200 ")
 	})
+}
+
+// TestAccessLogHTTP2AndGRPC checks that requests served over HTTP/2 (h2c
+// and TLS) and gRPC calls through the edge are written to the access log
+// in the same format as HTTP/1.1 requests, with the protocol and, for
+// gRPC, the grpc-status, and are counted per route and per backend.
+func TestAccessLogHTTP2AndGRPC(t *testing.T) {
+	web := backend(t, "web")
+	webAddr := strings.TrimPrefix(web.URL, "http://")
+	gb := startGRPCBackend(t, "g")
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "a.example")
+	logPath := filepath.Join(dir, "access.log")
+	inst, _ := startEdge(t, fmt.Sprintf(`routes:
+  - {name: web, path_prefix: /web, addresses: [%q]}
+  - {name: grpc, path_prefix: /grpc.health.v1.Health, addresses: [%q]}
+`, webAddr, gb.addr), "--access-log="+logPath, "--https-addr=127.0.0.1:0", "--tls-cert="+cert, "--tls-key="+key)
+
+	// The same GET over HTTP/1.1, h2c (prior knowledge) and HTTP/2 over TLS.
+	var h2cProtos http.Protocols
+	h2cProtos.SetUnencryptedHTTP2(true)
+	clients := []struct {
+		url   string
+		c     *http.Client
+		proto string
+	}{
+		{"http://" + inst.Addrs["http"] + "/web/h1?q=1", &http.Client{Timeout: 5 * time.Second}, "HTTP/1.1"},
+		{"http://" + inst.Addrs["http"] + "/web/h2c?q=1", &http.Client{Timeout: 5 * time.Second,
+			Transport: &http.Transport{Protocols: &h2cProtos}}, "HTTP/2.0"},
+		{"https://" + inst.Addrs["https"] + "/web/h2tls?q=1", &http.Client{Timeout: 5 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example", InsecureSkipVerify: true},
+				ForceAttemptHTTP2: true}}, "HTTP/2.0"},
+		{"http://" + inst.Addrs["http"] + "/nowhere", &http.Client{Timeout: 5 * time.Second,
+			Transport: &http.Transport{Protocols: &h2cProtos}}, "HTTP/2.0"},
+	}
+	for _, c := range clients {
+		resp, body := get(t, c.c, c.url, "")
+		if resp.Proto != c.proto {
+			t.Fatalf("GET %s spoke %s, want %s", c.url, resp.Proto, c.proto)
+		}
+		if strings.HasSuffix(c.url, "/nowhere") != (resp.StatusCode == 404) || (resp.StatusCode == 200 && body != "web") {
+			t.Fatalf("GET %s: %d %q", c.url, resp.StatusCode, body)
+		}
+	}
+
+	// gRPC: a call that succeeds, one the backend fails (NOT_FOUND) and
+	// one the edge answers itself (no route: UNIMPLEMENTED).
+	cc := grpcClient(t, inst.Addrs["http"])
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(cc)
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("Check of an unknown service: %v", err)
+	}
+	err := cc.Invoke(ctx, "/nowhere.Svc/Call", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("unrouted call: %v", err)
+	}
+
+	mresp, err := http.Get("http://" + inst.Addrs["admin"] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{
+		`edge_http_requests_total{code="2xx",route="web"} 3`,
+		`edge_backend_requests_total{backend="` + webAddr + `",service="static:web"} 3`,
+		`edge_http_requests_total{code="2xx",route="grpc"} 2`,
+		`edge_backend_requests_total{backend="` + gb.addr + `",service="static:grpc"} 2`,
+		`edge_http_request_duration_seconds_count{route="grpc"} 2`,
+	} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
+	if err := inst.Stop(); err != nil { // flushes the access log
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// time client method host target status bytes ms route backend proto grpc-status
+	lines := map[string][]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 12 {
+			t.Fatalf("access log line %q has %d fields, want 12", l, len(f))
+		}
+		if _, err := time.Parse(time.RFC3339Nano, f[0]); err != nil || f[1] != "127.0.0.1" || f[3] != "127.0.0.1" {
+			t.Errorf("line %q: bad time, client or host", l)
+		}
+		lines[f[4]] = f
+	}
+	for _, want := range [][]string{
+		// target, method, status, bytes, route, backend, proto, grpc-status
+		{"/web/h1?q=1", "GET", "200", "3", "web", webAddr, "HTTP/1.1", "-"},
+		{"/web/h2c?q=1", "GET", "200", "3", "web", webAddr, "HTTP/2.0", "-"},
+		{"/web/h2tls?q=1", "GET", "200", "3", "web", webAddr, "HTTP/2.0", "-"},
+		{"/nowhere", "GET", "404", "0", "-", "-", "HTTP/2.0", "-"},
+		{"/grpc.health.v1.Health/Check", "POST", "200", "", "grpc", gb.addr, "HTTP/2.0", "5"},
+		{"/nowhere.Svc/Call", "POST", "200", "0", "-", "-", "HTTP/2.0", "12"},
+	} {
+		f := lines[want[0]]
+		if f == nil {
+			t.Errorf("no access log line for %s in:\n%s", want[0], b)
+			continue
+		}
+		got := []string{f[4], f[2], f[5], f[6], f[8], f[9], f[10], f[11]}
+		if want[3] == "" { // gRPC message bytes: not checked
+			got[3] = ""
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("access log fields %q, want %q", got, want)
+		}
+	}
+	// The successful Check shares its target with the NOT_FOUND one: both
+	// must be there.
+	if n := strings.Count(string(b), " /grpc.health.v1.Health/Check 200 "); n != 2 {
+		t.Errorf("%d access log lines for Check, want 2:\n%s", n, b)
+	}
+	if !strings.Contains(string(b), " grpc "+gb.addr+" HTTP/2.0 0\n") {
+		t.Errorf("no access log line for the successful Check (grpc-status 0):\n%s", b)
+	}
 }

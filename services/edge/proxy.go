@@ -299,44 +299,76 @@ func (a *accessLog) run(ctx context.Context) error {
 	}
 }
 
-// logAccess writes: time client method host path status bytes duration_ms route backend.
-func (p *proxy) logAccess(h *h1conn, start time.Time, code int, n int64, rt *route, backendID string) {
-	a := p.access
-	if a == nil {
-		return
-	}
-	req := &h.req
+// accessEntry is one access-log line. S is []byte on the HTTP/1.1 fast
+// path, which logs straight from its parse buffers without allocating,
+// and string on the HTTP/2 path, which logs from net/http's request.
+type accessEntry[S string | []byte] struct {
+	start                        time.Time
+	client, method, host, target S
+	proto                        S      // HTTP/1.1, HTTP/2.0, ...
+	code                         int    // HTTP status sent to the client
+	n                            int64  // response body bytes relayed from the backend
+	route, backend               string // "" when none was chosen
+	grpcStatus                   string // "" unless a gRPC call
+}
+
+// writeAccess writes e as one line, every protocol in the same format:
+//
+//	time client method host target status bytes ms route backend proto grpc-status
+//
+// with "-" for an empty route, backend or grpc-status.
+func writeAccess[S string | []byte](a *accessLog, e *accessEntry[S]) {
 	a.mu.Lock()
 	b := a.buf[:0]
-	b = start.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = e.start.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, ' ')
-	b = append(b, h.ip...)
+	b = append(b, e.client...)
 	b = append(b, ' ')
-	b = append(b, req.l1.of(req.buf)...)
+	b = append(b, e.method...)
 	b = append(b, ' ')
-	b = append(b, h.host...)
+	b = append(b, e.host...)
 	b = append(b, ' ')
-	b = append(b, req.l2.of(req.buf)...)
+	b = append(b, e.target...)
 	b = append(b, ' ')
-	b = strconv.AppendInt(b, int64(code), 10)
+	b = strconv.AppendInt(b, int64(e.code), 10)
 	b = append(b, ' ')
-	b = strconv.AppendInt(b, n, 10)
+	b = strconv.AppendInt(b, e.n, 10)
 	b = append(b, ' ')
-	b = strconv.AppendFloat(b, float64(time.Since(start).Microseconds())/1000, 'f', 3, 64)
+	b = strconv.AppendFloat(b, float64(time.Since(e.start).Microseconds())/1000, 'f', 3, 64)
+	b = appendField(b, e.route)
+	b = appendField(b, e.backend)
 	b = append(b, ' ')
-	if rt != nil {
-		b = append(b, rt.name...)
-	} else {
-		b = append(b, '-')
-	}
-	b = append(b, ' ')
-	if backendID != "" {
-		b = append(b, backendID...)
-	} else {
-		b = append(b, '-')
-	}
+	b = append(b, e.proto...)
+	b = appendField(b, e.grpcStatus)
 	b = append(b, '\n')
 	a.w.Write(b)
 	a.buf = b
 	a.mu.Unlock()
+}
+
+// appendField appends a space and f, or "-" when f is empty.
+func appendField(b []byte, f string) []byte {
+	b = append(b, ' ')
+	if f == "" {
+		return append(b, '-')
+	}
+	return append(b, f...)
+}
+
+func routeName(rt *route) string {
+	if rt == nil {
+		return ""
+	}
+	return rt.name
+}
+
+// logAccess logs a request served by the HTTP/1.1 fast path.
+func (p *proxy) logAccess(h *h1conn, start time.Time, code int, n int64, rt *route, backendID string) {
+	if p.access == nil {
+		return
+	}
+	req := &h.req
+	writeAccess(p.access, &accessEntry[[]byte]{start: start, client: h.ip, method: req.l1.of(req.buf),
+		host: h.host, target: req.l2.of(req.buf), proto: req.l3.of(req.buf),
+		code: code, n: n, route: routeName(rt), backend: backendID})
 }
