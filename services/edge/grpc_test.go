@@ -229,18 +229,13 @@ func TestGRPCThroughEdge(t *testing.T) {
 	})
 
 	t.Run("metrics count the calls", func(t *testing.T) {
-		resp, err := http.Get("http://" + inst.Addrs["admin"] + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		m := metricsText(t, inst)
 		for _, want := range []string{
 			`edge_http_requests_total{code="2xx",route="grpc"}`,
 			`edge_backend_requests_total{backend="` + a.addr + `",service="static:grpc"}`,
 			`edge_backend_requests_total{backend="` + b.addr + `",service="static:grpc"}`,
 		} {
-			if !strings.Contains(string(m), want) {
+			if !strings.Contains(m, want) {
 				t.Errorf("metrics lack %s", want)
 			}
 		}
@@ -285,13 +280,8 @@ func TestGRPCRetriesOnlyUnreachedBackends(t *testing.T) {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
-	resp, err := http.Get("http://" + inst.Addrs["admin"] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := `edge_backend_failures_total{backend="` + dead + `",service="static:grpc"}`; !strings.Contains(string(m), want) {
+	m := metricsText(t, inst)
+	if want := `edge_backend_failures_total{backend="` + dead + `",service="static:grpc"}`; !strings.Contains(m, want) {
 		t.Fatalf("metrics lack %s", want)
 	}
 }

@@ -235,3 +235,13 @@ func get(t *testing.T, c *http.Client, url, host string) (*http.Response, string
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b)
 }
+
+// metricsText returns the edge's Prometheus metrics from its admin port.
+func metricsText(t *testing.T, inst *servicetest.Instance) string {
+	t.Helper()
+	resp, body := get(t, http.DefaultClient, "http://"+inst.Addrs["admin"]+"/metrics", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	return body
+}

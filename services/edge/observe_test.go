@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -96,18 +95,13 @@ func TestSpansMetricsAndAccessLog(t *testing.T) {
 		t.Fatalf("h2c: %s, the app saw traceparent %q", resp2.Proto, tp)
 	}
 
-	mresp, err := http.Get("http://" + inst.Addrs["admin"] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(mresp.Body)
-	mresp.Body.Close()
+	m := metricsText(t, inst)
 	for _, want := range []string{
 		`edge_http_requests_total{code="2xx",route="app"} 2`,
 		`edge_backend_requests_total{backend="` + strings.TrimPrefix(a.URL, "http://") + `",service="static:app"} 2`,
 		`edge_http_request_duration_seconds_count{route="app"} 2`,
 	} {
-		if !strings.Contains(string(m), want) {
+		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
@@ -191,12 +185,7 @@ func TestAccessLogHTTP2AndGRPC(t *testing.T) {
 		t.Fatalf("unrouted call: %v", err)
 	}
 
-	mresp, err := http.Get("http://" + inst.Addrs["admin"] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(mresp.Body)
-	mresp.Body.Close()
+	m := metricsText(t, inst)
 	for _, want := range []string{
 		`edge_http_requests_total{code="2xx",route="web"} 3`,
 		`edge_backend_requests_total{backend="` + webAddr + `",service="static:web"} 3`,
@@ -204,7 +193,7 @@ func TestAccessLogHTTP2AndGRPC(t *testing.T) {
 		`edge_backend_requests_total{backend="` + gb.addr + `",service="static:grpc"} 2`,
 		`edge_http_request_duration_seconds_count{route="grpc"} 2`,
 	} {
-		if !strings.Contains(string(m), want) {
+		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
