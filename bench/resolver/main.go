@@ -9,10 +9,13 @@
 //     upstream during warm-up and then answered from each server's cache.
 //
 // Each measurement runs dnsperf for -duration; -rounds rounds interleave
-// the servers and the median is reported, with dnsperf's average latency,
-// and the p99 latency from a second, paced run (dnsperf -v at -p99-qps).
+// the servers and the median is reported, with dnsperf's average latency.
+// Latency percentiles (p50, p99, max) come from separate paced runs
+// (dnsperf -v at -p99-qps for -latency-duration), also one per server,
+// set and round, interleaved, medians reported.
 //
-// Run it with bench/resolver/run.sh, which builds what it needs.
+// Run it with bench/resolver/run.sh, which builds what it needs; with
+// -coredns "" (run.sh: NO_COREDNS=1) CoreDNS is left out.
 package main
 
 import (
@@ -50,13 +53,16 @@ func main() {
 		duration    = flag.Duration("duration", 8*time.Second, "each dnsperf run")
 		rounds      = flag.Int("rounds", 3, "rounds (median reported)")
 		clients     = flag.Int("clients", 8, "dnsperf -c")
-		p99QPS      = flag.Int("p99-qps", 10000, "pace (qps) of the latency run")
+		p99QPS      = flag.Int("p99-qps", 10000, "pace (qps) of the latency runs")
+		latDur      = flag.Duration("latency-duration", 10*time.Second, "each paced latency run")
+		latClients  = flag.Int("latency-clients", 8, "dnsperf -c of the latency runs")
+		throughput  = flag.Bool("throughput", true, "run the throughput (unpaced) measurements")
 		threads     = flag.Int("unbound-threads", 2, "unbound num-threads (the machine's cores)")
 		extra       = flag.String("resolver-args", "", "extra resolver flags, space-separated")
 	)
 	flag.Parse()
-	if *resolverBin == "" || *corednsBin == "" {
-		log.Fatal("-resolver and -coredns are required (run.sh sets them)")
+	if *resolverBin == "" {
+		log.Fatal("-resolver is required (run.sh sets it)")
 	}
 	dir, err := os.MkdirTemp("", "resolver-bench-")
 	must(err)
@@ -133,21 +139,23 @@ func main() {
 	resolverArgs := append([]string{"--dns-addr=127.0.0.1:" + ports["switchboard"],
 		"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--registry-addr=" + regAddr,
 		"--upstream=" + upAddr, "--log-level=warn"}, strings.Fields(*extra)...)
-	procs := []*exec.Cmd{
-		exec.CommandContext(ctx, *resolverBin, resolverArgs...),
-		exec.CommandContext(ctx, *corednsBin, "-conf", filepath.Join(dir, "Corefile"), "-quiet"),
-		exec.CommandContext(ctx, *unboundBin, "-d", "-c", filepath.Join(dir, "unbound.conf")),
+	cmds := map[string]*exec.Cmd{
+		"switchboard": exec.CommandContext(ctx, *resolverBin, resolverArgs...),
+		"coredns":     exec.CommandContext(ctx, *corednsBin, "-conf", filepath.Join(dir, "Corefile"), "-quiet"),
+		"unbound":     exec.CommandContext(ctx, *unboundBin, "-d", "-c", filepath.Join(dir, "unbound.conf")),
 	}
-	for _, p := range procs {
+	order := []string{"switchboard", "coredns", "unbound"}
+	if *corednsBin == "" {
+		order = []string{"switchboard", "unbound"}
+	}
+	defer runCleanups()
+	pids := map[string]int{}
+	for _, n := range order {
+		p := cmds[n]
 		p.Stdout, p.Stderr = os.Stderr, os.Stderr
 		must(p.Start())
 		atExit(func() { _ = p.Process.Kill(); _ = p.Wait() })
-	}
-	defer runCleanups()
-	order := []string{"switchboard", "coredns", "unbound"}
-	pids := map[string]int{}
-	for i, n := range order {
-		pids[n] = procs[i].Process.Pid
+		pids[n] = p.Process.Pid
 	}
 	for _, n := range order {
 		waitAnswer(n, ports[n], "svc-0.service.switchboard.", 3)
@@ -156,18 +164,21 @@ func main() {
 			waitAnswer(n, ports[n], fmt.Sprintf("fwd-%d.bench.example.com.", i), 2)
 		}
 	}
-	log.Printf("all three answer the same data; %d rounds of %v per server and set", *rounds, *duration)
+	log.Printf("%v answer the same data; %d rounds of %v per server and set", order, *rounds, *duration)
 
 	type key struct{ set, server string }
 	qps := map[key][]float64{}
 	perCPU := map[key][]float64{}
 	avg := map[key][]float64{}
-	p99 := map[key]float64{}
+	p50, p99, pmax := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
 	sets := []struct{ name, file string }{{"service zone", svcFile}, {"forwarded, cached", fwdFile}}
 	for r := range *rounds {
-		rot := append(slices.Clone(order[r%3:]), order[:r%3]...)
+		rot := append(slices.Clone(order[r%len(order):]), order[:r%len(order)]...)
 		for _, set := range sets {
 			for _, n := range rot {
+				if !*throughput {
+					break
+				}
 				cpu0 := cpuSeconds(pids[n])
 				q, a, err := dnsperf(ports[n], set.file, *duration, *clients)
 				if err != nil {
@@ -182,22 +193,23 @@ func main() {
 				qps[key{set.name, n}] = append(qps[key{set.name, n}], q)
 				avg[key{set.name, n}] = append(avg[key{set.name, n}], a)
 			}
-		}
-	}
-	for _, set := range sets {
-		for _, n := range order {
-			v, err := latencyP99(ports[n], set.file, *p99QPS)
-			if err != nil {
-				fatalf("%s %s p99: %v", n, set.name, err)
+			for _, n := range rot {
+				l, err := latency(ports[n], set.file, *p99QPS, *latDur, *latClients)
+				if err != nil {
+					fatalf("%s %s latency: %v", n, set.name, err)
+				}
+				k := key{set.name, n}
+				p50[k], p99[k], pmax[k] = append(p50[k], l.p50), append(p99[k], l.p99), append(pmax[k], l.max)
+				log.Printf("round %d %-18s %-12s at %d qps: p50 %.3f ms  p99 %.3f ms  max %.3f ms  (%d answers)",
+					r+1, set.name, n, *p99QPS, l.p50*1000, l.p99*1000, l.max*1000, l.n)
 			}
-			p99[key{set.name, n}] = v
 		}
 	}
 
-	fmt.Printf("\nresolver benchmark: dnsperf -c %d, %v x %d rounds (median), p99 at %d qps; %d services x 3 A, %d forwarded names\n\n",
-		*clients, *duration, *rounds, *p99QPS, *services, *forwarded)
-	fmt.Printf("| %-18s | %-12s | %10s | %12s | %14s | %14s | %14s | %14s |\n", "queries", "server", "qps", "avg latency", "p99 latency", "switchboard is", "queries/CPU-s", "switchboard is")
-	fmt.Printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 20), strings.Repeat("-", 14), strings.Repeat("-", 12), strings.Repeat("-", 14), strings.Repeat("-", 16), strings.Repeat("-", 16), strings.Repeat("-", 16), strings.Repeat("-", 16))
+	fmt.Printf("\nresolver benchmark: dnsperf -c %d, %v x %d rounds (median), latency at %d qps for %v with -c %d; %d services x 3 A, %d forwarded names\n\n",
+		*clients, *duration, *rounds, *p99QPS, *latDur, *latClients, *services, *forwarded)
+	fmt.Printf("| %-18s | %-12s | %10s | %12s | %10s | %10s | %10s | %14s | %14s | %14s |\n", "queries", "server", "qps", "avg latency", "p50", "p99", "max", "switchboard is", "queries/CPU-s", "switchboard is")
+	fmt.Printf("|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 20), strings.Repeat("-", 14), strings.Repeat("-", 12), strings.Repeat("-", 14), strings.Repeat("-", 12), strings.Repeat("-", 12), strings.Repeat("-", 12), strings.Repeat("-", 16), strings.Repeat("-", 16), strings.Repeat("-", 16))
 	for _, set := range sets {
 		ours := median(qps[key{set.name, "switchboard"}])
 		oursEff := median(perCPU[key{set.name, "switchboard"}])
@@ -205,11 +217,12 @@ func main() {
 			k := key{set.name, n}
 			q, eff := median(qps[k]), median(perCPU[k])
 			ratio, effRatio := "-", "-"
-			if n != "switchboard" {
+			if n != "switchboard" && q > 0 {
 				ratio = fmt.Sprintf("%.2fx", ours/q)
 				effRatio = fmt.Sprintf("%.2fx", oursEff/eff)
 			}
-			fmt.Printf("| %-18s | %-12s | %10.0f | %9.3f ms | %11.3f ms | %14s | %14.0f | %14s |\n", set.name, n, q, median(avg[k])*1000, p99[k]*1000, ratio, eff, effRatio)
+			fmt.Printf("| %-18s | %-12s | %10.0f | %9.3f ms | %7.3f ms | %7.3f ms | %7.3f ms | %14s | %14.0f | %14s |\n", set.name, n, q, median(avg[k])*1000,
+				median(p50[k])*1000, median(p99[k])*1000, median(pmax[k])*1000, ratio, eff, effRatio)
 		}
 	}
 }
@@ -333,16 +346,23 @@ func dnsperf(port, file string, d time.Duration, clients int) (float64, float64,
 	return qv, av, nil
 }
 
-// latencyP99 runs dnsperf -v paced at qps for 3 s and returns the 99th
-// percentile of its per-query latencies.
-func latencyP99(port, file string, qps int) (float64, error) {
-	cmd := exec.Command("dnsperf", "-s", "127.0.0.1", "-p", port, "-d", file, "-l", "3", "-Q", strconv.Itoa(qps), "-v")
+// latencies are percentiles of one paced run's per-query latencies (s).
+type latencies struct {
+	p50, p99, max float64
+	n             int
+}
+
+// latency runs dnsperf -v paced at qps for d with the given clients and
+// returns percentiles of its per-query latencies.
+func latency(port, file string, qps int, d time.Duration, clients int) (latencies, error) {
+	cmd := exec.Command("dnsperf", "-s", "127.0.0.1", "-p", port, "-d", file, "-l", strconv.Itoa(int(d.Seconds())),
+		"-Q", strconv.Itoa(qps), "-c", strconv.Itoa(clients), "-v")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return latencies{}, fmt.Errorf("dnsperf: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return latencies{}, fmt.Errorf("dnsperf: %w", err)
 	}
 	var lat []float64
 	sc := bufio.NewScanner(stdout)
@@ -357,13 +377,13 @@ func latencyP99(port, file string, qps int) (float64, error) {
 		}
 	}
 	if err := cmd.Wait(); err != nil {
-		return 0, err
+		return latencies{}, fmt.Errorf("dnsperf: %w", err)
 	}
 	if len(lat) == 0 {
-		return 0, errors.New("no latencies in dnsperf -v output")
+		return latencies{}, errors.New("no latencies in dnsperf -v output")
 	}
 	slices.Sort(lat)
-	return lat[len(lat)*99/100], nil
+	return latencies{p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], max: lat[len(lat)-1], n: len(lat)}, nil
 }
 
 // startUpstream serves fwd-<n>.bench.example.com. (two A records, TTL 3600) and

@@ -5,6 +5,7 @@
 # CoreDNS is built from its Go module, outside the repository, into the
 # user cache (~/.cache/switchboard/coredns-<version>) the first time.
 # Extra arguments go to the driver (main.go), e.g. -duration 10s -rounds 5.
+# NO_COREDNS=1 leaves CoreDNS out (not built, not measured).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -16,7 +17,9 @@ for tool in dnsperf unbound go; do
 	command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (apt-get install dnsperf unbound)" >&2; exit 1; }
 done
 
-if [[ ! -x "$coredns" ]]; then
+if [[ -n "${NO_COREDNS:-}" ]]; then
+	coredns=""
+elif [[ ! -x "$coredns" ]]; then
 	echo "building CoreDNS $COREDNS_VERSION into $coredns" >&2
 	build="$(mktemp -d)"
 	trap 'rm -rf "$build"' EXIT
