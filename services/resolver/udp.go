@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -11,8 +12,6 @@ import (
 	"unsafe"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // maxSlowInflight bounds the goroutines answering UDP queries off the fast
@@ -37,18 +36,28 @@ func newUDPServer(s *server, pc *net.UDPConn) *udpServer {
 // batchSize is how many datagrams one recvmmsg/sendmmsg call moves.
 const batchSize = 32
 
-// batchConn reads and writes several datagrams per system call
-// (recvmmsg/sendmmsg on Linux, one at a time elsewhere).
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
+// maxDatagram is the size of each receive buffer and the capacity of each
+// reply buffer.
+const maxDatagram = 4096
 
-func newBatchConn(pc *net.UDPConn) batchConn {
-	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-		return ipv4.NewPacketConn(pc)
-	}
-	return ipv6.NewPacketConn(pc)
+// batchConn reads and writes several datagrams per system call
+// (recvmmsg/sendmmsg on Linux, one at a time elsewhere). Received datagrams
+// and replies live in slots owned by the batchConn and reused across
+// calls; a reply is addressed to the sender of a received datagram.
+type batchConn interface {
+	// read receives up to batchSize datagrams, blocking until at least
+	// one arrives or the read deadline passes, and returns how many.
+	read() (int, error)
+	// datagram returns received datagram i and its sender; from is
+	// invalid when the sender is not an IP address.
+	datagram(i int) (pkt []byte, from netip.AddrPort)
+	// replyBuf returns reply slot k's buffer, empty, to append to.
+	replyBuf(k int) []byte
+	// setReply fills reply slot k with b, addressed to the sender of
+	// received datagram i (i >= k, and valid until the next read).
+	setReply(k, i int, b []byte)
+	// write sends reply slots [0, k).
+	write(k int) error
 }
 
 // serve reads and answers until ctx ends, then waits for slow answers.
@@ -56,16 +65,13 @@ func (u *udpServer) serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = u.pc.SetReadDeadline(time.Now()) })
 	defer stop()
 	defer u.wg.Wait()
-	bc := newBatchConn(u.pc)
-	in := make([]ipv4.Message, batchSize)
-	out := make([]ipv4.Message, batchSize)
-	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, 4096)}
-		out[i].Buffers = [][]byte{make([]byte, 0, 4096)}
+	bc, err := newBatchConn(u.pc)
+	if err != nil {
+		return fmt.Errorf("udp batch conn: %w", err)
 	}
 	name := make([]byte, 0, 256)
 	for {
-		n, err := bc.ReadBatch(in, 0)
+		n, err := bc.read()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -75,13 +81,10 @@ func (u *udpServer) serve(ctx context.Context) error {
 		k := 0
 		now := time.Now()
 		for i := range n {
-			m := &in[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok || m.N < hdrLen {
+			pkt, from := bc.datagram(i)
+			if !from.IsValid() || len(pkt) < hdrLen {
 				continue
 			}
-			pkt := m.Buffers[0][:m.N]
-			from := ua.AddrPort()
 			client := from.Addr().Unmap()
 			slip := false
 			if u.s.rrl != nil {
@@ -95,21 +98,18 @@ func (u *udpServer) serve(ctx context.Context) error {
 				}
 			}
 			if !slip {
-				if b, ok := u.s.fast(out[k].Buffers[0][:0], pkt, client, name); ok {
-					out[k].Buffers[0] = b
-					out[k].Addr = m.Addr
+				if b, ok := u.s.fast(bc.replyBuf(k), pkt, client, name); ok {
+					bc.setReply(k, i, b)
 					k++
 					continue
 				}
 			}
 			u.slowPath(pkt, from, slip)
 		}
-		for sent := 0; sent < k; {
-			w, err := bc.WriteBatch(out[sent:k], 0)
-			if err != nil {
-				break // the socket is closing, or the kernel dropped them: UDP
-			}
-			sent += w
+		if k > 0 {
+			// An error means the socket is closing, or the kernel dropped
+			// the replies: UDP.
+			_ = bc.write(k)
 		}
 	}
 }
