@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -172,51 +170,11 @@ func TestStartFailureIsReturned(t *testing.T) {
 	}
 }
 
-// collector is an in-process OTLP/gRPC trace receiver.
-type collector struct {
-	collectortrace.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans map[string][]string // trace id (hex) -> "service/span name"
-}
-
-func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, rs := range req.ResourceSpans {
-		svc := ""
-		for _, kv := range rs.GetResource().GetAttributes() {
-			if kv.Key == "service.name" {
-				svc = kv.GetValue().GetStringValue()
-			}
-		}
-		for _, ss := range rs.ScopeSpans {
-			for _, sp := range ss.Spans {
-				id := string(sp.TraceId)
-				c.spans[id] = append(c.spans[id], svc+"/"+sp.Name)
-			}
-		}
-	}
-	return &collectortrace.ExportTraceServiceResponse{}, nil
-}
-
 // TestTraceSpansTwoServices checks that a call from one service to another
 // is one trace with spans from both, exported over OTLP.
 func TestTraceSpansTwoServices(t *testing.T) {
-	col := &collector{spans: map[string][]string{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(srv, col)
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Stop()
-	env := func(k string) (string, bool) {
-		if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
-			return "http://" + ln.Addr().String(), true
-		}
-		return "", false
-	}
+	col := servicetest.StartCollector(t)
+	env := col.Env
 
 	back := servicetest.StartEnv(t, service.Spec{Name: "back"}, env)
 	// front's Relay method calls back's health check.
@@ -262,9 +220,8 @@ func TestTraceSpansTwoServices(t *testing.T) {
 	if err := back.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	col.mu.Lock()
-	defer col.mu.Unlock()
-	for _, spans := range col.spans {
+	traces := col.Traces()
+	for _, spans := range traces {
 		joined := strings.Join(spans, " ")
 		if strings.Contains(joined, "switchboard-front/switchboard.test.v1.Relay/Call") &&
 			strings.Contains(joined, "switchboard-front/grpc.health.v1.Health/Check") &&
@@ -272,7 +229,7 @@ func TestTraceSpansTwoServices(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("no trace holds spans of both services: %v", col.spans)
+	t.Fatalf("no trace holds spans of both services: %v", traces)
 }
 
 func get(t *testing.T, url string) (int, string) {

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -386,21 +385,8 @@ func TestGRPCurlThroughEdge(t *testing.T) {
 // span in the caller's trace and the backend sees the edge's span as
 // parent.
 func TestGRPCSpans(t *testing.T) {
-	col := &collector{spans: map[string][]string{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(srv, col)
-	go srv.Serve(ln)
-	defer srv.Stop()
-	env := func(k string) (string, bool) {
-		if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
-			return "http://" + ln.Addr().String(), true
-		}
-		return "", false
-	}
+	col := servicetest.StartCollector(t)
+	env := col.Env
 	a := startGRPCBackend(t, "a")
 	inst, _ := startEdgeEnv(t, env, fmt.Sprintf("routes:\n  - {name: grpc, addresses: [%q]}\n", a.addr))
 	hc := healthpb.NewHealthClient(grpcClient(t, inst.Addrs["http"]))
@@ -418,9 +404,7 @@ func TestGRPCSpans(t *testing.T) {
 	if err := inst.Stop(); err != nil { // flushes spans
 		t.Fatal(err)
 	}
-	col.mu.Lock()
-	defer col.mu.Unlock()
-	if names := col.spans[traceID]; !strings.Contains(strings.Join(names, ","), "POST grpc") {
+	if names := col.Spans(traceID); !strings.Contains(strings.Join(names, ","), "POST grpc") {
 		t.Fatalf("spans in the trace: %v", names)
 	}
 }

@@ -3,64 +3,27 @@ package edge_test
 import (
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
 )
-
-// collector is an in-process OTLP/gRPC trace receiver.
-type collector struct {
-	collectortrace.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans map[string][]string // trace id (hex) -> span names
-}
-
-func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, rs := range req.ResourceSpans {
-		for _, ss := range rs.ScopeSpans {
-			for _, sp := range ss.Spans {
-				id := hex.EncodeToString(sp.TraceId)
-				c.spans[id] = append(c.spans[id], sp.Name)
-			}
-		}
-	}
-	return &collectortrace.ExportTraceServiceResponse{}, nil
-}
 
 // TestSpansMetricsAndAccessLog checks that a proxied request is a span in
 // the caller's trace (with traceparent forwarded to the app), is counted
 // per route and backend, and is written to the access log.
 func TestSpansMetricsAndAccessLog(t *testing.T) {
-	col := &collector{spans: map[string][]string{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(srv, col)
-	go srv.Serve(ln)
-	defer srv.Stop()
-	env := func(k string) (string, bool) {
-		if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
-			return "http://" + ln.Addr().String(), true
-		}
-		return "", false
-	}
+	col := servicetest.StartCollector(t)
+	env := col.Env
 	a := backend(t, "a")
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	inst, _ := startEdgeEnv(t, env, fmt.Sprintf("routes:\n  - {name: app, addresses: [%q]}\n", strings.TrimPrefix(a.URL, "http://")),
@@ -109,16 +72,14 @@ func TestSpansMetricsAndAccessLog(t *testing.T) {
 	if err := inst.Stop(); err != nil { // flushes spans and the access log
 		t.Fatal(err)
 	}
-	col.mu.Lock()
-	names := col.spans[traceID]
-	names2 := col.spans[traceID2]
+	names := col.Spans(traceID)
+	names2 := col.Spans(traceID2)
 	if len(names) == 0 || !strings.Contains(strings.Join(names, ","), "GET app") {
 		t.Fatalf("spans in the trace: %v", names)
 	}
 	if !strings.Contains(strings.Join(names2, ","), "GET app") {
 		t.Fatalf("spans in the h2c trace: %v", names2)
 	}
-	col.mu.Unlock()
 	eventually(t, 5*time.Second, "the access log line", func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), " GET ") && strings.Contains(string(b), " /traced 200 ")
