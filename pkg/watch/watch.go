@@ -43,3 +43,32 @@ func follow(ctx context.Context, lo, hi time.Duration, run func(ctx context.Cont
 		backoff = min(2*backoff, hi)
 	}
 }
+
+// Receiver is the receiving side of a gRPC server stream, as generated
+// clients return it.
+type Receiver[T any] interface {
+	Recv() (T, error)
+}
+
+// Stream makes a run function for Follow: it opens a stream with open,
+// hands every message to apply (after marking it delivered) and returns
+// the error that ends the stream. The stream's context is cancelled when
+// it ends, so the RPC never outlives it.
+func Stream[T any](open func(ctx context.Context) (Receiver[T], error), apply func(T)) func(ctx context.Context, delivered func()) error {
+	return func(ctx context.Context, delivered func()) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		st, err := open(ctx)
+		if err != nil {
+			return err
+		}
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				return err
+			}
+			delivered()
+			apply(m)
+		}
+	}
+}

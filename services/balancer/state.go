@@ -128,22 +128,9 @@ func (b *Balancer) getOrCreateLocked(name string) *svc {
 // reconnecting with back-off. While the registry is unreachable the last
 // endpoint sets stay in force and watchers are told they are stale.
 func (b *Balancer) followRegistry(ctx context.Context, reg registryv1.RegistryClient) error {
-	watch.Follow(ctx, func(ctx context.Context, delivered func()) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
-		if err != nil {
-			return err
-		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				return err
-			}
-			delivered()
-			b.apply(resp)
-		}
-	}, func(err error, wait time.Duration) {
+	watch.Follow(ctx, watch.Stream(func(ctx context.Context) (watch.Receiver[*registryv1.WatchResponse], error) {
+		return reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
+	}, b.apply), func(err error, wait time.Duration) {
 		b.setStale(true)
 		b.log.Warn("registry watch ended; retrying", "err", err, "in", wait)
 	})

@@ -28,32 +28,25 @@ type watcher struct {
 }
 
 func (w *watcher) run(ctx context.Context) error {
-	watch.Follow(ctx, w.stream, func(err error, wait time.Duration) {
+	watch.Follow(ctx, watch.Stream(w.open, w.update), func(err error, wait time.Duration) {
 		w.log.Warn("balancer stream ended; keeping the last endpoint sets", "err", err, "retry_in", wait)
 	})
 	return nil
 }
 
-func (w *watcher) stream(ctx context.Context, delivered func()) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	st, err := w.client.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{})
-	if err != nil {
-		return err
+// open opens the balancer's stream of every service's endpoint set.
+func (w *watcher) open(ctx context.Context) (watch.Receiver[*balancerv1.WatchEndpointsResponse], error) {
+	return w.client.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{})
+}
+
+// update applies one streamed endpoint set.
+func (w *watcher) update(resp *balancerv1.WatchEndpointsResponse) {
+	if err := w.apply(resp); err != nil {
+		w.log.Warn("endpoint set rejected", "service", resp.GetService(), "err", err)
+		return
 	}
-	for {
-		resp, err := st.Recv()
-		if err != nil {
-			return err
-		}
-		delivered()
-		if err := w.apply(resp); err != nil {
-			w.log.Warn("endpoint set rejected", "service", resp.GetService(), "err", err)
-			continue
-		}
-		w.updates.Add(1)
-		w.changed()
-	}
+	w.updates.Add(1)
+	w.changed()
 }
 
 func (w *watcher) apply(resp *balancerv1.WatchEndpointsResponse) error {

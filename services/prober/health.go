@@ -66,29 +66,17 @@ func (h *healthLoop) run(ctx context.Context) error {
 		h.mu.Unlock()
 		h.wg.Wait()
 	}()
-	watch.Follow(ctx, h.watch, func(err error, wait time.Duration) {
+	// Checkers live on ctx, beyond each stream.
+	apply := func(snap *registryv1.WatchResponse) { h.apply(ctx, snap.GetInstances()) }
+	watch.Follow(ctx, watch.Stream(h.open, apply), func(err error, wait time.Duration) {
 		h.log.Warn("registry watch ended; retrying", "err", err, "in", wait)
 	})
 	return nil
 }
 
-// watch reads snapshots until the stream fails, calling delivered after
-// each. Checkers live on ctx, beyond the stream.
-func (h *healthLoop) watch(ctx context.Context, delivered func()) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := h.reg.Watch(wctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
-	if err != nil {
-		return err
-	}
-	for {
-		snap, err := stream.Recv()
-		if err != nil {
-			return err
-		}
-		delivered()
-		h.apply(ctx, snap.GetInstances())
-	}
+// open opens the registry's Watch of every instance.
+func (h *healthLoop) open(ctx context.Context) (watch.Receiver[*registryv1.WatchResponse], error) {
+	return h.reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
 }
 
 // apply reconciles checkers with a snapshot and refreshes the allowlist's

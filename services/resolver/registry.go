@@ -20,43 +20,21 @@ func follow(ctx context.Context, s *server, what string, run func(ctx context.Co
 // watchServices follows the registry's Watch of every service and keeps
 // the service zone in step with the healthy instances.
 func (s *server) watchServices(ctx context.Context, reg registryv1.RegistryClient) error {
-	return follow(ctx, s, "services", func(ctx context.Context, got func()) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := reg.Watch(ctx, &registryv1.WatchRequest{})
-		if err != nil {
-			return err
+	return follow(ctx, s, "services", watch.Stream(func(ctx context.Context) (watch.Receiver[*registryv1.WatchResponse], error) {
+		return reg.Watch(ctx, &registryv1.WatchRequest{})
+	}, func(resp *registryv1.WatchResponse) {
+		if resp.GetStale() {
+			s.log.Warn("registry snapshot is stale (its backend is unreachable)", "index", resp.GetIndex())
 		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				return err
-			}
-			got()
-			if resp.GetStale() {
-				s.log.Warn("registry snapshot is stale (its backend is unreachable)", "index", resp.GetIndex())
-			}
-			s.setInstances(resp.GetIndex(), resp.GetInstances())
-		}
-	})
+		s.setInstances(resp.GetIndex(), resp.GetInstances())
+	}))
 }
 
 // watchRecords follows the registry's WatchRecords: the managed records.
 func (s *server) watchRecords(ctx context.Context, reg registryv1.RegistryClient) error {
-	return follow(ctx, s, "records", func(ctx context.Context, got func()) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := reg.WatchRecords(ctx, &registryv1.WatchRecordsRequest{})
-		if err != nil {
-			return err
-		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				return err
-			}
-			got()
-			s.setManaged(resp.GetRecords())
-		}
-	})
+	return follow(ctx, s, "records", watch.Stream(func(ctx context.Context) (watch.Receiver[*registryv1.WatchRecordsResponse], error) {
+		return reg.WatchRecords(ctx, &registryv1.WatchRecordsRequest{})
+	}, func(resp *registryv1.WatchRecordsResponse) {
+		s.setManaged(resp.GetRecords())
+	}))
 }

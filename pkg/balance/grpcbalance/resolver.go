@@ -113,22 +113,11 @@ func (r *watchResolver) Close() {
 
 func (r *watchResolver) run(ctx context.Context, c balancerv1.BalancerClient, svc string, sc *serviceconfig.ParseResult) {
 	defer close(r.done)
-	watch.Follow(ctx, func(ctx context.Context, delivered func()) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := c.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{Service: svc})
-		if err != nil {
-			return err
-		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				return err
-			}
-			delivered()
-			_ = r.cc.UpdateState(stateOf(resp, sc))
-		}
-	}, func(err error, _ time.Duration) {
+	watch.Follow(ctx, watch.Stream(func(ctx context.Context) (watch.Receiver[*balancerv1.WatchEndpointsResponse], error) {
+		return c.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{Service: svc})
+	}, func(resp *balancerv1.WatchEndpointsResponse) {
+		_ = r.cc.UpdateState(stateOf(resp, sc))
+	}), func(err error, _ time.Duration) {
 		// The ClientConn keeps the last set meanwhile.
 		r.cc.ReportError(fmt.Errorf("grpcbalance: watching %q: %w", svc, err))
 	})
