@@ -17,7 +17,8 @@ import (
 const DefaultCallTimeout = 10 * time.Second
 
 // Dial returns a client connection to another service at target (host:port
-// or any gRPC target). Calls carry the caller's trace context, are traced
+// or any gRPC target), over TLS with this service's certificate when
+// --tls-cert/--tls-ca are set and with its --token. Calls carry the caller's trace context, are traced
 // with this service's provider, and unary calls without a deadline get
 // DefaultCallTimeout.
 func (rt *Runtime) Dial(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
@@ -30,6 +31,7 @@ func (rt *Runtime) Dial(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		grpc.WithChainUnaryInterceptor(defaultDeadline),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
+	base = append(base, rt.dialCreds(target)...)
 	cc, err := grpc.NewClient(target, append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", target, err)

@@ -12,6 +12,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,11 +33,13 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/switchboard-net/switchboard/pkg/access"
 	"github.com/switchboard-net/switchboard/pkg/config"
 	"github.com/switchboard-net/switchboard/pkg/telemetry"
 )
@@ -50,6 +53,10 @@ type Spec struct {
 	GRPCAddr, AdminAddr string
 	// Flags registers the service's own flags (nil for none).
 	Flags func(fs *flag.FlagSet)
+	// Methods maps every gRPC method the service registers to the
+	// permissions a call needs (health and reflection are public). A method
+	// without an entry stops the service at start.
+	Methods access.Methods
 	// Start registers gRPC services on rt.GRPC, opens extra listeners and
 	// starts background work with rt.Go. It returns once the service is set
 	// up; the runtime then serves until its context ends.
@@ -111,6 +118,7 @@ type common struct {
 	grpcAddr, adminAddr string
 	logFormat, logLevel string
 	grace               time.Duration
+	trust               trustFlags
 }
 
 // Run parses args, starts the service and serves until ctx ends, then drains
@@ -128,6 +136,7 @@ func Run(ctx context.Context, spec Spec, args []string, opts ...Option) error {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.grace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
+	c.trust.register(fs)
 	if spec.Flags != nil {
 		spec.Flags(fs)
 	}
@@ -146,7 +155,11 @@ func Run(ctx context.Context, spec Spec, args []string, opts ...Option) error {
 	}
 	log = log.With("service", spec.Name)
 
-	rt, err := newRuntime(ctx, spec.Name, log, o.lookup)
+	tr, err := newTrust(c.trust)
+	if err != nil {
+		return err
+	}
+	rt, err := newRuntime(ctx, spec.Name, log, o.lookup, tr, spec.Methods)
 	if err != nil {
 		return err
 	}
@@ -172,6 +185,8 @@ type Runtime struct {
 
 	name     string
 	lookup   config.LookupFunc
+	trust    *trust
+	methods  access.Methods
 	grpcMet  *grpcprom.ServerMetrics
 	stopping context.Context // cancelled when shutdown begins
 	stop     context.CancelFunc
@@ -186,8 +201,8 @@ type Runtime struct {
 	workerErr chan error
 }
 
-func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup config.LookupFunc) (*Runtime, error) {
-	tr, err := telemetry.NewTracing(ctx, "switchboard-"+name, lookup)
+func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup config.LookupFunc, tr *trust, methods access.Methods) (*Runtime, error) {
+	trc, err := telemetry.NewTracing(ctx, "switchboard-"+name, lookup)
 	if err != nil {
 		return nil, err
 	}
@@ -202,9 +217,11 @@ func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup confi
 		Health:    health.NewServer(),
 		Metrics:   reg,
 		Admin:     http.NewServeMux(),
-		Tracing:   tr,
+		Tracing:   trc,
 		name:      name,
 		lookup:    lookup,
+		trust:     tr,
+		methods:   methods,
 		grpcMet:   met,
 		stopping:  stopping,
 		stop:      stop,
@@ -212,17 +229,21 @@ func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup confi
 		checks:    map[string]func(context.Context) error{},
 		workerErr: make(chan error, 1),
 	}
-	rt.GRPC = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(tr.Provider),
+			otelgrpc.WithTracerProvider(trc.Provider),
 			otelgrpc.WithPropagators(telemetry.Propagator()),
 		)),
-		grpc.ChainUnaryInterceptor(met.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(met.StreamServerInterceptor(), rt.endStreamsOnStop),
+		grpc.ChainUnaryInterceptor(met.UnaryServerInterceptor(), rt.unaryAuth),
+		grpc.ChainStreamInterceptor(met.StreamServerInterceptor(), rt.streamAuth, rt.endStreamsOnStop),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(8<<20),
-	)
+		grpc.MaxRecvMsgSize(8 << 20),
+	}
+	if cfg := rt.ServerTLS(true); cfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	rt.GRPC = grpc.NewServer(opts...)
 	reflection.Register(rt.GRPC)
 	healthpb.RegisterHealthServer(rt.GRPC, rt.Health)
 	rt.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -368,6 +389,9 @@ func (s *ctxStream) Context() context.Context { return s.ctx }
 
 func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err error) {
 	defer rt.stop()
+	if err := rt.RequireTLS("gRPC (--grpc-addr)", c.grpcAddr, rt.trust.serving()); err != nil {
+		return err
+	}
 	grpcLn, err := rt.Listen("grpc", c.grpcAddr)
 	if err != nil {
 		return err
@@ -376,6 +400,11 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 	if err != nil {
 		rt.closeListeners()
 		return err
+	}
+	adminTLS := rt.ServerTLS(false)
+	adminLoopback := IsLoopback(adminLn.Addr().String())
+	if adminTLS != nil {
+		adminLn = tls.NewListener(adminLn, adminTLS)
 	}
 	if spec.Start != nil {
 		if err := spec.Start(rt.stopping, rt); err != nil {
@@ -386,13 +415,23 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 			return fmt.Errorf("start %s: %w", spec.Name, err)
 		}
 	}
+	if err := rt.checkMethods(); err != nil {
+		rt.stop()
+		rt.closeListeners()
+		rt.waitWorkers(c.grace)
+		_ = rt.Tracing.Shutdown(context.Background())
+		return fmt.Errorf("start %s: %w", spec.Name, err)
+	}
 	rt.grpcMet.InitializeMetrics(rt.GRPC)
 	rt.installAdmin()
+	if rt.trust.acl != nil {
+		rt.Every("acl-reload", time.Second, rt.reloadACL)
+	}
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- rt.GRPC.Serve(grpcLn) }()
 	admin := &http.Server{
-		Handler:           rt.Admin,
+		Handler:           rt.guardAdmin(rt.Admin, adminLoopback, adminTLS != nil),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -412,7 +451,8 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 	rt.ready = true
 	rt.mu.Unlock()
 	addrs := rt.Addrs()
-	rt.Log.Info("ready", "grpc", addrs["grpc"], "admin", addrs["admin"])
+	rt.Log.Info("ready", "grpc", addrs["grpc"], "admin", addrs["admin"],
+		"tls", rt.trust.serving(), "client_certs", rt.trust.hasCA, "acl", rt.trust.acl != nil)
 	if o.ready != nil {
 		o.ready(addrs)
 	}
@@ -427,6 +467,18 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 	}
 	rt.shutdown(c.grace, admin)
 	return err
+}
+
+// reloadACL re-reads the ACL file when it changed; a bad file is logged and
+// the old rules stay in force.
+func (rt *Runtime) reloadACL() {
+	changed, err := rt.trust.acl.Reload()
+	switch {
+	case err != nil:
+		rt.Log.Error("ACL file not reloaded; the previous rules stay in force", "err", err)
+	case changed:
+		rt.Log.Info("ACL file reloaded", "file", rt.trust.acl.Path())
+	}
 }
 
 func (rt *Runtime) installAdmin() {

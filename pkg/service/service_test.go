@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/switchboard-net/switchboard/pkg/access"
 	"github.com/switchboard-net/switchboard/pkg/service"
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
 )
@@ -50,7 +51,8 @@ type waiter struct{ started chan struct{} }
 
 func waitSpec(w *waiter) service.Spec {
 	return service.Spec{
-		Name: "waiter",
+		Name:    "waiter",
+		Methods: access.Methods{"/switchboard.test.v1.Waiter/Wait": access.Public},
 		Start: func(_ context.Context, rt *service.Runtime) error {
 			rt.GRPC.RegisterService(&waitDesc, w)
 			return nil
@@ -195,7 +197,7 @@ func TestTraceSpansTwoServices(t *testing.T) {
 			},
 		}},
 	}
-	front := servicetest.StartEnv(t, service.Spec{Name: "front", Start: func(_ context.Context, rt *service.Runtime) error {
+	front := servicetest.StartEnv(t, service.Spec{Name: "front", Methods: access.Methods{"/switchboard.test.v1.Relay/Call": access.Public}, Start: func(_ context.Context, rt *service.Runtime) error {
 		cc, err := rt.Dial(back.Addrs["grpc"])
 		if err != nil {
 			return err

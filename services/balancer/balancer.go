@@ -43,9 +43,10 @@ func Spec() service.Spec {
 	cfg := &Config{}
 	return service.Spec{
 		Name:      "balancer",
-		GRPCAddr:  ":7200",
-		AdminAddr: ":7201",
+		GRPCAddr:  "127.0.0.1:7200",
+		AdminAddr: "127.0.0.1:7201",
 		Flags:     cfg.RegisterFlags,
+		Methods:   Methods,
 		Start:     func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
 	}
 }

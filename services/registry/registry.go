@@ -64,8 +64,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func Spec() service.Spec {
 	cfg := &Config{}
 	return service.Spec{
-		Name: "registry", GRPCAddr: ":7100", AdminAddr: ":7101",
-		Flags: cfg.RegisterFlags,
+		Name: "registry", GRPCAddr: "127.0.0.1:7100", AdminAddr: "127.0.0.1:7101",
+		Flags:   cfg.RegisterFlags,
+		Methods: Methods,
 		Start: func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
 	}
 }

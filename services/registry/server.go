@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchboard-net/switchboard/pkg/access"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 	"github.com/switchboard-net/switchboard/services/registry/catalog"
 )
@@ -66,6 +67,13 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 	inst, err := catalog.Prepare(req.GetInstance(), s.now())
 	if err != nil {
 		return nil, s.toStatus("register", err)
+	}
+	delete(inst.Metadata, RegisteredByKey)
+	if c := access.CallerFrom(ctx); c != nil {
+		if inst.Metadata == nil {
+			inst.Metadata = map[string]string{}
+		}
+		inst.Metadata[RegisteredByKey] = c.String()
 	}
 	stored, err := s.store.Register(ctx, inst)
 	if err != nil {
@@ -137,11 +145,14 @@ func (s *Server) GetService(_ context.Context, req *registryv1.GetServiceRequest
 }
 
 // ListServices returns every service with instance counts.
-func (s *Server) ListServices(context.Context, *registryv1.ListServicesRequest) (*registryv1.ListServicesResponse, error) {
+func (s *Server) ListServices(ctx context.Context, _ *registryv1.ListServicesRequest) (*registryv1.ListServicesResponse, error) {
 	snap := s.store.Snapshot()
 	idx, _ := snap.All()
 	resp := &registryv1.ListServicesResponse{Index: idx}
 	for _, name := range snap.ServiceNames() {
+		if !access.Allowed(ctx, access.Service(name, access.Read)) {
+			continue
+		}
 		_, insts := snap.Service(name)
 		sum := &registryv1.ServiceSummary{Name: name, Instances: uint32(len(insts))}
 		seen := map[string]bool{}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/switchboard-net/switchboard/pkg/access"
 	"github.com/switchboard-net/switchboard/pkg/config"
 	"github.com/switchboard-net/switchboard/pkg/service"
 )
@@ -116,4 +117,28 @@ func Tool(t testing.TB, name string) string {
 	}
 	t.Skipf("%s not found (run scripts/setup.sh): %v", name, err)
 	return ""
+}
+
+// CheckMethods fails the test when a method of desc has no entry in m: the
+// table beside a service's server code must cover every RPC it serves.
+func CheckMethods(t testing.TB, desc *grpc.ServiceDesc, m access.Methods) {
+	t.Helper()
+	var names []string
+	for _, md := range desc.Methods {
+		names = append(names, md.MethodName)
+	}
+	for _, sd := range desc.Streams {
+		names = append(names, sd.StreamName)
+	}
+	for _, n := range names {
+		full := "/" + desc.ServiceName + "/" + n
+		if _, ok := m.Lookup(full); !ok {
+			t.Errorf("%s has no permission entry", full)
+		}
+	}
+	for full := range m {
+		if !strings.HasPrefix(full, "/"+desc.ServiceName+"/") {
+			t.Errorf("permission entry %s is not a method of %s", full, desc.ServiceName)
+		}
+	}
 }
