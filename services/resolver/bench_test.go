@@ -27,10 +27,11 @@ func benchServer(b *testing.B) *server {
 }
 
 // newTestServer is a server with 3 services of 4 weighted instances and z,
-// no registry, no network, and a forwarder that is never reached.
+// no registry, no network, a forwarder that is never reached, and the
+// default response rate limiting (loopback clients exempt).
 func newTestServer(z *staticZone) *server {
 	cfg := &Config{Zone: "switchboard.", CacheSize: 1000, ServiceTTL: 5 * time.Second, UpstreamTimeout: time.Second, UDPSockets: 1,
-		Upstreams: listFlag{"127.0.0.1:1"}}
+		Upstreams: listFlag{"127.0.0.1:1"}, RRLRate: defaultRRLRate, RRLExemptLoopback: true}
 	allow, _ := cfg.validate()
 	s := newServer(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), cfg, []*staticZone{z}, allow)
 	var ins []*registryv1.Instance

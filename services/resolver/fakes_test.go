@@ -225,3 +225,105 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	}
 	t.Fatalf("%s: not within 10s; last: %s", what, last)
 }
+
+// spoofUpstream is an upstream on a UDP and a TCP socket (one port) whose
+// replies the test scripts: for each query, script returns the messages to
+// send, in order, from the upstream's own address and port — forged
+// replies as an attacker who guessed the port would send them, then
+// (usually) the real one.
+type spoofUpstream struct {
+	addr    string
+	queries atomic.Int64
+	mu      sync.Mutex
+	names   []string // question names as received
+}
+
+func startSpoofUpstream(t *testing.T, script func(network string, q *dns.Msg) [][]byte) *spoofUpstream {
+	t.Helper()
+	pcs, ln, err := listenDNS("127.0.0.1:0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := pcs[0]
+	u := &spoofUpstream{addr: pc.LocalAddr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = pc.Close()
+		_ = ln.Close()
+		wg.Wait()
+	})
+	seen := func(q *dns.Msg) {
+		u.queries.Add(1)
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if len(q.Question) > 0 {
+			u.names = append(u.names, q.Question[0].Name)
+		}
+	}
+	wg.Go(func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf) // ends when cleanup closes pc
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			seen(q)
+			for _, b := range script("udp", q) {
+				_ = pc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				_, _ = pc.WriteTo(b, from)
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept() // ends when cleanup closes ln
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				co := &dns.Conn{Conn: c}
+				q, err := co.ReadMsg()
+				if err != nil {
+					return
+				}
+				seen(q)
+				for _, b := range script("tcp", q) {
+					if _, err := co.Write(b); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return u
+}
+
+// sentNames returns the question names the upstream received.
+func (u *spoofUpstream) sentNames() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.names)
+}
+
+// answerA packs the reply to q with one A record for its question name,
+// after edit (nil: none) had a chance to change it.
+func answerA(q *dns.Msg, ip string, edit func(m *dns.Msg)) []byte {
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.RecursionAvailable = true
+	m.Answer = []dns.RR{mustRR(q.Question[0].Name + " 300 IN A " + ip)}
+	if edit != nil {
+		edit(m)
+	}
+	b, err := m.Pack()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -44,6 +44,11 @@ type Config struct {
 	CacheSize int
 	// RRLRate limits UDP responses per second per client /24 or /56 (0: off).
 	RRLRate float64
+	// RRLExemptLoopback exempts loopback clients from rate limiting.
+	RRLExemptLoopback bool
+	// UpstreamRandomizeCase sends forwarded names in random case (0x20)
+	// and accepts only replies that echo it exactly.
+	UpstreamRandomizeCase bool
 	// RegistryAddr is the registry's gRPC address.
 	RegistryAddr string
 	// ServiceTTL is the TTL of service-zone records and its negative TTL.
@@ -73,16 +78,18 @@ var defaultAllow = []string{"127.0.0.0/8", "::1/128"}
 
 // RegisterFlags adds the resolver's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.DNSAddr, "dns-addr", ":8053", "DNS listen address (UDP and TCP on the same port)")
+	fs.StringVar(&c.DNSAddr, "dns-addr", "127.0.0.1:8053", "DNS listen address (UDP and TCP on the same port)")
 	fs.StringVar(&c.Zone, "zone", "switchboard.", "service zone: <service>.service.<zone>")
 	fs.Var(&c.ZoneFiles, "zone-file", "RFC 1035 master file of a static zone (repeatable; its SOA defines the zone)")
 	fs.Var(&c.Upstreams, "upstream", "upstream resolver host:port for other names (repeatable; none: no forwarding)")
 	fs.Var(&c.AllowRecursion, "allow-recursion", "client networks allowed to use forwarding (CIDR list; default 127.0.0.0/8,::1/128)")
 	fs.IntVar(&c.CacheSize, "cache-size", 10000, "forwarding cache entries (0 disables the cache)")
-	fs.Float64Var(&c.RRLRate, "rrl-rate", 0, "UDP responses per second per client /24 (IPv4) or /56 (IPv6); 0 disables rate limiting")
+	fs.Float64Var(&c.RRLRate, "rrl-rate", defaultRRLRate, "UDP responses per second per client /24 (IPv4) or /56 (IPv6); 0 disables rate limiting")
+	fs.BoolVar(&c.RRLExemptLoopback, "rrl-exempt-loopback", true, "never rate-limit loopback clients (127.0.0.0/8, ::1)")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address")
 	fs.DurationVar(&c.ServiceTTL, "service-ttl", 5*time.Second, "TTL of service-zone records (and their negative TTL)")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", 2*time.Second, "timeout of each upstream attempt")
+	fs.BoolVar(&c.UpstreamRandomizeCase, "upstream-randomize-case", false, "send forwarded names in random letter case (0x20) and accept only replies echoing it exactly; needs upstreams that keep the question's case")
 	fs.IntVar(&c.UDPSockets, "udp-sockets", runtime.GOMAXPROCS(0), "UDP sockets sharing the DNS port with SO_REUSEPORT, one reader each (Linux)")
 }
 
@@ -91,9 +98,10 @@ func Spec() service.Spec {
 	cfg := &Config{}
 	return service.Spec{
 		Name:      "resolver",
-		GRPCAddr:  ":7300",
-		AdminAddr: ":7301",
+		GRPCAddr:  "127.0.0.1:7300",
+		AdminAddr: "127.0.0.1:7301",
 		Flags:     cfg.RegisterFlags,
+		Methods:   Methods,
 		Start:     func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
 	}
 }
@@ -158,7 +166,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	rt.Metrics.MustRegister(s.queries)
+	rt.Metrics.MustRegister(s.queries, s.mismatched)
 
 	cc, err := rt.Dial(cfg.RegistryAddr)
 	if err != nil {

@@ -553,7 +553,8 @@ func TestRecursionRefusedOutsideAllowedNetworks(t *testing.T) {
 }
 
 func TestResponseRateLimit(t *testing.T) {
-	e := startEnv(t, "--rrl-rate=5")
+	// The test's client is on loopback, exempt by default.
+	e := startEnv(t, "--rrl-rate=5", "--rrl-exempt-loopback=false")
 	c, err := net.Dial("udp", e.dns)
 	if err != nil {
 		t.Fatal(err)

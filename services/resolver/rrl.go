@@ -17,7 +17,12 @@ const (
 )
 
 const (
-	rrlShards = 32
+	// defaultRRLRate is --rrl-rate's default: responses per second per
+	// client prefix, BIND's usual responses-per-second (BIND counts per
+	// prefix and answer, we per prefix). Loopback clients are exempt
+	// (--rrl-exempt-loopback).
+	defaultRRLRate = 20
+	rrlShards      = 32
 	// rrlMaxPerShard bounds the table; when a shard is full its idle
 	// buckets are dropped, and if none are idle it is cleared.
 	rrlMaxPerShard = 4096
@@ -38,15 +43,17 @@ type rrlShard struct {
 }
 
 // limiter limits UDP responses per client prefix (IPv4 /24, IPv6 /56) to
-// rate per second with a burst of one second's worth.
+// rate per second with a burst of one second's worth; with exemptLoopback,
+// loopback clients are never limited (rrlExempt).
 type limiter struct {
-	rate    float64
-	shards  [rrlShards]rrlShard
-	limited atomic.Uint64
+	rate           float64
+	exemptLoopback bool
+	shards         [rrlShards]rrlShard
+	limited        atomic.Uint64
 }
 
-func newLimiter(rate float64) *limiter {
-	l := &limiter{rate: rate}
+func newLimiter(rate float64, exemptLoopback bool) *limiter {
+	l := &limiter{rate: rate, exemptLoopback: exemptLoopback}
 	for i := range l.shards {
 		l.shards[i].m = map[[16]byte]*rrlBucket{}
 	}
@@ -65,8 +72,20 @@ func prefixKey(a netip.Addr) [16]byte {
 	return k
 }
 
+// rrlExempt reports whether responses to client are exempt from rate
+// limiting: loopback addresses (127.0.0.0/8, ::1, also IPv4-mapped), the
+// host's own tools, health checks and benchmarks. They cannot be forged
+// from outside the host (the kernel drops packets with a loopback source
+// arriving on other interfaces), so a reflection attack cannot use them.
+func rrlExempt(client netip.Addr) bool {
+	return client.Unmap().IsLoopback()
+}
+
 // check accounts one response to client and says what to do with it.
 func (l *limiter) check(client netip.Addr, now time.Time) rrlAction {
+	if l.exemptLoopback && rrlExempt(client) {
+		return rrlSend
+	}
 	k := prefixKey(client)
 	s := &l.shards[(uint32(k[12])^uint32(k[13])<<8^uint32(k[14])<<16^uint32(k[5])<<3^uint32(k[6]))%rrlShards]
 	ns := now.UnixNano()

@@ -47,6 +47,8 @@ type server struct {
 	qRefuse prometheus.Counter
 	qOther  prometheus.Counter
 	qRRL    prometheus.Counter
+	// mismatched exports the forwarder's count of dropped upstream replies.
+	mismatched prometheus.CounterFunc
 }
 
 func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*staticZone, allow []netip.Prefix) *server {
@@ -61,10 +63,10 @@ func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*sta
 		flights:    map[cacheKey]*flight{},
 	}
 	if len(cfg.Upstreams) > 0 {
-		s.fwd = newForwarder(cfg.Upstreams, cfg.UpstreamTimeout)
+		s.fwd = newForwarder(cfg.Upstreams, cfg.UpstreamTimeout, cfg.UpstreamRandomizeCase)
 	}
 	if cfg.RRLRate > 0 {
-		s.rrl = newLimiter(cfg.RRLRate)
+		s.rrl = newLimiter(cfg.RRLRate, cfg.RRLExemptLoopback)
 	}
 	s.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.queries = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,6 +79,15 @@ func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*sta
 	s.qRefuse = s.queries.WithLabelValues("refused")
 	s.qOther = s.queries.WithLabelValues("error")
 	s.qRRL = s.queries.WithLabelValues("rate_limited")
+	s.mismatched = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "switchboard_resolver_forward_mismatched_total",
+		Help: "Upstream replies dropped because they did not answer the query sent (ID, QR, opcode or question differ, or malformed): forged or stray.",
+	}, func() float64 {
+		if s.fwd == nil {
+			return 0
+		}
+		return float64(s.fwd.mismatched.Load())
+	})
 	return s
 }
 
@@ -282,7 +293,12 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 		out, err = p.appendTo(dst, &rep)
 		return out, false, err
 	}
-	if !rep.ra {
+	if !rep.ra || !r.RecursionDesired {
+		// RD clear: the client asked us not to recurse. As with unbound's
+		// default access control ("allow", not "allow_snoop"), such a
+		// query is neither forwarded nor answered from the cache (which
+		// would tell anyone what our clients looked up): REFUSED, with RA
+		// still saying whether this client may ask recursively.
 		s.qRefuse.Inc()
 		return s.rcodeReply(dst, r, &rep, dns.RcodeRefused)
 	}

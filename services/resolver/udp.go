@@ -190,8 +190,8 @@ func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte) (out []by
 		s.qAuth.Inc()
 		return out, true
 	}
-	if !rep.ra || a.zoneOf(key) != nil {
-		return dst, false
+	if !rep.ra || !rep.rd || a.zoneOf(key) != nil {
+		return dst, false // refused (see respond) or answered from our zones
 	}
 	p, elapsed := s.cache.get(key, qtype, time.Now())
 	if p == nil {
