@@ -143,7 +143,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if _, err := start(edge.Spec(), append(common(7500, 7501),
 		"--balancer-addr="+bal["grpc"], "--registry-addr="+reg["grpc"], "--prober-addr="+prb["grpc"],
-		"--runtime-socket="+filepath.Join(c.dataDir, "edge.sock"),
+		// The edge's own 0700 directory holds its runtime socket.
+		"--data-dir="+filepath.Join(c.dataDir, "edge"),
+		"--runtime-socket="+filepath.Join(c.dataDir, "edge", "edge.sock"),
+		// The demo apps listen on loopback: let wire streams reach them.
+		"--wire-allow-loopback",
 		"--http-addr="+addr(8080), "--wire-addr="+addr(7900))); err != nil {
 		return err
 	}
@@ -182,7 +186,8 @@ func defaultDevDir() string {
 
 func printBanner(w io.Writer, s *devStack) {
 	a := s.addrs
-	fmt.Fprintf(w, "Switchboard is running (embedded store). Ctrl-C stops it.\n\n")
+	fmt.Fprintf(w, "Switchboard is running (embedded store). Ctrl-C stops it.\n")
+	fmt.Fprintf(w, "Plaintext, no access control, loopback only: a development stack (docs/security.md locks one down).\n\n")
 	fmt.Fprintf(w, "  %-9s %-22s %-22s %s\n", "service", "gRPC", "admin", "other")
 	for _, name := range []string{"registry", "balancer", "resolver", "prober", "edge"} {
 		other := ""

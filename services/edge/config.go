@@ -26,6 +26,16 @@ type FileConfig struct {
 	// listeners and wire streams can name like registry services; the
 	// balancer's sets for the same names are ignored.
 	Services map[string][]string `yaml:"services" json:"services"`
+	// Wire configures the wire listener's streams.
+	Wire WireConfig `yaml:"wire" json:"wire"`
+}
+
+// WireConfig is the wire listener's per-service settings.
+type WireConfig struct {
+	// AllowLoopback names the services whose endpoints wire streams may
+	// reach on loopback or link-local addresses, which are otherwise
+	// refused (--wire-allow-loopback allows every service).
+	AllowLoopback []string `yaml:"allow_loopback" json:"allow_loopback"`
 }
 
 // RouteConfig is one HTTP route.
@@ -192,6 +202,11 @@ func (c *FileConfig) Validate() error {
 		}
 		if u.MaxFlows < 0 {
 			return fmt.Errorf("%s.max_flows: must not be negative", f)
+		}
+	}
+	for i, name := range c.Wire.AllowLoopback {
+		if name == "" || strings.ContainsAny(name, " \t") {
+			return fmt.Errorf("wire.allow_loopback[%d]: a service name, without spaces, got %q", i, name)
 		}
 	}
 	return nil

@@ -2,10 +2,10 @@ package edge
 
 import (
 	"context"
-	"crypto/subtle"
-	"errors"
+	"crypto/tls"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/switchboard-net/switchboard/pkg/dashboard"
@@ -22,9 +22,10 @@ func (e *Edge) startDashboard(rt *service.Runtime) error {
 	var prober proberv1.ProberClient
 	// Plain clients, not rt.Dial: an open page polls every 1.5 s, and
 	// those reads are not worth a trace each. The dashboard bounds every
-	// call with its own timeout.
+	// call with its own timeout. They carry the service's TLS and token
+	// all the same.
 	dial := func(addr string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		return grpc.NewClient(addr, dashboardCreds(rt.ClientTLS(addr), rt.Token())...)
 	}
 	if e.cfg.RegistryAddr != "" {
 		cc, err := dial(e.cfg.RegistryAddr)
@@ -56,17 +57,29 @@ func (e *Edge) backendStats() []dashboard.BackendStat {
 	return out
 }
 
-// errBadToken refuses a wire session whose HELLO token is wrong.
-var errBadToken = errors.New("wrong or missing token")
-
-// authenticate checks a wire client's token when --wire-token is set.
-func (w *wireServer) authenticate(token []byte) error {
-	want := w.e.cfg.WireToken
-	if want == "" {
-		return nil
+// dashboardCreds are the dial options of the dashboard's clients: TLS with
+// the service's certificate when it has one (plaintext otherwise), and its
+// bearer token when it has one.
+func dashboardCreds(tc *tls.Config, token string) []grpc.DialOption {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if tc != nil {
+		opts[0] = grpc.WithTransportCredentials(credentials.NewTLS(tc))
 	}
-	if subtle.ConstantTimeCompare(token, []byte(want)) != 1 {
-		return errBadToken
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
 	}
-	return nil
+	return opts
 }
+
+// bearerToken sends "authorization: Bearer <token>" with every call.
+type bearerToken string
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials: the
+// token goes over plaintext too, as rt.Dial sends it (loopback stacks
+// without TLS).
+func (bearerToken) RequireTransportSecurity() bool { return false }

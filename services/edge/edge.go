@@ -15,7 +15,6 @@ import (
 	"io"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -30,18 +29,21 @@ import (
 type Config struct {
 	HTTPAddr      string
 	HTTPSAddr     string
-	TLSCerts      stringList
-	TLSKeys       stringList
+	HTTPSCerts    stringList
+	HTTPSKeys     stringList
 	WireAddr      string
 	WireTLS       bool
+	WireLoopback  bool
 	ConfigFile    string
 	BalancerAddr  string
 	RegistryAddr  string
 	ProberAddr    string
 	WireToken     string
+	DataDir       string
 	RuntimeSocket string
 	RuntimeAddr   string
 	AccessLog     string
+	AccessQuery   bool
 	RateLimit     float64
 	RateBurst     int
 	ReportEvery   time.Duration
@@ -57,20 +59,23 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // RegisterFlags registers the edge's flags on fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (empty disables)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (empty disables)")
 	fs.StringVar(&c.HTTPSAddr, "https-addr", "", "HTTPS listen address (HTTP/1.1 and HTTP/2; off by default)")
-	fs.Var(&c.TLSCerts, "tls-cert", "TLS certificate file (PEM); repeat with --tls-key for more names (chosen by SNI)")
-	fs.Var(&c.TLSKeys, "tls-key", "TLS private key file (PEM), paired in order with --tls-cert")
-	fs.StringVar(&c.WireAddr, "wire-addr", ":7900", "wire protocol listen address (empty disables)")
-	fs.BoolVar(&c.WireTLS, "wire-tls", false, "serve the wire listener over TLS with the --tls-cert pairs")
+	fs.Var(&c.HTTPSCerts, "https-cert", "certificate file (PEM) of the HTTPS listener; repeat with --https-key for more names (chosen by SNI)")
+	fs.Var(&c.HTTPSKeys, "https-key", "private key file (PEM), paired in order with --https-cert")
+	fs.StringVar(&c.WireAddr, "wire-addr", "127.0.0.1:7900", "wire protocol listen address (empty disables)")
+	fs.BoolVar(&c.WireTLS, "wire-tls", false, "serve the wire listener over TLS with the service certificate (--tls-cert); with --tls-ca, client certificates are verified when given")
+	fs.BoolVar(&c.WireLoopback, "wire-allow-loopback", false, "let wire streams reach endpoints on loopback and link-local addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, unspecified)")
 	fs.StringVar(&c.ConfigFile, "config", "", "static routes and TCP/UDP listeners (YAML or JSON file)")
 	fs.StringVar(&c.BalancerAddr, "balancer-addr", "localhost:7200", "balancer gRPC address (empty: static routes only)")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address, for the dashboard's services and health (empty: none)")
 	fs.StringVar(&c.ProberAddr, "prober-addr", "localhost:7400", "prober gRPC address, for the dashboard's probe RTTs (empty: none)")
-	fs.StringVar(&c.WireToken, "wire-token", "", "token wire clients must present in HELLO (empty: any)")
-	fs.StringVar(&c.RuntimeSocket, "runtime-socket", filepath.Join(os.TempDir(), "switchboard-edge.sock"), "runtime API Unix socket path (empty disables)")
-	fs.StringVar(&c.RuntimeAddr, "runtime-addr", "", "runtime API on a loopback TCP address too (opt-in)")
-	fs.StringVar(&c.AccessLog, "access-log", "", "access log: a file path, - for standard output (empty disables)")
+	fs.StringVar(&c.WireToken, "wire-token", "", "token wire clients must present in HELLO when there is no --acl-file (empty: none on loopback; beyond loopback a client certificate is then needed)")
+	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir(), "the edge's own directory (mode 0700), where the runtime socket lives when XDG_RUNTIME_DIR is not set")
+	fs.StringVar(&c.RuntimeSocket, "runtime-socket", autoSocket, "runtime API Unix socket path (mode 0600, in a directory only this user can write): auto is $XDG_RUNTIME_DIR/switchboard/edge.sock, or <--data-dir>/edge.sock without XDG_RUNTIME_DIR; empty disables")
+	fs.StringVar(&c.RuntimeAddr, "runtime-addr", "", "runtime API on a TCP address too (opt-in): TLS with the service certificate when --tls-cert is set; beyond loopback it needs --tls-cert, --tls-key and --tls-ca (client certificates)")
+	fs.StringVar(&c.AccessLog, "access-log", "", "access log: a file path (created with mode 0600), - for standard output (empty disables)")
+	fs.BoolVar(&c.AccessQuery, "access-log-query", true, "keep the query string in the access log's target (false logs the path alone)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "requests per second allowed per client IP (0 disables)")
 	fs.IntVar(&c.RateBurst, "rate-burst", 0, "burst allowed per client IP (default: the rate)")
 	fs.DurationVar(&c.ReportEvery, "report-interval", time.Second, "how often load reports are flushed to the balancer")
@@ -93,9 +98,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Spec returns the edge service, ready for service.Main or service.Run.
 func Spec() service.Spec {
 	cfg := &Config{}
-	return service.Spec{Name: "edge", GRPCAddr: ":7500", AdminAddr: ":7501",
-		Flags: cfg.RegisterFlags,
-		Start: func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) }}
+	return service.Spec{Name: "edge", GRPCAddr: "127.0.0.1:7500", AdminAddr: "127.0.0.1:7501",
+		Flags:   cfg.RegisterFlags,
+		Methods: Methods,
+		Start:   func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) }}
 }
 
 // Edge is a running edge.
@@ -116,8 +122,8 @@ type Edge struct {
 var errNotFound = errors.New("not found")
 
 func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
-	if len(cfg.TLSCerts) != len(cfg.TLSKeys) {
-		return &service.FlagError{Err: fmt.Errorf("--tls-cert and --tls-key: %d certificates but %d keys", len(cfg.TLSCerts), len(cfg.TLSKeys))}
+	if len(cfg.HTTPSCerts) != len(cfg.HTTPSKeys) {
+		return &service.FlagError{Err: fmt.Errorf("--https-cert and --https-key: %d certificates but %d keys", len(cfg.HTTPSCerts), len(cfg.HTTPSKeys))}
 	}
 	file := &FileConfig{}
 	if cfg.ConfigFile != "" {
@@ -160,14 +166,14 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	if cfg.AccessLog != "" {
 		var out io.Writer = os.Stdout
 		if cfg.AccessLog != "-" {
-			f, err := os.OpenFile(cfg.AccessLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			f, err := os.OpenFile(cfg.AccessLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 			if err != nil {
 				return fmt.Errorf("--access-log: %w", err)
 			}
 			rt.OnShutdown(func(context.Context) error { return f.Close() })
 			out = f
 		}
-		p.access = newAccessLog(out)
+		p.access = newAccessLog(out, cfg.AccessQuery)
 		rt.Go("access-log", p.access.run)
 	}
 	p.fallback = newFallback(p)
@@ -191,15 +197,15 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		rt.Go("http", func(context.Context) error { return p.serve(ln, nil) })
 	}
 	var tlsConf *tls.Config
-	if len(cfg.TLSCerts) > 0 {
+	if len(cfg.HTTPSCerts) > 0 {
 		var err error
-		if tlsConf, err = loadTLS(cfg.TLSCerts, cfg.TLSKeys); err != nil {
+		if tlsConf, err = loadTLS(cfg.HTTPSCerts, cfg.HTTPSKeys); err != nil {
 			return err
 		}
 	}
 	if cfg.HTTPSAddr != "" {
 		if tlsConf == nil {
-			return &service.FlagError{Err: errors.New("--https-addr needs at least one --tls-cert/--tls-key pair")}
+			return &service.FlagError{Err: errors.New("--https-addr needs at least one --https-cert/--https-key pair")}
 		}
 		ln, err := rt.Listen("https", cfg.HTTPSAddr)
 		if err != nil {
@@ -225,15 +231,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		e.udp = append(e.udp, up)
 	}
 	if cfg.WireAddr != "" {
-		var wc *tls.Config
-		if cfg.WireTLS {
-			if tlsConf == nil {
-				return &service.FlagError{Err: errors.New("--wire-tls needs at least one --tls-cert/--tls-key pair")}
-			}
-			wc = tlsConf.Clone()
-			wc.NextProtos = []string{"switchboard-wire"}
-		}
-		ws, err := e.startWire(rt, cfg.WireAddr, wc)
+		ws, err := e.startWire(rt)
 		if err != nil {
 			return err
 		}
@@ -346,12 +344,13 @@ func (u *upstreams) tagRoutes() []tagRoute {
 	return out
 }
 
+// loadTLS loads the HTTPS listener's certificate pairs.
 func loadTLS(certs, keys []string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12}
 	for i := range certs {
 		kp, err := tls.LoadX509KeyPair(certs[i], keys[i])
 		if err != nil {
-			return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", certs[i], keys[i], err)
+			return nil, fmt.Errorf("--https-cert %s / --https-key %s: %w", certs[i], keys[i], err)
 		}
 		c.Certificates = append(c.Certificates, kp)
 	}

@@ -333,7 +333,7 @@ func TestGRPCOverTLS(t *testing.T) {
 	a := startGRPCBackend(t, "a")
 	cert, key := writeCert(t, t.TempDir(), "grpc.example")
 	inst, _ := startEdge(t, fmt.Sprintf("routes:\n  - {name: grpc, addresses: [%q]}\n", a.addr),
-		"--https-addr=127.0.0.1:0", "--tls-cert="+cert, "--tls-key="+key)
+		"--https-addr=127.0.0.1:0", "--https-cert="+cert, "--https-key="+key)
 	pem, err := os.ReadFile(cert)
 	if err != nil {
 		t.Fatal(err)

@@ -134,7 +134,7 @@ func TestWireTunnel(t *testing.T) {
 	bal := startBalancer(t)
 	echo := tcpBackend(t, false)
 	bal.push(&balancerv1.WatchEndpointsResponse{Service: "echo", Endpoints: []*balancerv1.Endpoint{endpoint("echo-1", echo)}})
-	inst, sock := startEdge(t, "", "--balancer-addr="+bal.addr)
+	inst, sock := startEdge(t, "", "--balancer-addr="+bal.addr, "--wire-allow-loopback")
 	eventually(t, 5*time.Second, "the echo service", func() bool {
 		return strings.Contains(runtimeCmd(t, sock, "show backends"), "echo-1")
 	})
@@ -184,7 +184,7 @@ func TestTLSWithSNIAndHTTP2(t *testing.T) {
 	certB, keyB := writeCert(t, dir, "b.example")
 	a := backend(t, "a")
 	inst, _ := startEdge(t, fmt.Sprintf("routes:\n  - addresses: [%q]\n", strings.TrimPrefix(a.URL, "http://")),
-		"--https-addr=127.0.0.1:0", "--tls-cert="+certA, "--tls-key="+keyA, "--tls-cert="+certB, "--tls-key="+keyB)
+		"--https-addr=127.0.0.1:0", "--https-cert="+certA, "--https-key="+keyA, "--https-cert="+certB, "--https-key="+keyB)
 	for _, name := range []string{"a.example", "b.example"} {
 		for _, h2 := range []bool{false, true} {
 			tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: name, InsecureSkipVerify: true}, ForceAttemptHTTP2: h2}
@@ -215,7 +215,7 @@ func TestTLSWithSNIAndHTTP2(t *testing.T) {
 // streams) and lets a stream in flight finish.
 func TestWireDrainOnShutdown(t *testing.T) {
 	echo := tcpBackend(t, false)
-	inst, sock := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo))
+	inst, sock := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo), "--wire-allow-loopback")
 	c, err := net.Dial("tcp", inst.Addrs["wire"])
 	if err != nil {
 		t.Fatal(err)

@@ -100,7 +100,7 @@ func TestAccessLogHTTP2AndGRPC(t *testing.T) {
 	inst, _ := startEdge(t, fmt.Sprintf(`routes:
   - {name: web, path_prefix: /web, addresses: [%q]}
   - {name: grpc, path_prefix: /grpc.health.v1.Health, addresses: [%q]}
-`, webAddr, gb.addr), "--access-log="+logPath, "--https-addr=127.0.0.1:0", "--tls-cert="+cert, "--tls-key="+key)
+`, webAddr, gb.addr), "--access-log="+logPath, "--https-addr=127.0.0.1:0", "--https-cert="+cert, "--https-key="+key)
 
 	// The same GET over HTTP/1.1, h2c (prior knowledge) and HTTP/2 over TLS.
 	var h2cProtos http.Protocols

@@ -269,14 +269,17 @@ func (l *rateLimiter) allow(ip netip.Addr, now time.Time) bool {
 // accessLog writes one line per request to a buffered writer flushed
 // every second.
 type accessLog struct {
-	mu  sync.Mutex
-	w   *bufio.Writer
-	out io.Writer
-	buf []byte
+	mu    sync.Mutex
+	w     *bufio.Writer
+	out   io.Writer
+	buf   []byte
+	query bool // log the target's query string (--access-log-query)
 }
 
-func newAccessLog(out io.Writer) *accessLog {
-	return &accessLog{w: bufio.NewWriterSize(out, 64<<10), out: out}
+// newAccessLog logs to out; without query, targets are logged without
+// their query strings (which may carry secrets).
+func newAccessLog(out io.Writer, query bool) *accessLog {
+	return &accessLog{w: bufio.NewWriterSize(out, 64<<10), out: out, query: query}
 }
 
 func (a *accessLog) flush() {
@@ -328,7 +331,11 @@ func writeAccess[S string | []byte](a *accessLog, e *accessEntry[S]) {
 	b = append(b, ' ')
 	b = append(b, e.host...)
 	b = append(b, ' ')
-	b = append(b, e.target...)
+	target := e.target
+	if !a.query {
+		target = withoutQuery(target)
+	}
+	b = append(b, target...)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(e.code), 10)
 	b = append(b, ' ')
@@ -344,6 +351,16 @@ func writeAccess[S string | []byte](a *accessLog, e *accessEntry[S]) {
 	a.w.Write(b)
 	a.buf = b
 	a.mu.Unlock()
+}
+
+// withoutQuery cuts a request target at its query string.
+func withoutQuery[S string | []byte](target S) S {
+	for i := 0; i < len(target); i++ {
+		if target[i] == '?' {
+			return target[:i]
+		}
+	}
+	return target
 }
 
 // appendField appends a space and f, or "-" when f is empty.

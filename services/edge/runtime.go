@@ -3,16 +3,17 @@ package edge
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/switchboard-net/switchboard/pkg/access"
 	"github.com/switchboard-net/switchboard/pkg/service"
 )
 
@@ -31,45 +32,45 @@ const runtimeHelp = `commands:
 `
 
 func (e *Edge) startRuntime(rt *service.Runtime) error {
-	var lns []net.Listener
-	if p := e.cfg.RuntimeSocket; p != "" {
-		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			// A socket left by an earlier run: remove it if nobody answers.
-			if c, err := net.DialTimeout("unix", p, 200*time.Millisecond); err == nil {
-				c.Close()
-				return fmt.Errorf("--runtime-socket %s: another process is serving it", p)
-			}
-			os.Remove(p)
+	// Check both listeners' settings before opening either.
+	var tc *tls.Config
+	if a := e.cfg.RuntimeAddr; a != "" {
+		tc = rt.ServerTLS(true)
+		if err := rt.RequireTLS("runtime API (--runtime-addr)", a, tc != nil); err != nil {
+			return err
 		}
-		ln, err := net.Listen("unix", p)
+		if !service.IsLoopback(a) && (tc == nil || tc.ClientAuth != tls.RequireAndVerifyClientCert) {
+			return &service.FlagError{Err: fmt.Errorf("refusing to serve the runtime API (--runtime-addr) on %s beyond loopback without client certificates: it takes no tokens, so pass --tls-cert, --tls-key and --tls-ca, or bind a loopback address", a)}
+		}
+	}
+	path, err := runtimeSocketPath(e.cfg, rt.Lookup)
+	if err != nil {
+		return &service.FlagError{Err: err}
+	}
+	if path != "" {
+		ln, remove, err := listenPrivateSocket(path)
 		if err != nil {
-			return fmt.Errorf("--runtime-socket: %w", err)
+			return fmt.Errorf("--runtime-socket %s: %w", path, err)
 		}
-		os.Chmod(p, 0o600)
-		rt.AddListener("runtime", ln.Addr(), ln)
-		lns = append(lns, ln)
+		rt.AddListener("runtime", &net.UnixAddr{Name: path, Net: "unix"}, ln)
+		rt.OnShutdown(func(context.Context) error { remove(); return nil })
+		rt.Go("runtime-api", func(ctx context.Context) error { return e.serveRuntime(ctx, rt, ln, nil, false) })
 	}
 	if a := e.cfg.RuntimeAddr; a != "" {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil {
-			return fmt.Errorf("--runtime-addr: %w", err)
-		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return &service.FlagError{Err: fmt.Errorf("--runtime-addr %s: must be a loopback address", a)}
-		}
 		ln, err := rt.Listen("runtime-tcp", a)
 		if err != nil {
 			return err
 		}
-		lns = append(lns, ln)
-	}
-	for _, ln := range lns {
-		rt.Go("runtime-api", func(ctx context.Context) error { return e.serveRuntime(ctx, ln) })
+		rt.Go("runtime-api", func(ctx context.Context) error { return e.serveRuntime(ctx, rt, ln, tc, true) })
 	}
 	return nil
 }
 
-func (e *Edge) serveRuntime(ctx context.Context, ln net.Listener) error {
+// serveRuntime serves the runtime API on ln, over TLS when tc is set. On
+// the Unix socket the file's mode is the guard; on TCP (tcp set), with an
+// ACL file, each command needs the permission of its gRPC twin, held by
+// the client certificate's name (anonymous callers get the ACL's default).
+func (e *Edge) serveRuntime(ctx context.Context, rt *service.Runtime, ln net.Listener, tc *tls.Config, tcp bool) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -88,12 +89,32 @@ func (e *Edge) serveRuntime(ctx context.Context, ln net.Listener) error {
 			defer c.Close()
 			closeOnStop := context.AfterFunc(ctx, func() { c.Close() })
 			defer closeOnStop()
+			var cs *tls.ConnectionState
+			if tc != nil {
+				t := tls.Server(c, tc)
+				c = t
+				hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := t.HandshakeContext(hctx)
+				cancel()
+				if err != nil {
+					return
+				}
+				st := t.ConnectionState()
+				cs = &st
+			}
 			br := bufio.NewReaderSize(io.LimitReader(c, 1<<20), 4096)
 			for {
 				c.SetDeadline(time.Now().Add(5 * time.Minute))
 				line, err := br.ReadString('\n')
 				if strings.TrimSpace(line) != "" {
-					out, quit := e.runCommand(line)
+					var caller *access.Caller
+					if tcp && rt.ACL() != nil {
+						var ierr error
+						if caller, ierr = rt.Identify("", cs); ierr != nil {
+							return
+						}
+					}
+					out, quit := e.runCommand(line, caller)
 					if _, werr := io.WriteString(c, out+"\n"); werr != nil || quit {
 						return
 					}
@@ -106,11 +127,26 @@ func (e *Edge) serveRuntime(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// runCommand executes one runtime command line and returns its answer.
-func (e *Edge) runCommand(line string) (out string, quit bool) {
+// commandNeed is the permission a runtime command needs: its gRPC twin's.
+func commandNeed(verb string) (access.Need, bool) {
+	switch verb {
+	case "show":
+		return needShow, true
+	case "disable", "enable", "set":
+		return needOperate, true
+	}
+	return access.Need{}, false
+}
+
+// runCommand executes one runtime command line for caller (nil: anyone
+// may run anything) and returns its answer.
+func (e *Edge) runCommand(line string, caller *access.Caller) (out string, quit bool) {
 	f := strings.Fields(line)
 	if len(f) == 0 {
 		return "", false
+	}
+	if need, ok := commandNeed(f[0]); ok && !caller.Allows(need) {
+		return fmt.Sprintf("error: %s lacks %s", caller, need), false
 	}
 	var b strings.Builder
 	switch {

@@ -88,10 +88,17 @@ func (t *tcpProxy) handle(ctx context.Context, c net.Conn) {
 	sel.Done(o, time.Since(start))
 }
 
+// maxLocalSkips bounds the picks that land on an endpoint the dialer
+// refuses by policy (errLocalEndpoint), beyond the tries: they are not the
+// backend's failure and cost no try, but a service whose every endpoint is
+// refused must still give up.
+const maxLocalSkips = 4
+
 // dialService picks and dials a backend of svc, trying others on connect
 // failure. The caller owns the returned selection and must call Done.
-func dialService(ctx context.Context, svc *upService, info balance.PickInfo, d *netx.Dialer, tries int, rep *reporter) (net.Conn, balance.Selection, *backend, error) {
+func dialService(ctx context.Context, svc *upService, info balance.PickInfo, d contextDialer, tries int, rep *reporter) (net.Conn, balance.Selection, *backend, error) {
 	var last error = errors.New("no backend")
+	skips := 0
 	for i := 0; i < max(tries, 1); i++ {
 		sel, err := svc.set.Load().Pick(info)
 		if err != nil {
@@ -104,6 +111,15 @@ func dialService(ctx context.Context, svc *upService, info balance.PickInfo, d *
 		}
 		t0 := time.Now()
 		c, err := d.DialContext(ctx, "tcp", b.addr)
+		if errors.Is(err, errLocalEndpoint) {
+			sel.Done(balance.Ignore, 0)
+			last = err
+			if skips < maxLocalSkips {
+				skips++
+				i--
+			}
+			continue
+		}
 		b.total.Add(1)
 		b.mReq.Inc()
 		if err != nil {
