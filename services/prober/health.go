@@ -2,6 +2,7 @@ package prober
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -36,14 +37,22 @@ type registryClient interface {
 // interval, and reports changes to the registry with SetHealth once Rise
 // consecutive passes or Fall consecutive failures agree, so one blip does
 // not flap an instance.
+//
+// Every check goes through the allowlist jobs use, before any packet: the
+// instance's address is resolved and checked first, and the check dials
+// through the list too. A refused instance is not checked and its health
+// is not judged: the refusal is counted, logged once, and written once to
+// the instance's check output with its status unchanged.
 type healthLoop struct {
-	reg   registryClient
-	allow *allow.List
-	rise  int
-	fall  int
-	met   *metrics
-	log   *slog.Logger
-	sem   chan struct{}
+	reg      registryClient
+	allow    *allow.List
+	dial     check.DialFunc
+	resolver allow.Resolver // nil: the system resolver
+	rise     int
+	fall     int
+	met      *metrics
+	log      *slog.Logger
+	sem      chan struct{}
 
 	mu       sync.Mutex
 	checkers map[string]*checker
@@ -51,7 +60,7 @@ type healthLoop struct {
 }
 
 func newHealthLoop(reg registryClient, al *allow.List, cfg *Config, met *metrics, log *slog.Logger) *healthLoop {
-	return &healthLoop{reg: reg, allow: al, rise: cfg.Rise, fall: cfg.Fall, met: met, log: log,
+	return &healthLoop{reg: reg, allow: al, dial: al.DialContext(&net.Dialer{}), rise: cfg.Rise, fall: cfg.Fall, met: met, log: log,
 		sem: make(chan struct{}, cfg.HealthConcurrency), checkers: map[string]*checker{}}
 }
 
@@ -79,15 +88,19 @@ func (h *healthLoop) open(ctx context.Context) (watch.Receiver[*registryv1.Watch
 	return h.reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
 }
 
-// apply reconciles checkers with a snapshot and refreshes the allowlist's
-// registered addresses.
+// apply refreshes the allowlist's registered addresses, then reconciles
+// checkers with a snapshot (so a new checker is judged against the
+// current set).
 func (h *healthLoop) apply(ctx context.Context, insts []*registryv1.Instance) {
 	addrs := make([]string, 0, len(insts))
+	for _, in := range insts {
+		addrs = append(addrs, in.GetAddress())
+	}
+	h.allow.SetRegistered(addrs)
 	seen := make(map[string]bool, len(insts))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, in := range insts {
-		addrs = append(addrs, in.GetAddress())
 		spec, ok := checkOf(in)
 		if !ok {
 			continue
@@ -119,12 +132,12 @@ func (h *healthLoop) apply(ctx context.Context, insts []*registryv1.Instance) {
 			h.met.instanceUp.DeleteLabelValues(c.service, c.id)
 		}
 	}
-	h.allow.SetRegistered(addrs)
 }
 
 // checkSpec is what a checker runs, comparable to spot changes.
 type checkSpec struct {
 	kind, target, grpcService string
+	host                      string // the instance's address: what the allowlist judges
 	every, timeout            time.Duration
 	tls                       bool
 }
@@ -132,7 +145,7 @@ type checkSpec struct {
 func checkOf(in *registryv1.Instance) (checkSpec, bool) {
 	c := in.GetCheck()
 	hostPort := net.JoinHostPort(in.GetAddress(), strconv.Itoa(int(in.GetPort())))
-	s := checkSpec{every: c.GetInterval().AsDuration(), timeout: c.GetTimeout().AsDuration(), grpcService: c.GetGrpcService(), tls: c.GetTls()}
+	s := checkSpec{host: in.GetAddress(), every: c.GetInterval().AsDuration(), timeout: c.GetTimeout().AsDuration(), grpcService: c.GetGrpcService(), tls: c.GetTls()}
 	switch c.GetKind() {
 	case registryv1.CheckKind_CHECK_KIND_HTTP:
 		s.kind = check.HTTP
@@ -173,6 +186,7 @@ type checker struct {
 	status   registryv1.HealthStatus // as the registry last said
 	passes   int                     // consecutive
 	failures int                     // consecutive
+	refused  bool                    // the allowlist refused the last attempt
 }
 
 func (c *checker) observe(s registryv1.HealthStatus) {
@@ -190,18 +204,85 @@ func (c *checker) loop(ctx context.Context) {
 			return
 		case c.h.sem <- struct{}{}:
 		}
-		r := check.Run(ctx, check.Spec{Kind: c.spec.kind, Target: c.spec.target, Timeout: c.spec.timeout,
-			GRPCService: c.spec.grpcService, InsecureSkipVerify: c.spec.tls}, nil)
-		<-c.h.sem
-		if ctx.Err() != nil {
-			return
+		if err := c.permitted(ctx); err != nil {
+			<-c.h.sem
+			c.refuse(ctx, err)
+		} else {
+			r := check.Run(ctx, check.Spec{Kind: c.spec.kind, Target: c.spec.target, Timeout: c.spec.timeout,
+				GRPCService: c.spec.grpcService, InsecureSkipVerify: c.spec.tls}, c.h.dial)
+			<-c.h.sem
+			if ctx.Err() != nil {
+				return
+			}
+			c.record(ctx, r)
 		}
-		c.record(ctx, r)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// permitted checks the instance's address against the allowlist before
+// anything is sent to it; only a refusal is an error (wrapping
+// allow.ErrDenied). A name that does not resolve is left to the check,
+// which then fails like any unreachable instance.
+func (c *checker) permitted(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, c.spec.timeout)
+	defer cancel()
+	_, err := c.h.allow.Resolve(rctx, c.h.resolver, "ip", c.spec.host)
+	if errors.Is(err, allow.ErrDenied) {
+		return err
+	}
+	if c.unrefuse() {
+		c.h.log.Info("instance's address is permitted by the allowlist again; checking it", "service", c.service, "id", c.id)
+	}
+	return nil
+}
+
+// unrefuse clears the refused state, reporting whether it was set.
+func (c *checker) unrefuse() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := c.refused
+	c.refused = false
+	return was
+}
+
+// refusedOutput is the check output written to the registry for an
+// instance whose address the allowlist refuses.
+func refusedOutput(kind, host string) string {
+	return fmt.Sprintf("%s check by prober: not run: target %s not permitted by the prober's allowlist", kind, host)
+}
+
+// refuse records a check the allowlist refused: counted every time;
+// logged, and written to the instance's check output (keeping the status
+// the registry holds), only when the refusal starts. The instance is
+// neither passed nor failed: the refusal is the prober's, not the
+// instance's.
+func (c *checker) refuse(ctx context.Context, err error) {
+	c.h.met.refused.WithLabelValues(c.service).Inc()
+	c.mu.Lock()
+	first := !c.refused
+	c.refused = true
+	c.passes, c.failures = 0, 0
+	cur := c.status
+	c.mu.Unlock()
+	if !first {
+		return
+	}
+	c.h.met.instanceUp.DeleteLabelValues(c.service, c.id)
+	c.h.log.Warn("instance not health-checked: its address is not permitted by --allow (the registered keyword never permits loopback, link-local or unspecified addresses; name such an address in --allow to check it)",
+		"service", c.service, "id", c.id, "address", c.spec.host, "err", err)
+	if cur == registryv1.HealthStatus_HEALTH_STATUS_UNSPECIFIED {
+		return // SetHealth needs a status, and judging it is not ours to do
+	}
+	sctx, cancel := context.WithTimeout(ctx, setHealthWait)
+	defer cancel()
+	if _, err := c.h.reg.SetHealth(sctx, &registryv1.SetHealthRequest{Service: c.service, Id: c.id, Status: cur,
+		Output: refusedOutput(c.spec.kind, c.spec.host)}); err != nil {
+		c.h.log.Warn("set health output", "service", c.service, "id", c.id, "err", err)
 	}
 }
 
@@ -244,7 +325,9 @@ func (c *checker) record(ctx context.Context, r check.Result) {
 		}
 		return
 	}
-	output := fmt.Sprintf("%s check by prober: %s", c.spec.kind, r.Detail)
+	// The registry shows the output to whoever may read the service: the
+	// summary carries nothing the target sent; the detail goes to the log.
+	output := fmt.Sprintf("%s check by prober: %s", c.spec.kind, r.Summary())
 	sctx, cancel := context.WithTimeout(ctx, setHealthWait)
 	defer cancel()
 	if _, err := c.h.reg.SetHealth(sctx, &registryv1.SetHealthRequest{Service: c.service, Id: c.id, Status: to, Output: output}); err != nil {
@@ -256,5 +339,5 @@ func (c *checker) record(ctx context.Context, r check.Result) {
 	c.mu.Unlock()
 	c.h.met.transitions.WithLabelValues(to.String()).Inc()
 	c.h.met.instanceUp.WithLabelValues(c.service, c.id).Set(b2f(to == registryv1.HealthStatus_HEALTH_STATUS_PASSING))
-	c.h.log.Info("instance health changed", "service", c.service, "id", c.id, "status", to, "output", output)
+	c.h.log.Info("instance health changed", "service", c.service, "id", c.id, "status", to, "output", output, "detail", r.Detail)
 }

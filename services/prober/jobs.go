@@ -371,7 +371,7 @@ func (r *runner) prepare(ctx context.Context, s *proberv1.JobSpec, field string)
 			return nil, bad(f+".rtt_count", "at most 20")
 		}
 		if r.disc == nil {
-			return nil, &preconditionError{"peer discovery is off (--discovery-group is empty or its socket could not be opened)"}
+			return nil, &preconditionError{"peer discovery is off (--discovery is not set, or its socket could not be opened)"}
 		}
 		wait := dur(k.Peers.GetWait(), time.Second)
 		j.run = func(ctx context.Context, emit emitFunc, res *proberv1.JobResult) error {

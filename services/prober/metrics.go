@@ -24,6 +24,9 @@ type metrics struct {
 	checks      *prometheus.CounterVec
 	transitions *prometheus.CounterVec
 	instanceUp  *prometheus.GaugeVec
+	refused     *prometheus.CounterVec
+
+	discoveryDropped *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,9 +47,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		checks:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_health_checks_total", Help: "Instance health checks run by the health loop, by result."}, []string{"result"}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_health_transitions_total", Help: "Health changes reported to the registry, by new status."}, []string{"status"}),
 		instanceUp:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_instance_up", Help: "Whether the health loop considers an instance passing (1) or critical (0)."}, []string{"service", "id"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_health_checks_refused_total",
+			Help: "Instance health checks the health loop skipped because the allowlist does not permit the instance's address, by service."}, []string{"service"}),
+		discoveryDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_discovery_dropped_total",
+			Help: "Discovery datagrams dropped, by reason (unauthenticated, stale, replayed, malformed, overflow)."}, []string{"reason"}),
 	}
 	reg.MustRegister(m.success, m.duration, m.rtt, m.loss, m.certExpiry, m.openPorts, m.bandwidth, m.runs, m.runTime, m.rttHist,
-		m.checks, m.transitions, m.instanceUp)
+		m.checks, m.transitions, m.instanceUp, m.refused, m.discoveryDropped)
 	return m
 }
 

@@ -5,15 +5,16 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/switchboard-net/switchboard/pkg/netnstest"
 	"github.com/switchboard-net/switchboard/pkg/service"
 	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	"github.com/switchboard-net/switchboard/services/prober"
-	"github.com/switchboard-net/switchboard/services/prober/internal/netnstest"
 )
 
 // childEnv makes the test binary run as a prober (see TestMain).
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 // re-executed) in a network namespace at the far end of a veth pair. The
 // prober here discovers it by multicast on that link only, measures the
 // RTT to it, and runs a bandwidth test to it without being told its
-// address.
+// address. Both share a discovery key.
 func TestPeersAcrossNamespaces(t *testing.T) {
 	l := netnstest.NewLink(t, true)
 	exe, err := os.Executable()
@@ -40,9 +41,13 @@ func TestPeersAcrossNamespaces(t *testing.T) {
 	}
 	group := "239.255.74.9:7409"
 	far := l.Addr[1].String()
+	keyFile := filepath.Join(t.TempDir(), "discovery.key")
+	if err := os.WriteFile(keyFile, []byte("peers-test-shared-key-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("ip", "netns", "exec", l.NS[1], exe,
-		"--grpc-addr="+far+":7400", "--admin-addr=127.0.0.1:0", "--bandwidth-addr="+far+":7402",
-		"--registry-addr=", "--discovery-group="+group, "--discovery-interfaces="+l.Dev[1],
+		"--grpc-addr="+far+":7400", "--admin-addr=127.0.0.1:0", "--bandwidth-addr="+far+":7402", "--insecure",
+		"--registry-addr=", "--discovery", "--discovery-key-file="+keyFile, "--discovery-group="+group, "--discovery-interfaces="+l.Dev[1],
 		"--discovery-interval=200ms", "--name=far", "--log-level=warn")
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = os.Stderr
@@ -61,7 +66,7 @@ func TestPeersAcrossNamespaces(t *testing.T) {
 		}
 	})
 
-	_, c := start(t, "--discovery-group="+group, "--discovery-interfaces="+l.Dev[0], "--discovery-interval=200ms", "--name=near")
+	_, c := start(t, "--discovery", "--discovery-key-file="+keyFile, "--discovery-group="+group, "--discovery-interfaces="+l.Dev[0], "--discovery-interval=200ms", "--name=near")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var peer *proberv1.Peer

@@ -3,11 +3,12 @@
 // discovery jobs on demand (Run) or on a schedule (Schedule), keeps recent
 // results, exports them as Prometheus metrics, and health-checks every
 // registered instance that has a check, reporting to the registry with a
-// rise/fall threshold. Every target must pass an allowlist before any
-// packet is sent to it.
+// rise/fall threshold. Every target — of a job or of the health loop —
+// must pass one allowlist before any packet is sent to it.
 package prober
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -41,8 +42,13 @@ type Config struct {
 	// BandwidthAddr is where the bandwidth peer listens (TCP and UDP);
 	// empty disables it.
 	BandwidthAddr string
-	// DiscoveryGroup is the multicast group:port for peer discovery;
-	// empty disables discovery.
+	// Discovery turns LAN peer discovery on; it needs a key.
+	Discovery bool
+	// DiscoveryKey is the shared secret discovery datagrams are
+	// authenticated with; DiscoveryKeyFile names a file holding it
+	// instead. Exactly one is needed with Discovery.
+	DiscoveryKey, DiscoveryKeyFile string
+	// DiscoveryGroup is the multicast group:port for peer discovery.
 	DiscoveryGroup string
 	// DiscoveryInterval is the announcement period.
 	DiscoveryInterval time.Duration
@@ -70,11 +76,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.DataDir, "data-dir", "", "directory for scheduled jobs (jobs.json); empty keeps them in memory only")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address for the health loop; empty disables it")
-	fs.StringVar(&c.Allow, "allow", "loopback,registered,peers", "allowed targets: CIDRs, addresses, host names, *.suffix, and the keywords loopback, registered (registered instances), peers (discovered probers), any")
+	fs.StringVar(&c.Allow, "allow", "loopback,registered,peers", "allowed targets of jobs and of the health loop: CIDRs, addresses, host names (must resolve at start), *.suffix, and the keywords loopback, registered (registered instances' addresses, except loopback and link-local ones), peers (discovered probers, likewise), any")
 	fs.IntVar(&c.Rise, "rise", 2, "consecutive passing checks before a critical instance is marked passing")
 	fs.IntVar(&c.Fall, "fall", 3, "consecutive failing checks before a passing instance is marked critical")
-	fs.StringVar(&c.BandwidthAddr, "bandwidth-addr", ":7402", "bandwidth peer listen address (TCP and UDP); empty disables it")
-	fs.StringVar(&c.DiscoveryGroup, "discovery-group", discovery.DefaultGroup, "peer discovery multicast group:port; empty disables discovery")
+	fs.StringVar(&c.BandwidthAddr, "bandwidth-addr", "127.0.0.1:7402", "bandwidth peer listen address (TCP and UDP); empty disables it")
+	fs.BoolVar(&c.Discovery, "discovery", false, "find other probers on the LAN by multicast (needs --discovery-key or --discovery-key-file)")
+	fs.StringVar(&c.DiscoveryKey, "discovery-key", "", "shared secret (at least 16 bytes) authenticating discovery datagrams; prefer --discovery-key-file or SWITCHBOARD_DISCOVERY_KEY, since arguments are visible to local users")
+	fs.StringVar(&c.DiscoveryKeyFile, "discovery-key-file", "", "file holding the discovery shared secret (surrounding whitespace is ignored)")
+	fs.StringVar(&c.DiscoveryGroup, "discovery-group", discovery.DefaultGroup, "peer discovery multicast group:port (with --discovery)")
 	fs.DurationVar(&c.DiscoveryInterval, "discovery-interval", 30*time.Second, "peer announcement period")
 	fs.StringVar(&c.DiscoveryInterfaces, "discovery-interfaces", "", "comma-separated interfaces to announce and query on (default: every up interface)")
 	fs.StringVar(&c.Name, "name", host, "name this prober announces to peers")
@@ -104,27 +113,70 @@ func (c *Config) validate() error {
 		return errors.New("--health-concurrency must be positive")
 	case c.DiscoveryInterval < 100*time.Millisecond:
 		return errors.New("--discovery-interval must be at least 100ms")
+	case c.Discovery && c.DiscoveryGroup == "":
+		return errors.New("--discovery needs --discovery-group")
+	case c.Discovery && c.DiscoveryKey == "" && c.DiscoveryKeyFile == "":
+		return errors.New("--discovery needs a shared key: --discovery-key-file (or --discovery-key); unauthenticated discovery is not offered")
+	case c.DiscoveryKey != "" && c.DiscoveryKeyFile != "":
+		return errors.New("--discovery-key and --discovery-key-file: give one")
+	case !c.Discovery && (c.DiscoveryKey != "" || c.DiscoveryKeyFile != ""):
+		return errors.New("a discovery key is set but discovery is off: pass --discovery to turn it on")
 	}
 	return nil
 }
+
+// discoveryKey returns the discovery key from its flag or file.
+func (c *Config) discoveryKey() ([]byte, error) {
+	key := []byte(c.DiscoveryKey)
+	flagName := "--discovery-key"
+	if c.DiscoveryKeyFile != "" {
+		b, err := os.ReadFile(c.DiscoveryKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--discovery-key-file: %w", err)
+		}
+		key, flagName = bytes.TrimSpace(b), "--discovery-key-file"
+	}
+	if len(key) < discovery.MinKeyLen {
+		return nil, fmt.Errorf("%s: the key has %d bytes; at least %d are needed", flagName, len(key), discovery.MinKeyLen)
+	}
+	return key, nil
+}
+
+// allowVerifyWait bounds the lookups of --allow's host names at start.
+const allowVerifyWait = 10 * time.Second
 
 // Spec returns the prober service, ready for service.Main or service.Run.
 func Spec() service.Spec {
 	cfg := &Config{}
 	return service.Spec{
 		Name:      "prober",
-		GRPCAddr:  ":7400",
-		AdminAddr: ":7401",
+		GRPCAddr:  "127.0.0.1:7400",
+		AdminAddr: "127.0.0.1:7401",
 		Flags:     cfg.RegisterFlags,
+		Methods:   Methods,
 		Start:     func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
 	}
 }
 
-func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
+func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	if err := cfg.validate(); err != nil {
 		return &service.FlagError{Err: err}
 	}
+	var discoveryKey []byte
+	if cfg.Discovery {
+		k, err := cfg.discoveryKey()
+		if err != nil {
+			return &service.FlagError{Err: err}
+		}
+		discoveryKey = k
+	}
 	al, err := allow.Parse(cfg.Allow)
+	if err != nil {
+		return &service.FlagError{Err: fmt.Errorf("--allow: %w", err)}
+	}
+	vctx, cancel := context.WithTimeout(ctx, allowVerifyWait)
+	err = al.Verify(vctx, nil)
+	cancel()
 	if err != nil {
 		return &service.FlagError{Err: fmt.Errorf("--allow: %w", err)}
 	}
@@ -148,7 +200,7 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 		rt.Go("bandwidth", srv.Serve)
 		r.bandwidthAddr = ln.Addr().String()
 	}
-	if cfg.DiscoveryGroup != "" {
+	if cfg.Discovery {
 		var ifaces []string
 		for _, name := range strings.Split(cfg.DiscoveryInterfaces, ",") {
 			if name = strings.TrimSpace(name); name != "" {
@@ -161,7 +213,9 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 				r.notePeers(node.Peers())
 			}
 		}
-		node, err = discovery.Listen(discovery.Config{Group: cfg.DiscoveryGroup, Announce: cfg.DiscoveryInterval, Interfaces: ifaces, OnNewPeer: onNew},
+		onDrop := func(reason string) { met.discoveryDropped.WithLabelValues(reason).Inc() }
+		node, err = discovery.Listen(discovery.Config{Key: discoveryKey, OnDrop: onDrop, Group: cfg.DiscoveryGroup,
+			Announce: cfg.DiscoveryInterval, Interfaces: ifaces, OnNewPeer: onNew},
 			discovery.Self{Name: cfg.Name, GRPCAddr: rt.Addr("grpc"), BandwidthAddr: r.bandwidthAddr})
 		if err != nil {
 			// Discovery is a convenience: without it, peers are named explicitly.

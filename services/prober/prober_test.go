@@ -19,11 +19,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/switchboard-net/switchboard/pkg/netnstest"
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
 	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 	"github.com/switchboard-net/switchboard/services/prober"
-	"github.com/switchboard-net/switchboard/services/prober/internal/netnstest"
 )
 
 // start runs a prober on loopback without registry or discovery unless

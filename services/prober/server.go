@@ -63,7 +63,7 @@ func (s *server) Run(req *proberv1.RunRequest, stream grpc.ServerStreamingServer
 	if sendErr != nil {
 		return sendErr
 	}
-	return stream.Send(&proberv1.RunResponse{Event: &proberv1.RunResponse_Result{Result: res}})
+	return stream.Send(&proberv1.RunResponse{Event: &proberv1.RunResponse_Result{Result: redactResult(ctx, res)}})
 }
 
 // Schedule adds or replaces a periodic job.
@@ -90,13 +90,15 @@ func (s *server) Unschedule(_ context.Context, req *proberv1.UnscheduleRequest) 
 	return &proberv1.UnscheduleResponse{}, nil
 }
 
-// ListJobs lists periodic jobs by id.
-func (s *server) ListJobs(context.Context, *proberv1.ListJobsRequest) (*proberv1.ListJobsResponse, error) {
-	return &proberv1.ListJobsResponse{Jobs: s.sched.list()}, nil
+// ListJobs lists periodic jobs by id; checks' expect_body patterns and
+// URL credentials are redacted for callers who are not operators.
+func (s *server) ListJobs(ctx context.Context, _ *proberv1.ListJobsRequest) (*proberv1.ListJobsResponse, error) {
+	return &proberv1.ListJobsResponse{Jobs: redactJobs(ctx, s.sched.list())}, nil
 }
 
-// Results returns a job's recent results, newest first.
-func (s *server) Results(_ context.Context, req *proberv1.ResultsRequest) (*proberv1.ResultsResponse, error) {
+// Results returns a job's recent results, newest first; checks' details
+// are redacted for callers who are not operators.
+func (s *server) Results(ctx context.Context, req *proberv1.ResultsRequest) (*proberv1.ResultsResponse, error) {
 	if err := validID(req.GetId()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, "id: "+err.Error())
 	}
@@ -108,5 +110,5 @@ func (s *server) Results(_ context.Context, req *proberv1.ResultsRequest) (*prob
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "job %q not found", req.GetId())
 	}
-	return &proberv1.ResultsResponse{Results: res}, nil
+	return &proberv1.ResultsResponse{Results: redactResults(ctx, res)}, nil
 }

@@ -1,7 +1,15 @@
 // Package allow decides which targets the prober may send packets to: an
-// allowlist of networks and host names, plus a dynamic set of addresses
-// (the registered instances). A target is checked — and refused — before
-// any packet is sent to it.
+// allowlist of networks and host names, plus two dynamic sets of addresses
+// (the registered instances and the discovered probers). A target is
+// checked — and refused — before any packet is sent to it.
+//
+// The dynamic sets never vouch for loopback, link-local, unspecified or
+// multicast addresses (see Restricted): an instance registered at
+// 127.0.0.1, 0.0.0.0, 169.254.169.254 or fe80::1, or under a name that
+// resolves to one, is a permitted target only when a static rule (a CIDR,
+// an address, a host name, the loopback keyword or any) allows it too.
+// Whoever may register an instance must not be able to aim the prober at
+// the prober's own host or at the link's metadata services.
 package allow
 
 import (
@@ -22,9 +30,11 @@ const (
 	// Loopback allows 127.0.0.0/8, ::1 and "localhost".
 	Loopback = "loopback"
 	// Registered allows the addresses and host names of registered
-	// instances (kept current by the health loop).
+	// instances (kept current by the health loop), except restricted
+	// addresses (see Restricted).
 	Registered = "registered"
-	// Peers allows the addresses of probers found by discovery.
+	// Peers allows the addresses of probers found by discovery, except
+	// restricted addresses (see Restricted).
 	Peers = "peers"
 	// Any allows every target (for lab use only).
 	Any = "any"
@@ -35,6 +45,7 @@ const (
 type List struct {
 	prefixes   []netip.Prefix
 	hosts      map[string]bool // exact lower-case names
+	names      []string        // the host name rules as written, for Verify
 	suffixes   []string        // ".example.com" from "*.example.com"
 	registered bool
 	peersOK    bool
@@ -47,7 +58,8 @@ type List struct {
 
 // Parse builds a List from comma-separated rules: CIDR prefixes, IP
 // addresses, host names, "*.suffix" wildcards and the keywords loopback,
-// registered and any.
+// registered, peers and any. It checks syntax only: Verify checks that the
+// host names resolve.
 func Parse(rules string) (*List, error) {
 	l := &List{hosts: map[string]bool{}, dynamic: map[string]bool{}}
 	for _, r := range strings.Split(rules, ",") {
@@ -79,12 +91,30 @@ func Parse(rules string) (*List, error) {
 				continue
 			}
 			if !validName(r) {
-				return nil, fmt.Errorf("allow rule %q: not a network, address, host name or keyword", r)
+				return nil, fmt.Errorf("allow rule %q: not a network, address, host name or keyword (%s, %s, %s, %s)", r, Loopback, Registered, Peers, Any)
 			}
 			l.hosts[strings.TrimSuffix(r, ".")] = true
+			l.names = append(l.names, r)
 		}
 	}
 	return l, nil
+}
+
+// Verify resolves every host name rule and fails, naming the rule, on the
+// first that does not resolve: a typo of a keyword ("loopbak") or of a
+// name is an error at start, not a silently empty rule. Wildcards are
+// not checked. The lookups share ctx's deadline.
+func (l *List) Verify(ctx context.Context, r Resolver) error {
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	for _, name := range l.names {
+		if _, err := r.LookupNetIP(ctx, "ip", name); err != nil {
+			return fmt.Errorf("allow rule %q: not a network, address or keyword (%s, %s, %s, %s), and it does not resolve as a host name: %w",
+				name, Loopback, Registered, Peers, Any, err)
+		}
+	}
+	return nil
 }
 
 func validName(s string) bool {
@@ -143,32 +173,66 @@ func (l *List) dynamicHas(key string) bool {
 	return (l.registered && l.dynamic[key]) || (l.peersOK && l.peers[key])
 }
 
+// thisNetwork is 0.0.0.0/8: "this host on this network"; a connect to
+// 0.0.0.0 reaches the local host.
+var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+
+// Restricted reports whether ip is an address that only a static rule can
+// allow, never the registered or peers sets: loopback, link-local (unicast
+// and multicast, including 169.254.169.254), unspecified and 0.0.0.0/8
+// (both reach the local host), and multicast.
+func Restricted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() ||
+		(ip.Is4() && thisNetwork.Contains(ip))
+}
+
 // AllowedAddr reports whether packets may go to ip.
 func (l *List) AllowedAddr(ip netip.Addr) bool {
+	ip = ip.Unmap().WithZone("")
+	if l.staticAddr(ip) {
+		return true
+	}
+	return !Restricted(ip) && l.dynamicHas(ip.String())
+}
+
+// staticAddr reports whether a static rule (a prefix, an address or any)
+// allows ip.
+func (l *List) staticAddr(ip netip.Addr) bool {
 	if l.any {
 		return true
 	}
-	ip = ip.Unmap().WithZone("")
 	for _, p := range l.prefixes {
 		if p.Contains(ip) {
 			return true
 		}
 	}
-	return l.dynamicHas(ip.String())
+	return false
 }
 
-// allowedName reports whether a host name is allowed as such.
-func (l *List) allowedName(name string) bool {
+// How a host name is allowed as such.
+const (
+	nameNo      = iota
+	nameDynamic // by the registered or peers set: vouches for unrestricted addresses
+	nameStatic  // by a rule: vouches for every address it resolves to
+)
+
+// allowedName reports whether, and how, a host name is allowed as such.
+func (l *List) allowedName(name string) int {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	if l.any || l.hosts[name] {
-		return true
+		return nameStatic
 	}
 	for _, s := range l.suffixes {
 		if strings.HasSuffix(name, s) {
-			return true
+			return nameStatic
 		}
 	}
-	return l.dynamicHas(name)
+	if l.dynamicHas(name) {
+		return nameDynamic
+	}
+	return nameNo
 }
 
 // Resolver looks host names up; *net.Resolver satisfies it.
@@ -179,8 +243,10 @@ type Resolver interface {
 // Resolve checks host (an address or a name) and returns the addresses to
 // use, of the family network asks for ("ip", "ip4" or "ip6"). A literal
 // address must be allowed; a name must be allowed itself or every address
-// it resolves to must be. Denials wrap ErrDenied; nothing is sent to the
-// target either way.
+// it resolves to must be. A name allowed only by the registered or peers
+// set does not vouch for restricted addresses: each restricted address it
+// resolves to needs a static rule. Denials wrap ErrDenied; nothing is sent
+// to the target either way.
 func (l *List) Resolve(ctx context.Context, r Resolver, network, host string) ([]netip.Addr, error) {
 	if host == "" {
 		return nil, errors.New("empty host")
@@ -198,8 +264,8 @@ func (l *List) Resolve(ctx context.Context, r Resolver, network, host string) ([
 	if !validName(strings.ToLower(host)) {
 		return nil, fmt.Errorf("%q is not an address or host name", host)
 	}
-	nameOK := l.allowedName(host)
-	if !nameOK && !l.registered && !l.peersOK && len(l.prefixes) == 0 {
+	how := l.allowedName(host)
+	if how == nameNo && !l.registered && !l.peersOK && len(l.prefixes) == 0 {
 		// Nothing it could resolve to is allowed: refuse without a lookup.
 		return nil, fmt.Errorf("%s: %w", host, ErrDenied)
 	}
@@ -216,7 +282,16 @@ func (l *List) Resolve(ctx context.Context, r Resolver, network, host string) ([
 		if !familyOK(network, a) {
 			continue
 		}
-		if !nameOK && !l.AllowedAddr(a) {
+		ok := false
+		switch how {
+		case nameStatic:
+			ok = true
+		case nameDynamic:
+			ok = !Restricted(a) || l.staticAddr(a)
+		default:
+			ok = l.AllowedAddr(a)
+		}
+		if !ok {
 			return nil, fmt.Errorf("%s resolves to %s: %w", host, a, ErrDenied)
 		}
 		out = append(out, a)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -47,6 +49,95 @@ func TestResolve(t *testing.T) {
 		}
 		if !tt.ok && err != nil && !errors.Is(err, ErrDenied) {
 			t.Errorf("Resolve(%s) = %v, want ErrDenied", tt.host, err)
+		}
+	}
+}
+
+// TestDynamicSetsNeverVouchForRestricted: the registered and peers sets
+// do not make loopback, link-local, unspecified or multicast addresses
+// permitted, by address or by a name resolving to one, unless a static
+// rule allows them too.
+func TestDynamicSetsNeverVouchForRestricted(t *testing.T) {
+	dynamic := []string{
+		"127.0.0.1", "::1", "0.0.0.0", "0.1.2.3", "::", "169.254.169.254", "fe80::1", "224.0.0.1", "::ffff:127.0.0.1",
+		"localhost", "meta.example", "split.example", "public.example", "203.0.113.5",
+	}
+	r := fakeResolver{
+		"localhost":      {netip.MustParseAddr("127.0.0.1")},
+		"meta.example":   {netip.MustParseAddr("169.254.169.254")},
+		"split.example":  {netip.MustParseAddr("203.0.113.6"), netip.MustParseAddr("127.0.0.2")},
+		"public.example": {netip.MustParseAddr("203.0.113.7")},
+	}
+	tests := []struct {
+		rules string
+		host  string
+		ok    bool
+	}{
+		{"registered", "127.0.0.1", false},
+		{"registered", "::1", false},
+		{"registered", "::ffff:127.0.0.1", false},
+		{"registered", "0.0.0.0", false},
+		{"registered", "0.1.2.3", false},
+		{"registered", "::", false},
+		{"registered", "169.254.169.254", false},
+		{"registered", "fe80::1", false},
+		{"registered", "224.0.0.1", false},
+		{"registered", "localhost", false},
+		{"registered", "meta.example", false},
+		{"registered", "split.example", false},
+		{"registered", "public.example", true},
+		{"registered", "203.0.113.5", true},
+		{"peers", "127.0.0.1", false},
+		{"peers", "203.0.113.5", true},
+		{"203.0.113.0/24", "203.0.113.5", true}, // static, without registered
+		{"10.0.0.0/8", "public.example", false},
+		// A static rule still allows what it names.
+		{"registered,loopback", "127.0.0.1", true},
+		{"registered,loopback", "localhost", true},
+		{"registered,loopback", "split.example", true},
+		{"registered,169.254.169.254", "meta.example", true},
+		{"registered,169.254.169.254", "169.254.169.254", true},
+		{"meta.example", "meta.example", true},
+		{"any", "0.0.0.0", true},
+	}
+	for _, tt := range tests {
+		l, err := Parse(tt.rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.SetRegistered(dynamic)
+		l.SetPeers(dynamic)
+		_, err = l.Resolve(context.Background(), r, "ip", tt.host)
+		if (err == nil) != tt.ok {
+			t.Errorf("--allow=%s: Resolve(%s) = %v, want allowed=%v", tt.rules, tt.host, err, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrDenied) {
+			t.Errorf("--allow=%s: Resolve(%s) = %v, want ErrDenied", tt.rules, tt.host, err)
+		}
+	}
+}
+
+// TestVerifyNamesTheEntry: a host name rule that does not resolve (a typo
+// of a keyword, say) is an error naming it.
+func TestVerifyNamesTheEntry(t *testing.T) {
+	r := fakeResolver{"db.internal": {netip.MustParseAddr("203.0.113.1")}}
+	for _, tt := range []struct {
+		rules, bad string
+	}{
+		{"loopback,registered,db.internal,*.lab.example,10.0.0.0/8,192.0.2.1,peers,any", ""},
+		{"loopbak", "loopbak"},
+		{"loopback,db.internal,registerd", "registerd"},
+	} {
+		l, err := Parse(tt.rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = l.Verify(context.Background(), r)
+		switch {
+		case tt.bad == "" && err != nil:
+			t.Errorf("Verify(%s) = %v", tt.rules, err)
+		case tt.bad != "" && (err == nil || !strings.Contains(err.Error(), strconv.Quote(tt.bad))):
+			t.Errorf("Verify(%s) = %v, want an error naming %q", tt.rules, err, tt.bad)
 		}
 	}
 }

@@ -13,12 +13,17 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchboard-net/switchboard/services/prober/allow"
 )
 
 // Kinds of check.
@@ -59,14 +64,102 @@ type Spec struct {
 type Result struct {
 	// OK says the check passed.
 	OK bool
-	// Detail explains the outcome for operators.
+	// Detail explains the outcome for operators. It may quote what the
+	// target sent (a malformed HTTP response's first bytes) and the
+	// expect_body pattern: show it only to callers who may run checks.
 	Detail string
+	// Failure classifies a failed check in words of this package's own
+	// (one of the Fail* constants), never bytes the target sent; "" when
+	// the check passed.
+	Failure string
 	// Duration is how long the check took.
 	Duration time.Duration
 	// StatusCode is the HTTP status.
 	StatusCode int
 	// CertExpiry is the leaf certificate's NotAfter (https).
 	CertExpiry time.Time
+}
+
+// Failure classes of Result.Failure.
+const (
+	FailTimeout     = "timeout"
+	FailRefused     = "connection refused"
+	FailReset       = "connection reset"
+	FailUnreachable = "unreachable"
+	FailDenied      = "target not permitted"
+	FailTLS         = "TLS error"
+	FailCertExpired = "certificate expired"
+	FailStatus      = "unexpected status"
+	FailBody        = "body does not match"
+	FailNotServing  = "not serving"
+	FailDNS         = "DNS error"
+	FailProtocol    = "protocol error"
+	FailOther       = "failed"
+)
+
+// checkError is a failure the check itself decided, with its class.
+type checkError struct {
+	class string
+	err   error
+}
+
+func (e *checkError) Error() string { return e.err.Error() }
+func (e *checkError) Unwrap() error { return e.err }
+
+func failf(class, format string, a ...any) error {
+	return &checkError{class: class, err: fmt.Errorf(format, a...)}
+}
+
+// classify maps an error to a failure class.
+func classify(err error) string {
+	var ce *checkError
+	var ne net.Error
+	var te *tls.CertificateVerificationError
+	var re tls.RecordHeaderError
+	switch {
+	case errors.As(err, &ce):
+		return ce.class
+	case errors.Is(err, allow.ErrDenied):
+		return FailDenied
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return FailTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return FailRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return FailReset
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EADDRNOTAVAIL):
+		return FailUnreachable
+	case errors.As(err, &te), errors.As(err, &re):
+		return FailTLS
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		return FailDNS
+	}
+	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable {
+		return FailUnreachable
+	}
+	return FailOther
+}
+
+// Summary describes the result without anything the target sent: "pass"
+// or "fail: <class>", the HTTP status when there is one, and the time
+// taken. It is safe to show to anyone who may see the result at all.
+func (r Result) Summary() string {
+	var b strings.Builder
+	if r.OK {
+		b.WriteString("pass")
+	} else {
+		b.WriteString("fail")
+		if r.Failure != "" {
+			b.WriteString(": " + r.Failure)
+		}
+	}
+	if r.StatusCode != 0 {
+		fmt.Fprintf(&b, ", HTTP %d", r.StatusCode)
+	}
+	fmt.Fprintf(&b, ", %s", r.Duration.Round(time.Microsecond))
+	return b.String()
 }
 
 // DialFunc opens connections; the prober passes its allowlisted dialer.
@@ -99,11 +192,11 @@ func Run(ctx context.Context, s Spec, dial DialFunc) Result {
 	case DNS:
 		r, err = runDNS(ctx, s, dial)
 	default:
-		err = fmt.Errorf("unknown check kind %q", s.Kind)
+		err = failf(FailOther, "unknown check kind %q", s.Kind)
 	}
 	r.Duration = time.Since(start)
 	if err != nil {
-		r.OK, r.Detail = false, err.Error()
+		r.OK, r.Detail, r.Failure = false, err.Error(), classify(err)
 	} else {
 		r.OK = true
 	}
@@ -128,26 +221,31 @@ func runHTTP(ctx context.Context, s Spec, dial DialFunc) (Result, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Target, nil)
 	if err != nil {
-		return r, fmt.Errorf("target: %w", err)
+		return r, failf(FailOther, "target: %w", err)
 	}
 	req.Header.Set("User-Agent", "switchboard-prober")
 	resp, err := client.Do(req)
 	if err != nil {
-		return r, err
+		if class := classify(err); class != FailOther {
+			return r, err
+		}
+		// Most often a response that is not HTTP; its bytes may be in
+		// err, which is for operators only (Detail).
+		return r, &checkError{class: FailProtocol, err: err}
 	}
 	defer resp.Body.Close()
 	r.StatusCode = resp.StatusCode
 	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
 		r.CertExpiry = resp.TLS.PeerCertificates[0].NotAfter
 		if time.Now().After(r.CertExpiry) {
-			return r, fmt.Errorf("certificate expired at %s", r.CertExpiry.Format(time.RFC3339))
+			return r, failf(FailCertExpired, "certificate expired at %s", r.CertExpiry.Format(time.RFC3339))
 		}
 	}
 	if s.ExpectStatus != 0 && resp.StatusCode != s.ExpectStatus {
-		return r, fmt.Errorf("status %d, want %d", resp.StatusCode, s.ExpectStatus)
+		return r, failf(FailStatus, "status %d, want %d", resp.StatusCode, s.ExpectStatus)
 	}
 	if s.ExpectStatus == 0 && (resp.StatusCode < 200 || resp.StatusCode > 299) {
-		return r, fmt.Errorf("status %d, want 2xx", resp.StatusCode)
+		return r, failf(FailStatus, "status %d, want 2xx", resp.StatusCode)
 	}
 	if s.ExpectBody != nil {
 		body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
@@ -155,7 +253,7 @@ func runHTTP(ctx context.Context, s Spec, dial DialFunc) (Result, error) {
 			return r, fmt.Errorf("read body: %w", err)
 		}
 		if !s.ExpectBody.Match(body) {
-			return r, fmt.Errorf("body does not match %q", s.ExpectBody.String())
+			return r, failf(FailBody, "body does not match %q", s.ExpectBody.String())
 		}
 	}
 	r.Detail = fmt.Sprintf("HTTP %d", resp.StatusCode)
@@ -172,7 +270,7 @@ func runGRPC(ctx context.Context, s Spec, dial DialFunc) (Result, error) {
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) }),
 	)
 	if err != nil {
-		return r, fmt.Errorf("target: %w", err)
+		return r, failf(FailOther, "target: %w", err)
 	}
 	defer cc.Close()
 	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: s.GRPCService}, grpc.WaitForReady(false))
@@ -180,7 +278,7 @@ func runGRPC(ctx context.Context, s Spec, dial DialFunc) (Result, error) {
 		return r, fmt.Errorf("grpc health: %w", err)
 	}
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return r, fmt.Errorf("grpc health: %s", resp.GetStatus())
+		return r, failf(FailNotServing, "grpc health: %s", resp.GetStatus())
 	}
 	r.Detail = "SERVING"
 	return r, nil
@@ -208,7 +306,7 @@ func runDNS(ctx context.Context, s Spec, dial DialFunc) (Result, error) {
 		return r, fmt.Errorf("dns query: %w", err)
 	}
 	if in.Rcode != dns.RcodeSuccess {
-		return r, fmt.Errorf("dns answer: %s", dns.RcodeToString[in.Rcode])
+		return r, failf(FailDNS, "dns answer: %s", dns.RcodeToString[in.Rcode])
 	}
 	n := 0
 	for _, rr := range in.Answer {
@@ -217,7 +315,7 @@ func runDNS(ctx context.Context, s Spec, dial DialFunc) (Result, error) {
 		}
 	}
 	if n == 0 {
-		return r, fmt.Errorf("dns answer: no %s record for %s", dns.TypeToString[qtype], s.DNSName)
+		return r, failf(FailDNS, "dns answer: no %s record for %s", dns.TypeToString[qtype], s.DNSName)
 	}
 	r.Detail = fmt.Sprintf("%d %s record(s)", n, dns.TypeToString[qtype])
 	return r, nil

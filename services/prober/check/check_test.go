@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/switchboard-net/switchboard/services/prober/allow"
 )
 
 func TestHTTPChecks(t *testing.T) {
@@ -124,5 +126,75 @@ func TestDNSCheck(t *testing.T) {
 		if r.OK != tt.ok {
 			t.Errorf("%s %s: %+v, want ok=%v", tt.name, tt.typ, r, tt.ok)
 		}
+	}
+}
+
+// TestSummaryNeverQuotesTheTarget: Detail may carry what the target sent
+// (for operators); Failure and Summary never do.
+func TestSummaryNeverQuotesTheTarget(t *testing.T) {
+	const secret = "SECRET-7f3a"
+	garbage, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer garbage.Close()
+	go func() {
+		for {
+			c, err := garbage.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				b := make([]byte, 4096)
+				_, _ = c.Read(b)
+				_, _ = c.Write([]byte("HTTP/1.1 " + secret + "\r\n\r\n"))
+			}()
+		}
+	}()
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("token=" + secret))
+	}))
+	defer page.Close()
+	refused, _ := net.Listen("tcp", "127.0.0.1:0")
+	refusedAddr := refused.Addr().String()
+	refused.Close()
+	denyAll, _ := allow.Parse("")
+
+	tests := []struct {
+		name       string
+		spec       Spec
+		dial       DialFunc
+		ok         bool
+		failure    string
+		detailHas  string // what the operators' Detail shows
+		statusCode int
+	}{
+		{"not http", Spec{Kind: HTTP, Target: "http://" + garbage.Addr().String() + "/"}, nil, false, FailProtocol, secret, 0},
+		{"body match", Spec{Kind: HTTP, Target: page.URL, ExpectBody: regexp.MustCompile("token=SECRET")}, nil, true, "", "HTTP 200", 200},
+		{"body mismatch", Spec{Kind: HTTP, Target: page.URL, ExpectBody: regexp.MustCompile("token=SECRET-0")}, nil, false, FailBody, "token=SECRET-0", 200},
+		{"refused", Spec{Kind: TCP, Target: refusedAddr}, nil, false, FailRefused, "refused", 0},
+		{"denied", Spec{Kind: TCP, Target: refusedAddr}, denyAll.DialContext(&net.Dialer{}), false, FailDenied, "allowlist", 0},
+		{"timeout", Spec{Kind: HTTP, Target: "http://" + garbage.Addr().String() + "/", Timeout: time.Nanosecond}, nil, false, FailTimeout, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Run(context.Background(), tt.spec, tt.dial)
+			if r.OK != tt.ok || r.Failure != tt.failure || r.StatusCode != tt.statusCode || !strings.Contains(r.Detail, tt.detailHas) {
+				t.Fatalf("Run = %+v, want ok=%v failure %q status %d detail containing %q", r, tt.ok, tt.failure, tt.statusCode, tt.detailHas)
+			}
+			sum := r.Summary()
+			if strings.Contains(sum, "SECRET") || strings.Contains(sum, "token") {
+				t.Fatalf("Summary %q quotes the target or the pattern", sum)
+			}
+			want := "pass"
+			if !tt.ok {
+				want = "fail: " + tt.failure
+			}
+			if !strings.HasPrefix(sum, want) {
+				t.Fatalf("Summary %q, want it to start with %q", sum, want)
+			}
+		})
 	}
 }

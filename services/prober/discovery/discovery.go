@@ -1,12 +1,22 @@
-// Package discovery lets probers find each other on a LAN without
-// configuration: each announces itself on a UDP multicast group, answers
-// queries sent to the group or to each interface's broadcast address, and
-// keeps a bounded table of the peers it has heard.
+// Package discovery lets probers that share a key find each other on a
+// LAN: each announces itself on a UDP multicast group, answers queries
+// sent to the group or to each interface's broadcast address, and keeps a
+// bounded table of the peers it has heard.
+//
+// Every datagram is authenticated: a JSON body followed by the 32-byte
+// HMAC-SHA256, under the shared key, of a domain string and the body. The
+// body carries its send time in milliseconds; a datagram is accepted only
+// when its MAC verifies, its time is within Window of ours, and it is newer
+// than the last one accepted from the same sender id, so a datagram
+// captured on the LAN cannot be replayed to plant an address in the peer
+// table. Everything else is dropped unread and counted (Config.OnDrop).
 package discovery
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,8 +36,42 @@ import (
 // DefaultGroup is the multicast group and port probers use.
 const DefaultGroup = "239.255.74.2:7403"
 
-// MaxMessage bounds a discovery datagram.
+// MaxMessage bounds a discovery datagram (body and MAC).
 const MaxMessage = 1024
+
+// MinKeyLen is the shortest shared key accepted, in bytes.
+const MinKeyLen = 16
+
+// DefaultWindow is how far a datagram's time may be from ours.
+const DefaultWindow = 30 * time.Second
+
+// macSize is the length of the HMAC-SHA256 that ends every datagram.
+const macSize = sha256.Size
+
+// macDomain is prefixed to the body under the MAC, so a MAC made for
+// another protocol with the same key cannot pass here.
+const macDomain = "switchboard prober discovery v2\n"
+
+// Reasons a datagram is dropped, as Config.OnDrop receives them.
+const (
+	// DropUnauthenticated: no MAC, or one that does not verify under the
+	// key (a spoofed or foreign datagram, or another key).
+	DropUnauthenticated = "unauthenticated"
+	// DropStale: authenticated, but its time is more than Window from ours.
+	DropStale = "stale"
+	// DropReplayed: authenticated and recent, but not newer than the last
+	// datagram accepted from its sender (a replay, or a duplicate heard on
+	// two interfaces).
+	DropReplayed = "replayed"
+	// DropMalformed: too long, or an authenticated body that does not parse.
+	DropMalformed = "malformed"
+	// DropOverflow: a new sender while the table of senders is full of
+	// recent ones.
+	DropOverflow = "overflow"
+)
+
+// maxSenders bounds the table of last-seen times per sender id.
+const maxSenders = 4 * MaxPeers
 
 // MaxPeers bounds the peer table.
 const MaxPeers = 256
@@ -58,17 +102,41 @@ const (
 	typeAnswer   = "answer"
 )
 
+// version is the protocol version in every body.
+const version = 2
+
 // message is the JSON body of every datagram.
 type message struct {
 	V    int    `json:"v"`
 	Type string `json:"t"`
 	ID   string `json:"id"`
+	TS   int64  `json:"ts"` // send time, Unix milliseconds
 	Name string `json:"name,omitempty"`
 	GRPC string `json:"grpc,omitempty"`
 	BW   string `json:"bw,omitempty"`
 }
 
-// parseMessage decodes and validates a datagram.
+// seal returns the datagram of body: body || HMAC-SHA256(key, domain || body).
+func seal(key, body []byte) []byte {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(macDomain))
+	mac.Write(body)
+	return mac.Sum(body[:len(body):len(body)])
+}
+
+// open returns the body of an authentic datagram.
+func open(key, b []byte) ([]byte, bool) {
+	if len(b) <= macSize {
+		return nil, false
+	}
+	body, sum := b[:len(b)-macSize], b[len(b)-macSize:]
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(macDomain))
+	mac.Write(body)
+	return body, hmac.Equal(mac.Sum(nil), sum)
+}
+
+// parseMessage decodes and validates an authenticated body.
 func parseMessage(b []byte) (message, error) {
 	var m message
 	if len(b) > MaxMessage {
@@ -77,7 +145,7 @@ func parseMessage(b []byte) (message, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, err
 	}
-	if m.V != 1 {
+	if m.V != version {
 		return m, errors.New("unknown version")
 	}
 	switch m.Type {
@@ -101,6 +169,15 @@ func parseMessage(b []byte) (message, error) {
 
 // Config tunes a Node.
 type Config struct {
+	// Key is the shared secret every datagram is authenticated with (at
+	// least MinKeyLen bytes); probers with another key are not heard.
+	Key []byte
+	// Window is how far a datagram's send time may be from ours (default
+	// DefaultWindow): older ones are dropped as stale.
+	Window time.Duration
+	// OnDrop, when set, is called (from a reading goroutine) with the
+	// reason each time a datagram is dropped.
+	OnDrop func(reason string)
 	// Group is the multicast group:port (DefaultGroup when empty).
 	Group string
 	// Announce is the announcement period (default 30s).
@@ -127,8 +204,10 @@ type Node struct {
 	ifaces []net.Interface
 	bcast  []netip.Addr
 
-	mu    sync.Mutex
-	peers map[string]Peer // by id
+	mu     sync.Mutex
+	peers  map[string]Peer  // by id
+	last   map[string]int64 // by sender id: time of the newest datagram accepted
+	sentTS int64            // time of the newest datagram sent
 }
 
 func reuse(_, _ string, c syscall.RawConn) error {
@@ -145,9 +224,15 @@ func reuse(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// Listen opens the node's sockets in the caller's network namespace and
-// joins the group on every up, multicast-capable interface it sees now.
-func Listen(cfg Config, self Self) (*Node, error) {
+// newNode checks cfg and returns a node without sockets.
+func newNode(cfg Config, self Self) (*Node, error) {
+	if len(cfg.Key) < MinKeyLen {
+		return nil, fmt.Errorf("discovery key: %d bytes; at least %d are needed (discovery is authenticated)", len(cfg.Key), MinKeyLen)
+	}
+	cfg.Key = slices.Clone(cfg.Key)
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
 	if cfg.Group == "" {
 		cfg.Group = DefaultGroup
 	}
@@ -163,7 +248,18 @@ func Listen(cfg Config, self Self) (*Node, error) {
 	}
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])
-	n := &Node{self: self, id: hex.EncodeToString(idb[:]), cfg: cfg, group: g, peers: map[string]Peer{}}
+	return &Node{self: self, id: hex.EncodeToString(idb[:]), cfg: cfg, group: g, peers: map[string]Peer{}, last: map[string]int64{}}, nil
+}
+
+// Listen opens the node's sockets in the caller's network namespace and
+// joins the group on every up, multicast-capable interface it sees now.
+// cfg.Key is required.
+func Listen(cfg Config, self Self) (*Node, error) {
+	n, err := newNode(cfg, self)
+	if err != nil {
+		return nil, err
+	}
+	cfg, g := n.cfg, n.group
 	lc := net.ListenConfig{Control: reuse}
 	n.lconn, err = lc.ListenPacket(context.Background(), "udp4", ":"+strconv.Itoa(int(g.Port())))
 	if err != nil {
@@ -225,8 +321,11 @@ func broadcastOf(pn *net.IPNet) (netip.Addr, bool) {
 
 // Close closes the sockets; Run returns.
 func (n *Node) Close() {
-	n.lconn.Close()
-	n.qconn.Close()
+	for _, c := range []net.PacketConn{n.lconn, n.qconn} {
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 // Run announces and answers until ctx ends, then closes the node.
@@ -250,9 +349,51 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
+// msg returns a sealed datagram of type typ. Its time is the clock's, but
+// always past the previous datagram's, so that receivers' replay check
+// never drops two datagrams sent in one millisecond.
 func (n *Node) msg(typ string) []byte {
-	b, _ := json.Marshal(message{V: 1, Type: typ, ID: n.id, Name: n.self.Name, GRPC: n.self.GRPCAddr, BW: n.self.BandwidthAddr})
-	return b
+	n.mu.Lock()
+	ts := max(time.Now().UnixMilli(), n.sentTS+1)
+	n.sentTS = ts
+	n.mu.Unlock()
+	b, _ := json.Marshal(message{V: version, Type: typ, ID: n.id, TS: ts, Name: n.self.Name, GRPC: n.self.GRPCAddr, BW: n.self.BandwidthAddr})
+	return seal(n.cfg.Key, b)
+}
+
+func (n *Node) drop(reason string) {
+	if n.cfg.OnDrop != nil {
+		n.cfg.OnDrop(reason)
+	}
+}
+
+// accept checks an authenticated message's time: within the window of
+// now, and newer than the last accepted from its sender, which it then
+// becomes. It returns the drop reason, or "".
+func (n *Node) accept(m message, now time.Time) string {
+	if d := time.Duration(now.UnixMilli()-m.TS) * time.Millisecond; d > n.cfg.Window || d < -n.cfg.Window {
+		return DropStale
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if last, ok := n.last[m.ID]; ok && m.TS <= last {
+		return DropReplayed
+	}
+	if _, ok := n.last[m.ID]; !ok && len(n.last) >= maxSenders {
+		// Forget senders whose last datagram is outside the window: any
+		// replay of theirs is stale anyway.
+		cut := now.Add(-n.cfg.Window).UnixMilli()
+		for id, ts := range n.last {
+			if ts < cut {
+				delete(n.last, id)
+			}
+		}
+		if len(n.last) >= maxSenders {
+			return DropOverflow
+		}
+	}
+	n.last[m.ID] = m.TS
+	return ""
 }
 
 // sendGroup sends b to the group on every joined interface.
@@ -275,8 +416,25 @@ func (n *Node) read(c net.PacketConn) {
 			}
 			continue
 		}
-		m, err := parseMessage(b[:k])
-		if err != nil || m.ID == n.id {
+		if k > MaxMessage {
+			n.drop(DropMalformed)
+			continue
+		}
+		body, ok := open(n.cfg.Key, b[:k])
+		if !ok {
+			n.drop(DropUnauthenticated)
+			continue
+		}
+		m, err := parseMessage(body)
+		if err != nil {
+			n.drop(DropMalformed)
+			continue
+		}
+		if m.ID == n.id {
+			continue
+		}
+		if reason := n.accept(m, time.Now()); reason != "" {
+			n.drop(reason)
 			continue
 		}
 		ua, ok := from.(*net.UDPAddr)

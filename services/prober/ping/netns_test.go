@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard-net/switchboard/services/prober/internal/netnstest"
+	"github.com/switchboard-net/switchboard/pkg/netnstest"
 )
 
 // TestPingReportsLoss drops every second echo reply with an nftables rule
