@@ -93,9 +93,8 @@ func catalogSpecOf(methods access.Methods, extra func(rt *service.Runtime), stri
 type pki struct {
 	dir                       string
 	ca, srvCert, srvKey       string
-	cliCert, cliKey, otherCA  string
+	cliCert, cliKey           string
 	otherCliCert, otherCliKey string
-	caObj                     *certs.CA
 }
 
 func newPKI(t *testing.T) *pki {
@@ -106,7 +105,6 @@ func newPKI(t *testing.T) *pki {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.caObj = ca
 	if err := ca.WriteFiles(p.ca, filepath.Join(p.dir, "ca-key.pem"), false); err != nil {
 		t.Fatal(err)
 	}
