@@ -52,7 +52,10 @@
 //     healthy).
 //   - Outlier detection ([OutlierConfig]) ejects an endpoint after
 //     consecutive failures for a back-off that doubles on each repeat up to a
-//     cap, ejecting at most a share of the set (always at least one).
+//     cap, ejecting at most a share of the set (always at least one). An
+//     ejected endpoint whose Health turns to [HealthHealthy] in an Update
+//     (its active checks pass again) is let back at once, keeping the
+//     back-off, as in Envoy.
 //   - The breaker ([BreakerConfig]) opens after consecutive failures, admits
 //     a few trial requests when half-open, and closes after they succeed.
 //   - Panic threshold: when fewer than [Config.PanicThresholdPercent] of the

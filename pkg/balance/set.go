@@ -103,6 +103,13 @@ func (s *Set) SetConfig(cfg Config) error {
 
 // Update replaces the endpoint list. Endpoints are matched to existing
 // state by ID. IDs must be unique and non-empty.
+//
+// An ejected endpoint whose Health turns to HealthHealthy from anything
+// else (its active health checks pass again after failing or before
+// their first result) is let back at once, with slow start, instead of
+// waiting out its ejection; see EndpointState.liftEjection. An endpoint
+// that stays HealthHealthy stays ejected: checks that passed all along
+// do not contradict the failures that ejected it.
 func (s *Set) Update(eps []Endpoint) error {
 	seen := make(map[string]struct{}, len(eps))
 	for i := range eps {
@@ -133,6 +140,10 @@ func (s *Set) Update(eps []Endpoint) error {
 			}
 			// Not ramped again for becoming eligible the first time.
 			es.wasEligible = true
+		} else if ep.Health == HealthHealthy && es.ep.Load().Health != HealthHealthy {
+			// Its active health checks pass again: an ejection (which
+			// came before this transition) need not run its course.
+			es.liftEjection(now)
 		}
 		es.ep.Store(&ep)
 		byID[ep.ID] = es
@@ -373,6 +384,28 @@ func (s *Set) ejectLocked(es *EndpointState, now time.Time) bool {
 	es.ejectedUntil = now.Add(d)
 	es.consecFail = 0
 	es.status.Or(stEjected)
+	return true
+}
+
+// liftEjection ends e's ejection at now because its active health checks
+// pass again, as Envoy does by default (successful_active_health_check_
+// uneject_host). As in Envoy the back-off multiplier is kept: an endpoint
+// that is ejected again soon is ejected for twice as long, and the back-off
+// starts over only once it has behaved for MaxEjection since now. The
+// consecutive-failure count starts from zero, so failures of requests
+// that were in flight during the ejection do not eject it again at once.
+// The caller holds e.set.mu and rebuilds the snapshot afterwards, which
+// starts slow start for it. It reports whether e was ejected.
+func (e *EndpointState) liftEjection(now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.status.Load()&stEjected == 0 {
+		return false
+	}
+	e.status.And(^stEjected)
+	e.ejectedUntil = now
+	e.returnedAt = now
+	e.consecFail = 0
 	return true
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/switchboard-net/switchboard/pkg/telemetry"
+	"github.com/switchboard-net/switchboard/pkg/watch"
 )
 
 // DefaultCallTimeout bounds a unary call whose context has no deadline.
@@ -30,6 +31,9 @@ func (rt *Runtime) Dial(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 		)),
 		grpc.WithChainUnaryInterceptor(defaultDeadline),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Services watch each other: reconnect on the watch's short,
+		// jittered back-off, not gRPC's (which grows to two minutes).
+		watch.DialOption(),
 	}
 	base = append(base, rt.dialCreds(target)...)
 	cc, err := grpc.NewClient(target, append(base, opts...)...)

@@ -8,6 +8,7 @@ type metrics struct {
 	reports  prometheus.Counter
 	watchers prometheus.Gauge
 	stale    prometheus.Gauge
+	lifted   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -24,8 +25,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		stale: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchboard_balancer_registry_stale", Help: "1 while the registry is unreachable and the last snapshot is served.",
 		}),
+		lifted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_balancer_ejections_lifted_total", Help: "Outlier ejections ended early because the endpoint's health checks pass again.",
+		}),
 	}
-	reg.MustRegister(m.picks, m.reports, m.watchers, m.stale)
+	reg.MustRegister(m.picks, m.reports, m.watchers, m.stale, m.lifted)
 	m.stale.Set(1)
 	return m
 }

@@ -127,13 +127,13 @@ func (b *Balancer) getOrCreateLocked(name string) *svc {
 // followRegistry applies the registry's Watch snapshots until ctx ends,
 // reconnecting with back-off. While the registry is unreachable the last
 // endpoint sets stay in force and watchers are told they are stale.
+// pkg/watch logs when the watch goes stale and when it resumes.
 func (b *Balancer) followRegistry(ctx context.Context, reg registryv1.RegistryClient) error {
 	watch.Follow(ctx, watch.Stream(func(ctx context.Context) (watch.Receiver[*registryv1.WatchResponse], error) {
 		return reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
-	}, b.apply), func(err error, wait time.Duration) {
+	}, b.apply), func(error, time.Duration) {
 		b.setStale(true)
-		b.log.Warn("registry watch ended; retrying", "err", err, "in", wait)
-	})
+	}, watch.WithLogger(b.log, "registry"))
 	return nil
 }
 
@@ -157,12 +157,12 @@ func (b *Balancer) apply(resp *registryv1.WatchResponse) {
 	defer b.mu.Unlock()
 	changed := false
 	for name, list := range byService {
-		if b.getOrCreateLocked(name).update(list, resp.Index, b.log) {
+		if b.getOrCreateLocked(name).update(list, resp.Index, b.log, b.met) {
 			changed = true
 		}
 	}
 	for name, s := range b.services {
-		if _, ok := byService[name]; !ok && s.update(nil, resp.Index, b.log) {
+		if _, ok := byService[name]; !ok && s.update(nil, resp.Index, b.log, b.met) {
 			changed = true
 		}
 	}
@@ -181,8 +181,10 @@ func (b *Balancer) apply(resp *registryv1.WatchResponse) {
 }
 
 // update replaces the service's instances; it reports whether anything
-// changed.
-func (s *svc) update(list []*registryv1.Instance, index uint64, log *slog.Logger) bool {
+// changed. An ejected instance whose health turns to passing is let back
+// by s.set.Update (pkg/balance lifts the ejection, with slow start); the
+// new shape goes to watchers with the rest of the change.
+func (s *svc) update(list []*registryv1.Instance, index uint64, log *slog.Logger, met *metrics) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	same := len(list) == len(s.instances)
@@ -210,10 +212,29 @@ func (s *svc) update(list []*registryv1.Instance, index uint64, log *slog.Logger
 			Health: healthOf(in.Health),
 		})
 	}
+	var ejected map[string]bool // before the update, to log the lifts
+	for _, es := range s.set.Endpoints() {
+		if es.Ejected() {
+			if ejected == nil {
+				ejected = map[string]bool{}
+			}
+			ejected[es.ID()] = true
+		}
+	}
 	if err := s.set.Update(eps); err != nil {
 		// The registry guarantees unique, non-empty ids.
 		log.Error("endpoint update refused", "service", s.name, "err", err)
 		return false
+	}
+	if len(ejected) > 0 {
+		for _, es := range s.set.Endpoints() {
+			old := s.instances[es.ID()] // s.instances is still the previous set
+			if ejected[es.ID()] && !es.Ejected() && old != nil && healthOf(old.Health) != balance.HealthHealthy &&
+				es.Endpoint().Health == balance.HealthHealthy {
+				met.lifted.Inc()
+				log.Info("ejection lifted: health checks pass", "service", s.name, "endpoint", es.ID())
+			}
+		}
 	}
 	s.instances = instances
 	s.healthy = 0

@@ -3,6 +3,7 @@ package grpcbalance
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -43,8 +44,13 @@ type ResolverOptions struct {
 	// BalancerAddr is the balancer service's address when the target names
 	// none. Default $SWITCHBOARD_BALANCER_ADDR, else localhost:7200.
 	BalancerAddr string
-	// DialOptions reach the balancer (default: plaintext).
+	// DialOptions reach the balancer (default: plaintext). They come after
+	// watch.DialOption, which keeps reconnects to a restarted balancer
+	// within about a second; an option here may override it.
 	DialOptions []grpc.DialOption
+	// Logger hears when the endpoint stream goes stale and when it
+	// resumes (default slog.Default()).
+	Logger *slog.Logger
 }
 
 // RegisterResolver installs the "switchboard" resolver globally; call it
@@ -83,14 +89,14 @@ func (b *resolverBuilder) Build(t resolver.Target, cc resolver.ClientConn, _ res
 	if t.URL.Host != "" {
 		addr = t.URL.Host
 	}
-	conn, err := grpc.NewClient(addr, b.opts.DialOptions...)
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{watch.DialOption()}, b.opts.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("grpcbalance: balancer %s: %w", addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &watchResolver{cc: cc, conn: conn, cancel: cancel, done: make(chan struct{})}
 	sc := cc.ParseServiceConfig(`{"loadBalancingConfig":[{"` + StreamPolicy + `":{}}]}`)
-	go r.run(ctx, balancerv1.NewBalancerClient(conn), svc, sc)
+	go r.run(ctx, balancerv1.NewBalancerClient(conn), svc, sc, b.opts.Logger)
 	return r, nil
 }
 
@@ -111,7 +117,7 @@ func (r *watchResolver) Close() {
 	r.conn.Close()
 }
 
-func (r *watchResolver) run(ctx context.Context, c balancerv1.BalancerClient, svc string, sc *serviceconfig.ParseResult) {
+func (r *watchResolver) run(ctx context.Context, c balancerv1.BalancerClient, svc string, sc *serviceconfig.ParseResult, log *slog.Logger) {
 	defer close(r.done)
 	watch.Follow(ctx, watch.Stream(func(ctx context.Context) (watch.Receiver[*balancerv1.WatchEndpointsResponse], error) {
 		return c.WatchEndpoints(ctx, &balancerv1.WatchEndpointsRequest{Service: svc})
@@ -120,7 +126,7 @@ func (r *watchResolver) run(ctx context.Context, c balancerv1.BalancerClient, sv
 	}), func(err error, _ time.Duration) {
 		// The ClientConn keeps the last set meanwhile.
 		r.cc.ReportError(fmt.Errorf("grpcbalance: watching %q: %w", svc, err))
-	})
+	}, watch.WithLogger(log, "balancer endpoints "+svc))
 }
 
 // streamKey keys the streamed set in the resolver state's attributes.
