@@ -78,8 +78,8 @@ func (h *healthLoop) run(ctx context.Context) error {
 	// Checkers live on ctx, beyond each stream.
 	apply := func(snap *registryv1.WatchResponse) { h.apply(ctx, snap.GetInstances()) }
 	watch.Follow(ctx, watch.Stream(h.open, apply), func(err error, wait time.Duration) {
-		h.log.Warn("registry watch ended; retrying", "err", err, "in", wait)
-	})
+		h.log.Debug("registry watch ended; retrying", "err", err, "in", wait)
+	}, watch.WithLogger(h.log, "registry"))
 	return nil
 }
 
