@@ -3,6 +3,7 @@ module github.com/switchboard-net/switchboard/tests
 go 1.26.7
 
 require (
+	github.com/miekg/dns v1.1.73
 	github.com/switchboard-net/switchboard/pkg v0.0.0
 	github.com/switchboard-net/switchboard/proto v0.0.0
 	github.com/switchboard-net/switchboard/services/balancer v0.0.0
@@ -43,7 +44,6 @@ require (
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/mattn/go-colorable v0.1.15 // indirect
 	github.com/mattn/go-isatty v0.0.22 // indirect
-	github.com/miekg/dns v1.1.73 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
