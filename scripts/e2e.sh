@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
 # End-to-end test of the compose stack (deploy/compose.yaml), run by
 # `make e2e`: builds every image locally (scripts/images.sh), brings the
-# stack up, waits for every container's healthcheck, then checks what a user
-# would:
+# stack up (locked: mutual TLS, tokens, ACLs; the host user's certificate
+# and tokens land in a temporary SWITCHBOARD_SECRETS_DIR), waits for every
+# container's healthcheck (and the one-shot bootstrap and consul-init to
+# exit 0), then checks what a user would:
 #
 #   1. every service answers `grpcurl list` and one real call
 #      (registry GetService, balancer Pick, resolver Lookup, prober Run,
-#      edge ListBackends) on its published port;
+#      edge ListBackends) on its published port, over mutual TLS with the
+#      operator token;
 #   2. curl through the edge reaches both demo apps, balanced between them;
 #   3. dig resolves the demo service through the resolver to both apps;
 #   4. a scheduled prober ping job produces results;
-#   5. the dashboard API (edge admin /dashboard/api/state) shows the demo
-#      apps and the ping job, and headless Chromium screenshots the page;
+#   5. the dashboard API (edge admin /dashboard/api/state, https with the
+#      client certificate) shows the demo apps and the ping job, and
+#      headless Chromium screenshots the page (through a local socat that
+#      presents the client certificate);
 #   6. a request through the edge leaves one trace in Jaeger with the edge's
 #      span and a child span from another service (HTTP to a demo app, or
-#      gRPC through the edge to the registry);
+#      gRPC through the edge to a plaintext gRPC app: a registry of its own
+#      started for the test on the compose network);
 #   7. after one demo app is killed, all traffic goes to the other within
-#      the health check period.
+#      the health check period;
+#   8. the stack is locked: a call without a client certificate and a
+#      plaintext call are refused, the viewer token's Register is
+#      PermissionDenied, the dashboard refuses a caller without a client
+#      certificate, the wire listener (TLS) refuses a connection without a
+#      token and carries one with the viewer token, and Consul refuses an
+#      anonymous service registration and KV write.
 #
 # The stack is always torn down (trap), also on failure, when container
 # logs are printed first. Every wait polls with a bounded deadline.
@@ -75,6 +87,18 @@ export SWITCHBOARD_WIRE_PORT=${SWITCHBOARD_WIRE_PORT:-27900}
 
 project=switchboard-e2e
 dc() { "${compose[@]}" -p "$project" -f "$root/deploy/compose.yaml" "$@"; }
+image=${SWITCHBOARD_IMAGE:-switchboard/switchboard:dev}
+
+# The host user's copies of the stack's secrets (bootstrap --host): a
+# directory of this run's own, so the work tree's deploy/.secrets is left
+# alone. It must exist before `up`, so that it stays ours (bootstrap gives
+# its files to the directory's owner).
+secrets=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-e2e-secrets.XXXXXX")
+export SWITCHBOARD_SECRETS_DIR=$secrets
+# A plaintext gRPC app for the trace through the edge (step 6), and the
+# local forwarder for the dashboard screenshot (step 5).
+grpc_app=$project-grpc-app
+socat_pid=
 
 passed=0
 failed=0
@@ -96,10 +120,16 @@ cleanup() {
 		dc ps -a || true
 		dc logs --no-color --tail=40 2>&1 | tail -n 400 || true
 	fi
+	if [ -n "$socat_pid" ]; then
+		kill "$socat_pid" 2>/dev/null || true
+	fi
 	if [ "${SWITCHBOARD_E2E_KEEP:-}" = 1 ]; then
-		log "leaving the stack up (SWITCHBOARD_E2E_KEEP=1); stop it with: ${compose[*]} -p $project -f deploy/compose.yaml down -v"
+		log "leaving the stack up (SWITCHBOARD_E2E_KEEP=1); stop it with: docker rm -f $grpc_app; SWITCHBOARD_SECRETS_DIR=$secrets ${compose[*]} -p $project -f deploy/compose.yaml down -v"
+		log "the host's certificate and tokens are in $secrets"
 	else
+		docker rm -f "$grpc_app" "$project-connect" >/dev/null 2>&1 || true
 		dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+		rm -rf "$secrets"
 		log "stack torn down"
 	fi
 	if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
@@ -127,10 +157,23 @@ poll() {
 	done
 }
 
-# grpc PORT METHOD [JSON]: one unary call with grpcurl (bounded).
+# grpcs TOKEN ARGS...: grpcurl over mutual TLS with the host's client
+# certificate, verifying the service against the stack's CA, with the
+# bearer token in $secrets/TOKEN.token (none when TOKEN is "-").
+grpcs() {
+	local tok=$1
+	shift
+	local auth=()
+	if [ "$tok" != - ]; then
+		auth=(-H "authorization: Bearer $(cat "$secrets/$tok.token")")
+	fi
+	grpcurl -cacert "$secrets/ca.pem" -cert "$secrets/client.pem" -key "$secrets/client-key.pem" "${auth[@]}" "$@"
+}
+
+# grpc PORT METHOD [JSON]: one unary call as the operator (bounded).
 grpc() {
 	local port=$1 method=$2 data=${3:-'{}'}
-	grpcurl -plaintext -max-time 5 -d "$data" "127.0.0.1:$port" "$method"
+	grpcs operator -max-time 5 -d "$data" "127.0.0.1:$port" "$method"
 }
 
 if [ "${SWITCHBOARD_E2E_NO_BUILD:-}" = 1 ]; then
@@ -148,15 +191,17 @@ dc up -d >/dev/null 2>&1 || {
 	fail "compose up"
 }
 
-# Every container with a healthcheck must report healthy; the rest running.
+# Every container with a healthcheck must report healthy, the rest running,
+# and the one-shot init services must have exited 0.
 all_healthy() {
 	local svc id state
 	for svc in $(dc config --services); do
-		id=$(dc ps -q "$svc")
+		id=$(dc ps -a -q "$svc")
 		[ -n "$id" ] || return 1
-		state=$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
-		case $state in
-		"running healthy" | "running none") ;;
+		state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
+		case $svc:$state in
+		*":running 0 healthy" | *":running 0 none") ;;
+		bootstrap:"exited 0 none" | consul-init:"exited 0 none") ;;
 		*) return 1 ;;
 		esac
 	done
@@ -164,6 +209,12 @@ all_healthy() {
 poll 180 "every container healthy" all_healthy || fail "the stack did not become healthy"
 ready=$((SECONDS - t0))
 log "stack ready in ${ready}s"
+for f in ca.pem client.pem client-key.pem operator.token viewer.token; do
+	[ -r "$secrets/$f" ] || fail "bootstrap did not leave $f in $secrets"
+done
+[ "$(stat -c %a "$secrets/client-key.pem")" = 600 ] || fail "client-key.pem is mode $(stat -c %a "$secrets/client-key.pem"), want 600"
+[ "$(stat -c %u "$secrets/operator.token")" = "$(id -u)" ] || fail "operator.token is not owned by $(id -un)"
+log "ok: bootstrap wrote the host's certificate and tokens ($(ls "$secrets" | paste -sd' '))"
 
 # The demo apps register themselves; wait until both pass their checks.
 demo_passing() {
@@ -180,11 +231,11 @@ log "demo-1 at $ip1, demo-2 at $ip2 (both passing)"
 for pair in registry:$SWITCHBOARD_REGISTRY_PORT balancer:$SWITCHBOARD_BALANCER_PORT \
 	resolver:$SWITCHBOARD_RESOLVER_PORT prober:$SWITCHBOARD_PROBER_PORT edge:$SWITCHBOARD_EDGE_GRPC_PORT; do
 	svc=${pair%%:*} port=${pair#*:}
-	list=$(grpcurl -plaintext -max-time 5 "127.0.0.1:$port" list) || fail "grpcurl list $svc"
+	list=$(grpcs operator -max-time 5 "127.0.0.1:$port" list) || fail "grpcurl list $svc"
 	grep -q "^switchboard\.$svc\.v1\." <<<"$list" || fail "$svc does not list switchboard.$svc.v1: $list"
 	grep -q "^grpc.health.v1.Health" <<<"$list" || fail "$svc does not list grpc.health.v1"
 done
-log "ok: grpcurl list on all five services"
+log "ok: grpcurl list on all five services (mutual TLS, operator token)"
 
 out=$(grpc "$SWITCHBOARD_REGISTRY_PORT" switchboard.registry.v1.Registry/GetService '{"service":"demo","include_unhealthy":true}')
 [ "$(jq -r '[.instances[].id] | sort | join(",")' <<<"$out")" = "demo-1,demo-2" ] || fail "registry GetService demo: $out"
@@ -201,7 +252,7 @@ lookup() {
 poll 30 "resolver Lookup demo.service.switchboard" lookup || fail "resolver Lookup"
 log "ok: resolver Lookup demo.service.switchboard. A -> 2 answers"
 
-out=$(grpcurl -plaintext -max-time 20 -d "{\"spec\":{\"check\":{\"kind\":\"http\",\"target\":\"http://$ip1:8080/healthz\"}}}" \
+out=$(grpcs operator -max-time 20 -d "{\"spec\":{\"check\":{\"kind\":\"http\",\"target\":\"http://$ip1:8080/healthz\"}}}" \
 	"127.0.0.1:$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Run) || fail "prober Run: $out"
 jq -se 'map(select(.result)) | .[-1].result | select(.success == true and .check.ok == true)' <<<"$out" >/dev/null ||
 	fail "prober Run check of demo-1: $out"
@@ -261,24 +312,39 @@ poll 30 "two results of the scheduled ping job" ping_ran || fail "scheduled ping
 rtt=$(grpc "$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Results '{"id":"ping-demo-1","limit":1}' | jq -r '.results[0].ping.avg')
 log "ok: scheduled ping job to demo-1 runs (rtt $rtt)"
 
-# 5. The dashboard, when the edge serves it.
-dash=http://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/dashboard
-code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$dash/api/state" || true)
+# 5. The dashboard, when the edge serves it: https on the admin port, with
+# the host's client certificate (the admin port beyond loopback serves only
+# /metrics, /healthz and /readyz without one).
+dash=https://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/dashboard
+dcurl() { curl --cacert "$secrets/ca.pem" --cert "$secrets/client.pem" --key "$secrets/client-key.pem" "$@"; }
+code=$(dcurl -s -o /dev/null -w '%{http_code}' -m 5 "$dash/api/state" || true)
 if [ "$code" = 200 ]; then
 	dash_ok() {
-		curl -fsS -m 5 "$dash/api/state" |
+		dcurl -fsS -m 5 "$dash/api/state" |
 			jq -e 'select(([.services[] | select(.name == "demo") | .instances[].id] | sort) == ["demo-1","demo-2"] and (.probes | length) >= 1)'
 	}
 	poll 20 "dashboard state with demo and a probe" dash_ok || fail "dashboard state"
-	if command -v chromium >/dev/null; then
+	if command -v chromium >/dev/null && command -v socat >/dev/null; then
+		# Chromium cannot be handed a client certificate on its command
+		# line: a local socat presents it and forwards plain HTTP.
+		proxy_port=${SWITCHBOARD_E2E_DASH_PROXY_PORT:-27599}
+		socat "TCP-LISTEN:$proxy_port,bind=127.0.0.1,reuseaddr,fork" \
+			"OPENSSL:127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT,cafile=$secrets/ca.pem,cert=$secrets/client.pem,key=$secrets/client-key.pem,commonname=localhost" \
+			>/dev/null 2>&1 &
+		socat_pid=$!
+		proxied=http://127.0.0.1:$proxy_port/dashboard
+		poll 10 "the dashboard through the local socat" curl -fsS -m 5 -o /dev/null "$proxied/api/state" ||
+			fail "the dashboard through socat (port $proxy_port)"
 		shots=${SWITCHBOARD_E2E_ARTIFACTS:-$(mktemp -d)}
 		mkdir -p "$shots"
 		timeout 90 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
 			--user-data-dir="$(mktemp -d)" --virtual-time-budget=6000 --window-size=1280,860 \
-			--screenshot="$shots/dashboard.png" "$dash" >/dev/null 2>&1 || fail "dashboard screenshot"
-		log "ok: dashboard serves demo-1, demo-2 and probes; screenshot $shots/dashboard.png"
+			--screenshot="$shots/dashboard.png" "$proxied" >/dev/null 2>&1 || fail "dashboard screenshot"
+		kill "$socat_pid" 2>/dev/null || true
+		socat_pid=
+		log "ok: dashboard (https, client certificate) serves demo-1, demo-2 and probes; screenshot $shots/dashboard.png"
 	else
-		log "ok: dashboard serves demo-1, demo-2 and probes (no chromium for a screenshot)"
+		log "ok: dashboard (https, client certificate) serves demo-1, demo-2 and probes (no chromium and socat for a screenshot)"
 	fi
 else
 	log "skip: the edge serves no dashboard yet (GET $dash/api/state: $code)"
@@ -286,25 +352,34 @@ fi
 
 # 6. Traces through the edge with spans from the edge and, as children of
 # the edge's span, from another service, on both request paths: HTTP/1 to
-# a demo app, and gRPC (HTTP/2) through the edge to the registry. Spans are
+# a demo app, and gRPC (HTTP/2) through the edge to a gRPC app. Spans are
 # exported in batches (every 5s by default), so each trace is polled.
 jaeger=http://127.0.0.1:$SWITCHBOARD_JAEGER_PORT
 new_trace() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
 new_span() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
 http_trace=$(new_trace)
 curl -fsS -m 5 -H "traceparent: 00-$http_trace-$(new_span)-01" "$edge_url" >/dev/null || fail "traced request"
-# The registry's gRPC API behind the edge, by registry tag.
-reg_ip=$(demo_ip registry)
+# A plaintext gRPC app behind the edge, by registry tag. The stack's own
+# services take mutual TLS only (and the edge proxies to plaintext
+# backends), so the app is a registry of its own: embedded store, no TLS,
+# traced like the services, on the compose network for this test only.
+net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(dc ps -q edge)")
+docker run -d --name "$grpc_app" --network "$net" --user 65532:65532 --read-only --tmpfs /tmp \
+	--cap-drop ALL --security-opt no-new-privileges:true \
+	-e OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4317 -e OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+	--entrypoint /bin/registry "$image" --store=embedded --data-dir=/tmp/registry \
+	--grpc-addr=0.0.0.0:7100 --insecure >/dev/null || fail "start the plaintext gRPC app"
+app_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$grpc_app")
 grpc "$SWITCHBOARD_REGISTRY_PORT" switchboard.registry.v1.Registry/Register \
-	"{\"instance\":{\"service\":\"registry-api\",\"id\":\"registry-1\",\"address\":\"$reg_ip\",\"port\":7100,\"tags\":[\"edge.route=/switchboard.registry.v1.Registry/\"]}}" >/dev/null ||
-	fail "register the registry's API behind the edge"
+	"{\"instance\":{\"service\":\"grpc-app\",\"id\":\"grpc-app-1\",\"address\":\"$app_ip\",\"port\":7100,\"tags\":[\"edge.route=/switchboard.registry.v1.Registry/\"]}}" >/dev/null ||
+	fail "register the gRPC app behind the edge"
 grpc_trace=$(new_trace)
 grpc_via_edge() {
 	grpcurl -plaintext -max-time 5 -import-path "$root/proto" -proto switchboard/registry/v1/registry.proto \
 		-H "traceparent: 00-$grpc_trace-$(new_span)-01" "127.0.0.1:$SWITCHBOARD_EDGE_PORT" switchboard.registry.v1.Registry/ListServices
 }
-poll 8 "gRPC through the edge to the registry" grpc_via_edge || fail "gRPC through the edge to the registry"
-log "ok: gRPC through the edge to the registry (ListServices)"
+poll 20 "gRPC through the edge to the gRPC app" grpc_via_edge || fail "gRPC through the edge to the gRPC app"
+log "ok: gRPC through the edge to a gRPC app (ListServices)"
 
 trace_services() { # TRACE_ID
 	curl -fsS -m 5 "$jaeger/api/traces/$1" | jq -r '[.data[0].processes[].serviceName] | unique | join(",")'
@@ -322,7 +397,7 @@ child_of_edge() {
 		| length > 0'
 }
 for t in "$http_trace" "$grpc_trace"; do
-	if [ "$t" = "$http_trace" ]; then path="HTTP to a demo app"; else path="gRPC to the registry"; fi
+	if [ "$t" = "$http_trace" ]; then path="HTTP to a demo app"; else path="gRPC to a gRPC app"; fi
 	poll 30 "$path: a trace with the edge's span and a child span of another service" child_of_edge "$t" ||
 		fail "$path: trace $t has [$(trace_services "$t" 2>/dev/null || true)], want switchboard-edge and a child span of another service"
 	log "ok: $path: trace $t has [$(trace_services "$t" 2>/dev/null || true)], a child span under the edge's"
@@ -347,5 +422,64 @@ crit() {
 }
 poll 20 "demo-2 critical in the registry" crit || fail "registry does not mark the killed demo-2 critical"
 log "ok: demo-2 killed; all traffic on demo-1 within ${moved}s, demo-2 critical in the registry"
+
+# 8. The stack is locked.
+reg=127.0.0.1:$SWITCHBOARD_REGISTRY_PORT
+# refused WHAT CMD...: CMD must fail; the end of its output is left in $last.
+refused() {
+	local what=$1 out
+	shift
+	if out=$("$@" 2>&1); then
+		fail "$what was answered: $out"
+	fi
+	last=$(tail -n 3 <<<"$out" | tr '\n' ' ' | cut -c1-140)
+}
+refused "a call without a client certificate" \
+	grpcurl -cacert "$secrets/ca.pem" -H "authorization: Bearer $(cat "$secrets/operator.token")" -max-time 5 "$reg" list
+log "ok: a call without a client certificate is refused ($last)"
+refused "a plaintext call" grpcurl -plaintext -max-time 5 "$reg" list
+log "ok: a plaintext call is refused ($last)"
+grpcs viewer -max-time 5 -d '{"service":"demo"}' "$reg" switchboard.registry.v1.Registry/GetService >/dev/null ||
+	fail "the viewer token cannot read"
+intruder='{"instance":{"service":"demo","id":"intruder","address":"192.0.2.1","port":80}}'
+refused "Register with the viewer token" grpcs viewer -max-time 5 -d "$intruder" "$reg" switchboard.registry.v1.Registry/Register
+grep -q "PermissionDenied" <<<"$last" || fail "Register with the viewer token: want PermissionDenied, got: $last"
+log "ok: the viewer token reads, and its Register is refused ($last)"
+refused "Register with a client certificate and no token" grpcs - -max-time 5 -d "$intruder" "$reg" switchboard.registry.v1.Registry/Register
+grep -Eq "PermissionDenied|Unauthenticated" <<<"$last" || fail "Register without a token: want PermissionDenied, got: $last"
+log "ok: a client certificate without a token may not register ($last)"
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 --cacert "$secrets/ca.pem" "https://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/dashboard/api/state" || true)
+[ "$code" = 403 ] || fail "the dashboard without a client certificate answered $code, want 403"
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 --cacert "$secrets/ca.pem" "https://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/metrics" || true)
+[ "$code" = 200 ] || fail "the edge's /metrics without a client certificate answered $code, want 200"
+log "ok: the dashboard refuses a caller without a client certificate (403; /metrics 200)"
+# The wire listener (TLS): `switchboard connect` from the image, on the
+# host's network, reaches demo with the viewer token (a stream needs read
+# on its service) and is refused without a token.
+wire_connect() { # DOCKER-RUN-OPTIONS... -- CONNECT-FLAGS...
+	local opts=()
+	while [ "$1" != -- ]; do
+		opts+=("$1")
+		shift
+	done
+	shift
+	docker run "${opts[@]}" --network host --user 65532:65532 -v "$secrets/ca.pem:/ca.pem:ro" "$image" \
+		connect demo --edge "127.0.0.1:$SWITCHBOARD_WIRE_PORT" --tls --tls-ca /ca.pem "$@"
+}
+refused "a wire connection without a token" wire_connect --rm -- --listen 127.0.0.1:0
+grep -q "UNAUTHORIZED" <<<"$last" || fail "a wire connection without a token: want UNAUTHORIZED, got: $last"
+wire_port=${SWITCHBOARD_E2E_CONNECT_PORT:-27901}
+wire_connect -d --name "$project-connect" -- --token "$(cat "$secrets/viewer.token")" --listen "127.0.0.1:$wire_port" >/dev/null ||
+	fail "switchboard connect with the viewer token"
+through_wire() { curl -fsS -m 5 "http://127.0.0.1:$wire_port/" | grep -q "hello from demo-1"; }
+poll 10 "demo-1 through the wire listener" through_wire || fail "demo through the wire listener"
+docker rm -f "$project-connect" >/dev/null 2>&1 || true
+log "ok: the wire listener (TLS) carries a connection with the viewer token and refuses one without ($last)"
+consul=http://127.0.0.1:$SWITCHBOARD_CONSUL_PORT
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X PUT -d '{"Name":"intruder"}' "$consul/v1/agent/service/register" || true)
+[ "$code" = 403 ] || fail "Consul answered an anonymous service registration with $code, want 403"
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X PUT -d 'x' "$consul/v1/kv/switchboard/registry/intruder" || true)
+[ "$code" = 403 ] || fail "Consul answered an anonymous KV write with $code, want 403"
+log "ok: Consul refuses an anonymous service registration and KV write (403)"
 
 log "PASS: stack ready in ${ready}s, all checks in $((SECONDS - t0))s, total $((SECONDS - start_all))s"

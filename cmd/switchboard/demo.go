@@ -10,15 +10,18 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/switchboard-net/switchboard/pkg/certs"
 	"github.com/switchboard-net/switchboard/pkg/telemetry"
 	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
@@ -143,6 +146,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	register := fs.String("register", "", "registry gRPC address; empty serves without registering")
 	advertise := fs.String("advertise", "", "address to register (default: this host's first non-loopback IP)")
 	wait := fs.Duration("register-timeout", time.Minute, "how long to keep trying to reach the registry")
+	var tc demoTrust
+	fs.StringVar(&tc.ca, "tls-ca", "", "CA bundle (PEM) to verify the registry against (mutual TLS with --tls-cert)")
+	fs.StringVar(&tc.cert, "tls-cert", "", "client certificate (PEM) to present to the registry")
+	fs.StringVar(&tc.key, "tls-key", "", "key (PEM) of --tls-cert")
+	fs.StringVar(&tc.tokenFile, "token-file", "", "file holding the bearer token to register with (it needs service write on --service)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -181,7 +189,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
-		cc, err := grpc.NewClient(*register, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		creds, err := tc.dialOptions(*register)
+		if err != nil {
+			return err
+		}
+		cc, err := grpc.NewClient(*register, creds...)
 		if err != nil {
 			return fmt.Errorf("registry client: %w", err)
 		}
@@ -243,3 +255,51 @@ func firstIP() (string, error) {
 	}
 	return "", errors.New("no non-loopback IPv4 address: pass --advertise")
 }
+
+// demoTrust is how the demo app reaches a locked registry: mutual TLS and a
+// bearer token, each optional.
+type demoTrust struct {
+	ca, cert, key, tokenFile string
+}
+
+// dialOptions returns the credentials of a client of target.
+func (d demoTrust) dialOptions(target string) ([]grpc.DialOption, error) {
+	tlsOn := d.ca != "" || d.cert != "" || d.key != ""
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if tlsOn {
+		r, err := certs.NewReloader(d.cert, d.key, d.ca)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--tls-ca/--tls-cert/--tls-key: %w", err)}
+		}
+		host, _, err := net.SplitHostPort(target)
+		if err != nil {
+			host = target
+		}
+		opts[0] = grpc.WithTransportCredentials(credentials.NewTLS(r.ClientConfig(host)))
+	}
+	if d.tokenFile != "" {
+		b, err := os.ReadFile(d.tokenFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--token-file: %w", err)}
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return nil, usageError{fmt.Errorf("--token-file %s is empty", d.tokenFile)}
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken{token: tok, tls: tlsOn}))
+	}
+	return opts, nil
+}
+
+// bearerToken sends "authorization: Bearer <token>" with every call.
+type bearerToken struct {
+	token string
+	tls   bool
+}
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity: over TLS, never send the token in the clear.
+func (b bearerToken) RequireTransportSecurity() bool { return b.tls }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/switchboard-net/switchboard/pkg/certs"
 )
 
 // runHealth checks one URL, for container healthchecks in images that have
@@ -16,8 +18,13 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
+	// An admin port with --tls-cert serves https: the healthcheck of a
+	// locked stack verifies it against the stack's CA.
+	caFile := fs.String("cacert", "", "CA bundle (PEM) to verify an https URL's server against (default: the system's roots)")
+	certFile := fs.String("cert", "", "client certificate (PEM) to present to an https URL")
+	keyFile := fs.String("key", "", "key (PEM) of --cert")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard health [--timeout D] URL   (exit 0 when URL answers 200)")
+		fmt.Fprintln(stderr, "usage: switchboard health [--timeout D] [--cacert FILE] [--cert FILE --key FILE] URL   (exit 0 when URL answers 200)")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -35,7 +42,15 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageError{fmt.Errorf("URL: %w", err)}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if *caFile != "" || *certFile != "" || *keyFile != "" {
+		r, err := certs.NewReloader(*certFile, *keyFile, *caFile)
+		if err != nil {
+			return usageError{err}
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: r.ClientConfig(req.URL.Hostname())}}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

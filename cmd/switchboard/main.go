@@ -7,6 +7,8 @@
 //	switchboard demo --name NAME --register REGISTRY
 //	                                     serve a demo app and register it
 //	switchboard health URL               exit 0 when URL answers 200
+//	switchboard tls ca create | cert create --name NAME
+//	                                     make a CA and the certificates it signs
 //	switchboard version                  print the version
 package main
 
@@ -33,6 +35,8 @@ commands:
             wire listener (like kubectl port-forward)
   demo      serve a small demo HTTP app and register it with a registry
   health    check a URL (exit 0 on 200), for container healthchecks
+  tls       make a CA and the certificates it signs for mutual TLS
+  bootstrap write the compose stack's certificates, tokens and ACLs (idempotent)
   version   print the version
 
 Run 'switchboard <command> -h' for a command's flags.
@@ -60,6 +64,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "health":
 		err = runHealth(ctx, args[1:], stdout, stderr)
+	case "tls":
+		err = runTLS(args[1:], stdout, stderr)
+	case "bootstrap":
+		err = runBootstrap(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "switchboard", version)
 	case "-h", "--help", "help":
