@@ -32,6 +32,27 @@
 // WriteTo, CloseWrite and CloseRead, so io.Copy between them and Join
 // still use splice(2). Unwrap returns the *net.TCPConn beneath.
 //
+// # Handing listening sockets to a successor
+//
+// A server restarts without refusing a connection by starting its
+// successor with duplicates of its listening sockets: one socket and one
+// accept queue stay open across both processes (unlike SO_REUSEPORT, whose
+// per-process queues lose their waiting connections when a process
+// closes). The old process collects its sockets in a Handoff and starts the
+// successor; the successor takes them back by name and address with
+// Inherit and reports readiness; the old process then closes its copies
+// and drains:
+//
+//	var h netx.Handoff
+//	h.Add(netx.Socket{Name: "http", Network: "tcp", Addr: ":8080"}, ln.(*net.TCPListener))
+//	s, err := h.Start(exec.Command(exe, os.Args[1:]...))
+//	err = s.Ready(ctx) // then close ln and drain
+//
+//	// in the successor:
+//	in, err := netx.Inherit(os.LookupEnv)
+//	ln, err := in.Listener("http", "tcp", ":8080") // nil: bind it yourself
+//	in.Ready()
+//
 // # Pooling
 //
 // A Pool keeps up to MaxIdlePerKey idle connections per key (a backend

@@ -72,6 +72,7 @@ type Listener struct {
 	isDrained bool
 	conns     map[*trackedConn]struct{}
 	handlers  int // Serve handlers still running
+	accepting int // Accept calls inside inner.Accept
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -99,7 +100,11 @@ func NewListener(inner net.Listener, opts ListenOptions) *Listener {
 }
 
 // Accept waits for and returns the next connection. After Close or
-// Shutdown it returns an error satisfying errors.Is(err, net.ErrClosed).
+// Shutdown it returns an error satisfying errors.Is(err, net.ErrClosed);
+// a connection the kernel handed over as Close began is still returned
+// and tracked, never dropped: the client connected before the listener
+// closed, and (when a successor shares the socket) would otherwise be
+// reset although another process was ready to serve it.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		if l.slots != nil {
@@ -109,28 +114,40 @@ func (l *Listener) Accept() (net.Conn, error) {
 				return nil, l.closedErr()
 			}
 		}
+		l.mu.Lock()
+		if l.isClosing {
+			l.mu.Unlock()
+			l.release()
+			return nil, l.closedErr()
+		}
+		l.accepting++
+		l.mu.Unlock()
 		c, err := l.inner.Accept()
+		if err == nil {
+			if aerr := l.socket.applyConn(c, !l.inherits); aerr != nil {
+				// The connection is unusable as configured; the peer sees
+				// it closed and the listener carries on.
+				c.Close()
+				c = nil
+			}
+		}
+		var tc *trackedConn
+		l.mu.Lock()
+		l.accepting--
+		if c != nil {
+			tc = &trackedConn{Conn: c, l: l}
+			l.conns[tc] = struct{}{}
+		}
+		l.checkDrainedLocked()
+		l.mu.Unlock()
 		if err != nil {
 			l.release()
 			return nil, err
 		}
-		if err := l.socket.applyConn(c, !l.inherits); err != nil {
-			// The connection is unusable as configured; the peer sees it
-			// closed and the listener carries on.
-			c.Close()
+		if tc == nil {
 			l.release()
 			continue
 		}
-		tc := &trackedConn{Conn: c, l: l}
-		l.mu.Lock()
-		if l.isClosing {
-			l.mu.Unlock()
-			c.Close()
-			l.release()
-			return nil, l.closedErr()
-		}
-		l.conns[tc] = struct{}{}
-		l.mu.Unlock()
 		l.accepted.Add(1)
 		return tc, nil
 	}
@@ -200,7 +217,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 }
 
 func (l *Listener) checkDrainedLocked() {
-	if l.isClosing && !l.isDrained && len(l.conns) == 0 && l.handlers == 0 {
+	if l.isClosing && !l.isDrained && len(l.conns) == 0 && l.handlers == 0 && l.accepting == 0 {
 		l.isDrained = true
 		close(l.drained)
 	}
@@ -217,8 +234,9 @@ func (l *Listener) remove(c *trackedConn) {
 // Serve accepts connections and runs handle for each in its own goroutine,
 // closing the connection when handle returns. The handler's context is
 // cancelled when Shutdown gives up waiting. Serve returns nil once Close or
-// Shutdown stops the listener, or the first accept error that retrying
-// cannot cure. Running out of file descriptors or buffers is retried with
+// Shutdown stops the listener, or once the listener it wraps is closed
+// (by a runtime that closes every listener it opened, say; Shutdown still
+// drains), or the first accept error that retrying cannot cure. Running out of file descriptors or buffers is retried with
 // a backoff of up to one second.
 func (l *Listener) Serve(handle func(ctx context.Context, c net.Conn)) error {
 	var delay time.Duration
@@ -229,6 +247,9 @@ func (l *Listener) Serve(handle func(ctx context.Context, c net.Conn)) error {
 			case <-l.closing:
 				return nil
 			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
 			}
 			if !transientAcceptErr(err) {
 				return fmt.Errorf("netx: serve %s: %w", l.Addr(), err)

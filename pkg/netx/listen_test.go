@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -287,5 +288,91 @@ func TestListenerServeAcceptErrors(t *testing.T) {
 				t.Fatalf("Serve = %v", err)
 			}
 		})
+	}
+}
+
+// gateListener is a net.Listener whose Accept blocks until the test hands
+// it a connection, whatever Close does meanwhile (as a kernel accept that
+// has already taken a connection off the queue does).
+type gateListener struct {
+	entered chan struct{}
+	conns   chan net.Conn
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (g *gateListener) Accept() (net.Conn, error) {
+	g.entered <- struct{}{}
+	if c, ok := <-g.conns; ok {
+		return c, nil
+	}
+	return nil, net.ErrClosed
+}
+
+func (g *gateListener) Close() error { g.once.Do(func() { close(g.closed) }); return nil }
+
+func (g *gateListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// TestListenerKeepsConnectionAcceptedWhileClosing: a connection the inner
+// listener returns after Close began is tracked and served, and Shutdown
+// waits for it instead of declaring the listener drained.
+func TestListenerKeepsConnectionAcceptedWhileClosing(t *testing.T) {
+	g := &gateListener{entered: make(chan struct{}, 1), conns: make(chan net.Conn, 1), closed: make(chan struct{})}
+	l := NewListener(g, ListenOptions{})
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	<-g.entered
+	shut := make(chan error, 1)
+	go func() { shut <- l.Shutdown(testContext(t)) }()
+	<-g.closed // Close began
+	if !notDone(shut) {
+		t.Fatal("Shutdown returned while an Accept was still in progress")
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	g.conns <- a
+	c := <-got
+	if c == nil {
+		t.Fatal("the connection accepted as Close began was dropped")
+	}
+	if l.Active() != 1 {
+		t.Fatalf("Active = %d, want 1", l.Active())
+	}
+	if !notDone(shut) {
+		t.Fatal("Shutdown returned with a live connection")
+	}
+	c.Close()
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Shutdown: %v", err)
+	}
+}
+
+// TestListenerServeInnerClosed: Serve ends cleanly when the listener it
+// wraps is closed by someone else (a runtime closing every listener).
+func TestListenerServeInnerClosed(t *testing.T) {
+	inner := listenLoopback(t)
+	l := NewListener(inner, ListenOptions{})
+	served := make(chan error, 1)
+	go func() { served <- l.Serve(func(context.Context, net.Conn) {}) }()
+	inner.Close()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve = %v, want nil", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return")
+	}
+	if err := l.Shutdown(testContext(t)); err != nil {
+		t.Fatalf("Shutdown = %v", err)
 	}
 }

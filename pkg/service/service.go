@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,7 @@ import (
 
 	"github.com/switchboard-net/switchboard/pkg/access"
 	"github.com/switchboard-net/switchboard/pkg/config"
+	"github.com/switchboard-net/switchboard/pkg/netx"
 	"github.com/switchboard-net/switchboard/pkg/telemetry"
 )
 
@@ -61,6 +63,13 @@ type Spec struct {
 	// starts background work with rt.Go. It returns once the service is set
 	// up; the runtime then serves until its context ends.
 	Start func(ctx context.Context, rt *Runtime) error
+	// Inherit lets the service take its listening sockets from the process
+	// that started it (netx.ListenFDsEnv) instead of binding them: Listen,
+	// ListenPacket and Inherit return the inherited socket of the same name
+	// and address, and the predecessor is told once the service serves. For
+	// services that restart themselves without refusing a connection (the
+	// edge); others ignore the variable.
+	Inherit bool
 }
 
 // Option changes how Run runs a Spec.
@@ -163,6 +172,14 @@ func Run(ctx context.Context, spec Spec, args []string, opts ...Option) error {
 	if err != nil {
 		return err
 	}
+	if spec.Inherit {
+		if rt.inherited, err = netx.Inherit(o.lookup); err != nil {
+			return err
+		}
+		if rt.inherited != nil {
+			log.Info("taking over listening sockets from the previous process", "sockets", rt.inherited.String())
+		}
+	}
 	return rt.run(ctx, spec, c, o)
 }
 
@@ -191,14 +208,29 @@ type Runtime struct {
 	stopping context.Context // cancelled when shutdown begins
 	stop     context.CancelFunc
 
-	mu        sync.Mutex
-	addrs     map[string]string
-	closers   []io.Closer
-	hooks     []func(context.Context) error
-	checks    map[string]func(context.Context) error
-	ready     bool
-	workers   sync.WaitGroup
-	workerErr chan error
+	inherited *netx.Inherited // sockets from a predecessor (Spec.Inherit)
+	retire    chan struct{}   // closed by Retire
+	retiring  atomic.Bool
+
+	mu           sync.Mutex
+	addrs        map[string]string
+	closers      []io.Closer
+	socks        []socket // every listening socket, for a successor
+	hooks        []func(context.Context) error
+	readyFns     []func()
+	checks       map[string]func(context.Context) error
+	ready        bool
+	shuttingDown bool
+	drainDelay   time.Duration
+	drainEnter   func()
+	workers      sync.WaitGroup
+	workerErr    chan error
+}
+
+// socket is a listening socket the runtime holds, as a successor asks for it.
+type socket struct {
+	netx.Socket
+	c io.Closer
 }
 
 func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup config.LookupFunc, tr *trust, methods access.Methods) (*Runtime, error) {
@@ -228,6 +260,7 @@ func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup confi
 		addrs:     map[string]string{},
 		checks:    map[string]func(context.Context) error{},
 		workerErr: make(chan error, 1),
+		retire:    make(chan struct{}),
 	}
 	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
@@ -267,39 +300,155 @@ func (rt *Runtime) Lookup(key string) (string, bool) { return rt.lookup(key) }
 
 // Listen opens a TCP listener for the named role ("dns", "http", ...); the
 // runtime records and logs its bound address and closes it on shutdown.
+// With Spec.Inherit, the socket a predecessor handed over for the same
+// name and address is used instead of binding a new one.
 func (rt *Runtime) Listen(name, addr string) (net.Listener, error) {
+	if ln, err := rt.Inherit(name, "tcp", addr); ln != nil || err != nil {
+		return ln, err
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener on %s: %w", name, addr, err)
 	}
-	rt.record(name, ln.Addr().String(), ln)
+	rt.record(netx.Socket{Name: name, Network: "tcp", Addr: addr}, ln.Addr().String(), ln, false)
 	return ln, nil
 }
 
 // ListenPacket opens a UDP socket for the named role, like Listen.
 func (rt *Runtime) ListenPacket(name, addr string) (net.PacketConn, error) {
+	if rt.inherited != nil {
+		pc, err := rt.inherited.PacketConn(name, "udp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s socket on %s: %w", name, addr, err)
+		}
+		if pc != nil {
+			rt.record(netx.Socket{Name: name, Network: "udp", Addr: addr}, pc.LocalAddr().String(), pc, true)
+			return pc, nil
+		}
+	}
 	var lc net.ListenConfig
 	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s socket on %s: %w", name, addr, err)
 	}
-	rt.record(name, pc.LocalAddr().String(), pc)
+	rt.record(netx.Socket{Name: name, Network: "udp", Addr: addr}, pc.LocalAddr().String(), pc, false)
 	return pc, nil
 }
+
+// Inherit returns the stream listener (network "tcp" or "unix") a
+// predecessor handed over for this name and address, recorded like
+// Listen's, or nil when there is none (no predecessor, or a new address):
+// the caller then opens one itself, for example a Unix socket with its own
+// permissions, and records it with AddListener.
+func (rt *Runtime) Inherit(name, network, addr string) (net.Listener, error) {
+	if rt.inherited == nil {
+		return nil, nil
+	}
+	ln, err := rt.inherited.Listener(name, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener on %s: %w", name, addr, err)
+	}
+	if ln != nil {
+		bound := ln.Addr().String()
+		if network == "unix" {
+			bound = addr // the socket may have been bound under a temporary name
+		}
+		rt.record(netx.Socket{Name: name, Network: network, Addr: addr}, bound, ln, true)
+	}
+	return ln, nil
+}
+
+// Inherited reports whether this process took its listening sockets over
+// from a predecessor that is still draining.
+func (rt *Runtime) Inherited() bool { return rt.inherited != nil }
 
 // AddListener records a listener opened elsewhere (for example on a port
 // another socket of the service already holds).
 func (rt *Runtime) AddListener(name string, addr net.Addr, c io.Closer) {
-	rt.record(name, addr.String(), c)
+	rt.record(netx.Socket{Name: name, Network: addr.Network(), Addr: addr.String()}, addr.String(), c, false)
 }
 
-func (rt *Runtime) record(name, addr string, c io.Closer) {
+func (rt *Runtime) record(s netx.Socket, bound string, c io.Closer, inherited bool) {
 	rt.mu.Lock()
-	rt.addrs[name] = addr
+	rt.addrs[s.Name] = bound
 	rt.closers = append(rt.closers, c)
+	rt.socks = append(rt.socks, socket{Socket: s, c: c})
 	rt.mu.Unlock()
-	rt.Log.Info("listening", "listener", name, "addr", addr)
+	if inherited {
+		rt.Log.Info("listening", "listener", s.Name, "addr", bound, "inherited", true)
+		return
+	}
+	rt.Log.Info("listening", "listener", s.Name, "addr", bound)
+}
+
+// HandOver prepares every listening socket the runtime holds for a
+// successor process (netx.Handoff.Start starts it). Once the successor
+// serves, Retire stops this process without refusing a connection.
+func (rt *Runtime) HandOver() (*netx.Handoff, error) {
+	rt.mu.Lock()
+	socks := append([]socket(nil), rt.socks...)
+	rt.mu.Unlock()
+	h := &netx.Handoff{}
+	for _, s := range socks {
+		sc, ok := s.c.(syscall.Conn)
+		if !ok {
+			h.Close()
+			return nil, fmt.Errorf("listener %s (%T) cannot be handed over", s.Name, s.c)
+		}
+		if err := h.Add(s.Socket, sc); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// Retire stops the service because a successor process has taken over its
+// listening sockets (HandOver) and serves on them: shutdown closes this
+// process's copies at once (connections keep queueing on the shared
+// sockets, for the successor), leaves readiness as it is (the addresses
+// still serve), tells clients of long-lived connections to move (gRPC
+// GOAWAY, no more keep-alive on the admin port), and drains as on SIGTERM.
+// Run then returns nil. Retire reports false, and does nothing, when
+// shutdown has already begun for another reason (SIGTERM during the
+// restart): the caller should then stop the successor.
+func (rt *Runtime) Retire() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.shuttingDown {
+		return false
+	}
+	if rt.retiring.CompareAndSwap(false, true) {
+		close(rt.retire)
+	}
+	return true
+}
+
+// Retiring reports whether Retire was called: drain hooks use it to leave
+// what the successor now uses (a Unix socket's path, say) in place.
+func (rt *Runtime) Retiring() bool { return rt.retiring.Load() }
+
+// OnReady adds fn, called once the service serves: every listener accepts
+// and readiness is on (and, with a predecessor, before it is told so).
+func (rt *Runtime) OnReady(fn func()) {
+	rt.mu.Lock()
+	rt.readyFns = append(rt.readyFns, fn)
+	rt.mu.Unlock()
+}
+
+// DrainDelay makes shutdown keep serving for d once it begins, so that
+// load balancers and clients move away before any connection is refused:
+// readiness (/readyz, grpc.health.v1) reports not serving and enter is
+// called at once (a service stops keeping connections alive there), but
+// listeners keep accepting and Stopping() does not end until d has passed.
+// The grace period (--shutdown-grace) starts after d. On Retire, the
+// listeners close first and d is how long kept-alive connections get to
+// move over on their own before drain hooks close the idle ones.
+func (rt *Runtime) DrainDelay(d time.Duration, enter func()) {
+	rt.mu.Lock()
+	rt.drainDelay, rt.drainEnter = d, enter
+	rt.mu.Unlock()
 }
 
 // Addr returns the bound address of the named listener, or "".
@@ -428,6 +577,15 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 		rt.Every("acl-reload", time.Second, rt.reloadACL)
 	}
 
+	// Ready before serving: the first request answered (possibly queued
+	// while a predecessor still served this socket) sees it so.
+	for name := range rt.GRPC.GetServiceInfo() {
+		rt.Health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	rt.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	rt.mu.Lock()
+	rt.ready = true
+	rt.mu.Unlock()
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- rt.GRPC.Serve(grpcLn) }()
 	admin := &http.Server{
@@ -443,13 +601,6 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 		}
 	}()
 
-	for name := range rt.GRPC.GetServiceInfo() {
-		rt.Health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
-	}
-	rt.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	rt.mu.Lock()
-	rt.ready = true
-	rt.mu.Unlock()
 	addrs := rt.Addrs()
 	rt.Log.Info("ready", "grpc", addrs["grpc"], "admin", addrs["admin"],
 		"tls", rt.trust.serving(), "client_certs", rt.trust.hasCA, "acl", rt.trust.acl != nil)
@@ -457,9 +608,26 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 		o.ready(addrs)
 	}
 
+	rt.mu.Lock()
+	readyFns := rt.readyFns
+	rt.mu.Unlock()
+	for _, fn := range readyFns {
+		fn()
+	}
+	if rt.inherited != nil {
+		for _, s := range rt.inherited.CloseUnused() {
+			rt.Log.Info("closed an inherited socket no listener asked for", "listener", s.Name, "addr", s.Addr)
+		}
+		if err := rt.inherited.Ready(); err != nil {
+			rt.Log.Warn("previous process not told we serve", "err", err)
+		}
+	}
+
 	select {
 	case <-ctx.Done():
 		rt.Log.Info("shutting down", "grace", c.grace)
+	case <-rt.retire:
+		rt.Log.Info("retiring: a new process serves on our listening sockets", "grace", c.grace)
 	case err = <-rt.workerErr:
 		rt.Log.Error("stopping after a failure", "err", err)
 	case err = <-serveErr:
@@ -521,14 +689,39 @@ func (rt *Runtime) readiness(ctx context.Context) error {
 	return nil
 }
 
-// shutdown drains: readiness off, streams and workers told to stop, drain
-// hooks, then gRPC GracefulStop bounded by grace, then telemetry flush.
+// shutdown drains: readiness off, the drain delay (DrainDelay) if any,
+// streams and workers told to stop, drain hooks, then gRPC GracefulStop
+// bounded by grace, then telemetry flush. A retiring runtime (Retire)
+// closes its listeners first and keeps readiness on.
 func (rt *Runtime) shutdown(grace time.Duration, admin *http.Server) {
 	rt.mu.Lock()
-	rt.ready = false
+	rt.shuttingDown = true
+	retiring := rt.Retiring()
+	if !retiring {
+		rt.ready = false
+	}
 	hooks := append([]func(context.Context) error(nil), rt.hooks...)
+	delay, enter := rt.drainDelay, rt.drainEnter
 	rt.mu.Unlock()
-	rt.Health.Shutdown()
+	stopped := make(chan struct{})
+	if retiring {
+		rt.closeListeners()
+		admin.SetKeepAlivesEnabled(false)
+		go func() { rt.GRPC.GracefulStop(); close(stopped) }()
+	} else {
+		rt.Health.Shutdown()
+	}
+	if enter != nil {
+		enter()
+	}
+	switch {
+	case delay > 0 && retiring:
+		rt.Log.Info("draining: connections are not kept alive; idle ones close after the drain delay", "drain_delay", delay)
+		time.Sleep(delay)
+	case delay > 0:
+		rt.Log.Info("draining: not ready and connections are not kept alive; listeners close after the drain delay", "drain_delay", delay)
+		time.Sleep(delay)
+	}
 	rt.stop()
 
 	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
@@ -538,8 +731,9 @@ func (rt *Runtime) shutdown(grace time.Duration, admin *http.Server) {
 			rt.Log.Warn("drain hook", "err", err)
 		}
 	}
-	stopped := make(chan struct{})
-	go func() { rt.GRPC.GracefulStop(); close(stopped) }()
+	if !retiring {
+		go func() { rt.GRPC.GracefulStop(); close(stopped) }()
+	}
 	select {
 	case <-stopped:
 	case <-graceCtx.Done():
