@@ -25,12 +25,23 @@ type watcher struct {
 	log     *slog.Logger
 	changed func() // rebuild routes
 	updates atomic.Uint64
+
+	// An outage, seen from Follow's goroutine: since when, and the
+	// dropped-reports count then.
+	lostAt      time.Time
+	droppedThen uint64
 }
 
+// run follows the stream until ctx ends. Follow logs once (WARN) when
+// the stream is lost and retries quietly; the watcher logs once (WARN)
+// when the balancer is back, with how long it was away and how many load
+// reports were dropped meanwhile.
 func (w *watcher) run(ctx context.Context) error {
-	watch.Follow(ctx, watch.Stream(w.open, w.update), func(err error, wait time.Duration) {
-		w.log.Warn("balancer stream ended; keeping the last endpoint sets", "err", err, "retry_in", wait)
-	})
+	watch.Follow(ctx, watch.Stream(w.open, w.update), func(error, time.Duration) {
+		if w.lostAt.IsZero() {
+			w.lostAt, w.droppedThen = time.Now(), w.ups.met.reportsDropped.Load()
+		}
+	}, watch.WithLogger(w.log, "balancer"))
 	return nil
 }
 
@@ -41,6 +52,12 @@ func (w *watcher) open(ctx context.Context) (watch.Receiver[*balancerv1.WatchEnd
 
 // update applies one streamed endpoint set.
 func (w *watcher) update(resp *balancerv1.WatchEndpointsResponse) {
+	if !w.lostAt.IsZero() {
+		w.log.Warn("balancer stream resumed; endpoint sets are live again",
+			"down_for", time.Since(w.lostAt).Round(time.Millisecond),
+			"reports_dropped", w.ups.met.reportsDropped.Load()-w.droppedThen)
+		w.lostAt = time.Time{}
+	}
 	if err := w.apply(resp); err != nil {
 		w.log.Warn("endpoint set rejected", "service", resp.GetService(), "err", err)
 		return
@@ -174,9 +191,15 @@ func (r *reporter) add(rep report) {
 	select {
 	case r.ch <- rep:
 	default:
-		r.dropped.Add(1)
-		r.met.dropped.Inc()
+		r.drop(1)
 	}
+}
+
+// drop counts n reports that will never reach the balancer.
+func (r *reporter) drop(n int) {
+	r.dropped.Add(uint64(n))
+	r.met.dropped.Add(float64(n))
+	r.met.reportsDropped.Add(uint64(n))
 }
 
 func (r *reporter) run(ctx context.Context) error {
@@ -191,7 +214,11 @@ func (r *reporter) run(ctx context.Context) error {
 		_, err := r.client.Report(cctx, &balancerv1.ReportRequest{Reports: buf})
 		cancel()
 		if err != nil {
-			r.log.Debug("load report not delivered", "n", len(buf), "err", err)
+			// The balancer is away (or refused the batch): the batch is
+			// lost. Counting only a full queue missed this, because the
+			// loop keeps draining the queue into failing batches.
+			r.drop(len(buf))
+			r.log.Debug("load reports dropped: not delivered", "n", len(buf), "err", err)
 		} else {
 			r.sent.Add(uint64(len(buf)))
 		}

@@ -122,3 +122,85 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 		run(b, st)
 	})
 }
+
+// rawBackend answers every request head with the same 13-byte response,
+// keep-alive, without allocating per request (requests have no body).
+func rawBackend(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello, world\n")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReaderSize(c, 16<<10)
+				for {
+					// A request head ends with an empty line.
+					for {
+						line, err := br.ReadSlice('\n')
+						if err != nil {
+							return
+						}
+						if len(line) <= 2 {
+							break
+						}
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// BenchmarkHTTPFastPathAllocs is BenchmarkHTTPProxy with a backend and
+// clients that allocate nothing per request, so allocs/op is the edge's
+// own: the HTTP/1.1 fast path must report 0.
+func BenchmarkHTTPFastPathAllocs(b *testing.B) {
+	be := rawBackend(b)
+	inst, _ := startEdge(b, fmt.Sprintf("routes:\n  - addresses: [%q]\n", be), "--log-level=warn")
+	addr := inst.Addrs["http"]
+	req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReaderSize(c, 16<<10)
+		body := make([]byte, 13)
+		for pb.Next() {
+			if _, err := c.Write(req); err != nil {
+				b.Error(err)
+				return
+			}
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if len(line) <= 2 {
+					break
+				}
+			}
+			if _, err := io.ReadFull(br, body); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -60,6 +60,26 @@ func (d *deadlines) read(now time.Time, t time.Duration) {
 	}
 }
 
+// readBy arms the read deadline at dl (none when zero), moving it only
+// when it is later than dl or more than slack earlier.
+func (d *deadlines) readBy(dl time.Time, slack time.Duration) {
+	if dl.IsZero() {
+		if !d.rd.IsZero() {
+			d.readExact(dl)
+		}
+		return
+	}
+	if d.rd.IsZero() || d.rd.After(dl) || d.rd.Before(dl.Add(-slack)) {
+		d.readExact(dl)
+	}
+}
+
+// readExact arms the read deadline at dl (none when zero), now.
+func (d *deadlines) readExact(dl time.Time) {
+	d.rd = dl
+	d.c.SetReadDeadline(dl)
+}
+
 func (d *deadlines) write(now time.Time, t time.Duration) {
 	if left := d.wd.Sub(now); left < t/2 || left > t {
 		d.wd = now.Add(t)

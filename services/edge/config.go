@@ -59,6 +59,14 @@ type RouteConfig struct {
 	Addresses []string `yaml:"addresses" json:"addresses"`
 	// Policy for Addresses (default round_robin).
 	Policy string `yaml:"policy" json:"policy"`
+	// TryTimeout overrides --try-timeout on this route: how long one try
+	// waits for the start of the backend's answer before it counts as a
+	// timeout and a safe request goes to another backend. "0s" turns
+	// per-try timeouts off here (--response-timeout alone bounds a try).
+	TryTimeout *Duration `yaml:"try_timeout" json:"try_timeout"`
+	// Hedge overrides --hedge on this route: on a per-try timeout a safe
+	// request races a second try instead of abandoning the first.
+	Hedge *bool `yaml:"hedge" json:"hedge"`
 }
 
 // TCPConfig is one TCP listener.
@@ -169,6 +177,9 @@ func (c *FileConfig) Validate() error {
 		r.Host = strings.ToLower(r.Host)
 		if err := checkTargets(f, r.Service, r.Addresses); err != nil {
 			return err
+		}
+		if r.TryTimeout != nil && *r.TryTimeout < 0 {
+			return fmt.Errorf("%s.try_timeout: must not be negative, got %v", f, time.Duration(*r.TryTimeout))
 		}
 		if r.Name == "" {
 			r.Name = r.Host + r.PathPrefix

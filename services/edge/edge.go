@@ -50,6 +50,12 @@ type Config struct {
 	ReportBatch   int
 	Pprof         bool
 	HTTP          HTTPOptions
+
+	// Stopping and restarting (restart.go).
+	DrainDelay     time.Duration
+	RestartTimeout time.Duration
+	PIDFile        string
+	restart        bool // SIGUSR2 starts a successor (Command, not Spec)
 }
 
 type stringList []string
@@ -81,9 +87,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ReportEvery, "report-interval", time.Second, "how often load reports are flushed to the balancer")
 	fs.IntVar(&c.ReportBatch, "report-batch", 512, "flush load reports when this many are queued")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin port")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, keep accepting this long with /readyz at 503 and every response closing its connection (HTTP/1.1 Connection: close, HTTP/2 GOAWAY) before the listeners close and --shutdown-grace begins; after a restart (SIGUSR2), how long kept-alive connections get to move to the new process before idle ones are closed")
+	fs.DurationVar(&c.RestartTimeout, "restart-timeout", 30*time.Second, "on SIGUSR2, how long the new process has to become ready before the restart is abandoned (this process keeps serving)")
+	fs.StringVar(&c.PIDFile, "pid-file", "", "write the process id to this file once serving, and the new process writes its own after a restart (systemd's PIDFile=)")
 	h := &c.HTTP
 	fs.IntVar(&h.Retries, "retries", 2, "retries on another backend when safe (idempotent, or never reached the backend)")
 	fs.IntVar(&h.RetryBudgetPercent, "retry-budget", 20, "retries allowed as a percentage of requests")
+	fs.DurationVar(&h.TryTimeout, "try-timeout", 400*time.Millisecond, "time one try may wait for the backend's response headers before it counts as a timeout and an idempotent request without a body goes to another backend (0 disables; --response-timeout bounds every try together)")
+	fs.BoolVar(&h.Hedge, "hedge", false, "on a try timeout, race a second try of an idempotent request on another backend instead of abandoning the first; the first answer wins (within --retries and --retry-budget)")
 	fs.DurationVar(&h.ConnectTimeout, "connect-timeout", 2*time.Second, "backend connect timeout")
 	fs.DurationVar(&h.ResponseHeaderTimeout, "response-timeout", 30*time.Second, "time allowed for a backend's response headers (then 504)")
 	fs.DurationVar(&h.BackendIdleTimeout, "backend-idle-timeout", 60*time.Second, "silence allowed within a response body")
@@ -95,12 +106,22 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&h.MaxConns, "max-conns", 20000, "most client connections open at once per HTTP listener")
 }
 
-// Spec returns the edge service, ready for service.Main or service.Run.
-func Spec() service.Spec {
-	cfg := &Config{}
+// Spec returns the edge service, ready for service.Run (in a process
+// that runs other things too, like `switchboard dev`).
+func Spec() service.Spec { return spec(false) }
+
+// Command returns the edge as a program of its own (cmd/edge), for
+// service.Main: Spec, plus hitless restarts on SIGUSR2, where a new
+// process of the same executable takes the listening sockets over
+// (restart.go).
+func Command() service.Spec { return spec(true) }
+
+func spec(restart bool) service.Spec {
+	cfg := &Config{restart: restart}
 	return service.Spec{Name: "edge", GRPCAddr: "127.0.0.1:7500", AdminAddr: "127.0.0.1:7501",
 		Flags:   cfg.RegisterFlags,
 		Methods: Methods,
+		Inherit: restart,
 		Start:   func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) }}
 }
 
@@ -115,7 +136,8 @@ type Edge struct {
 	udp    []*udpProxy
 	wire   *wireServer
 	watch  *watcher
-	mu     sync.Mutex // serialises route rebuilds
+	synced chan struct{} // closed at the balancer's first endpoint set
+	mu     sync.Mutex    // serialises route rebuilds
 	static []*route
 }
 
@@ -153,7 +175,12 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		client := balancerv1.NewBalancerClient(cc)
 		rep = &reporter{client: client, ch: make(chan report, 8192), batch: max(cfg.ReportBatch, 1),
 			interval: cfg.ReportEvery, met: met, log: rt.Log}
-		e.watch = &watcher{client: client, ups: ups, log: rt.Log, changed: e.rebuildRoutes}
+		e.synced = make(chan struct{})
+		var once sync.Once
+		e.watch = &watcher{client: client, ups: ups, log: rt.Log, changed: func() {
+			e.rebuildRoutes()
+			once.Do(func() { close(e.synced) })
+		}}
 	}
 	p := newProxy(cfg.HTTP, rt.Log, ups, rep, met)
 	e.proxy = p
@@ -186,6 +213,9 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		rt.Go("balancer-watch", e.watch.run)
 		rt.Go("balancer-reports", rep.run)
 	}
+	if err := e.warmUp(ctx, rt); err != nil {
+		return err
+	}
 
 	var closers []io.Closer
 	if cfg.HTTPAddr != "" {
@@ -194,7 +224,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 			return err
 		}
 		closers = append(closers, ln)
-		rt.Go("http", func(context.Context) error { return p.serve(ln, nil) })
+		p.listen(rt, "http", ln, nil)
 	}
 	var tlsConf *tls.Config
 	if len(cfg.HTTPSCerts) > 0 {
@@ -214,7 +244,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		closers = append(closers, ln)
 		c := tlsConf.Clone()
 		c.NextProtos = []string{"h2", "http/1.1"}
-		rt.Go("https", func(context.Context) error { return p.serve(ln, c) })
+		p.listen(rt, "https", ln, c)
 	}
 	for i, t := range file.TCP {
 		tp, err := e.startTCP(rt, i, t)
@@ -246,8 +276,19 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	edgev1.RegisterEdgeServer(rt.GRPC, &grpcAPI{e: e})
 
 	rt.Every("refresh", 250*time.Millisecond, ups.refreshAll)
+	// Shutdown: the drain window (--drain-delay) stops keep-alive while
+	// the listeners still accept; then this hook closes them (a retiring
+	// process has already) and drains requests, tunnels and streams.
+	rt.DrainDelay(cfg.DrainDelay, func() {
+		p.stopKeepAlive()
+		if e.wire != nil && cfg.DrainDelay > 0 { // without a window, drain sends it
+			e.wire.goAway()
+		}
+	})
+	if err := e.startRestarts(rt); err != nil {
+		return err
+	}
 	rt.OnShutdown(func(ctx context.Context) error {
-		// Stop accepting, then drain requests, tunnels and streams.
 		for _, c := range closers {
 			c.Close()
 		}
@@ -289,7 +330,7 @@ func (e *Edge) loadStatic() error {
 			}
 		}
 		rt := &route{name: r.Name, host: r.Host, prefix: r.PathPrefix, strip: r.StripPrefix,
-			service: svc, source: "config", svc: e.ups.service(svc)}
+			service: svc, source: "config", svc: e.ups.service(svc), try: routeTryOf(&r)}
 		for k, v := range r.Headers {
 			rt.headers = append(rt.headers, [2]string{strings.ToLower(k), v})
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -34,10 +35,11 @@ import (
 // caller's x-echo and traceparent), and trailer x-backend-trailer.
 // Methods of the unknown service "slow.Svc" wait until the call ends.
 type grpcBackend struct {
-	name string
-	addr string
-	hs   *health.Server
-	srv  *grpc.Server
+	name  string
+	addr  string
+	hs    *health.Server
+	srv   *grpc.Server
+	waits atomic.Int64 // calls to slow.Svc received
 }
 
 func startGRPCBackend(t *testing.T, name string) *grpcBackend {
@@ -65,6 +67,7 @@ func startGRPCBackend(t *testing.T, name string) *grpcBackend {
 			return h(srv, ss)
 		}),
 		grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+			gb.waits.Add(1)
 			<-ss.Context().Done()
 			return status.Error(codes.Canceled, "gone")
 		}),

@@ -20,7 +20,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
-	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 )
 
 // gRPC status codes the edge produces or looks at.
@@ -160,9 +159,15 @@ func (b *trackedBody) Close() error {
 var grpcBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // serveGRPC forwards a gRPC call on route rt to a picked backend over
-// HTTP/2, streaming both ways and passing trailers on. Calls are retried
-// on another backend only when the backend could not be connected to.
-// It reports what the access log records of the call.
+// HTTP/2, streaming both ways and passing trailers on. Its tries follow
+// runTries with the conservative rules of gRPC: a call is moved to another
+// backend only when it never reached one (the connection failed, or the
+// backend left the set before the call was sent), since the edge neither
+// buffers a call's messages nor knows whether its method is idempotent;
+// there is no per-try timeout (a call's answer may legitimately take
+// long; its deadline is the caller's grpc-timeout, else
+// --response-timeout for the response headers). It reports what the
+// access log records of the call.
 func (h *h2handler) serveGRPC(w http.ResponseWriter, r *http.Request, rt *route) h2result {
 	p := h.p
 	svc := rt.svc
@@ -179,51 +184,23 @@ func (h *h2handler) serveGRPC(w http.ResponseWriter, r *http.Request, rt *route)
 		body = &trackedBody{rc: r.Body}
 	}
 	start := time.Now()
-	for attempt := 0; ; attempt++ {
-		sel, err := set.Pick(info)
-		if err != nil {
-			rt.mCode[5].Inc()
-			msg := "edge: no healthy backend for service " + svc.name
-			if errors.Is(err, balance.ErrNoEndpoint) {
-				msg = "edge: no backend available for service " + svc.name + " (none registered, or all disabled)"
-			}
-			grpcError(w, grpcUnavailable, msg)
-			return edgeGRPCResult(grpcUnavailable)
-		}
-		b := svc.backendFor(sel.Endpoint)
-		if b == nil {
-			sel.Done(balance.Ignore, 0)
-			if attempt < p.opt.Retries {
-				continue
-			}
-			rt.mCode[5].Inc()
-			grpcError(w, grpcUnavailable, "edge: no healthy backend for service "+svc.name)
-			return edgeGRPCResult(grpcUnavailable)
-		}
-		retry, res := h.grpcAttempt(w, r, rt, sel, b, body, start)
-		if !retry {
-			return res
-		}
-		if attempt >= p.opt.Retries || !p.budget.withdraw() {
-			rt.mCode[5].Inc()
-			grpcError(w, grpcUnavailable, "edge: could not connect to a backend of service "+svc.name)
-			return edgeGRPCResult(grpcUnavailable)
-		}
-		p.met.retries.Inc()
+	rules := tryRules{overall: p.opt.ResponseHeaderTimeout, retries: min(max(p.opt.Retries, 0), maxTries-1)}
+	if r.Header.Get("Grpc-Timeout") != "" {
+		// The caller's deadline, which the client and the backend enforce.
+		rules.overall = 0
 	}
-}
-
-// edgeGRPCResult is the access-log record of a call the edge answered
-// itself (HTTP 200 with a grpc-status) without reaching a backend.
-func edgeGRPCResult(code int) h2result {
-	return h2result{code: http.StatusOK, grpcStatus: strconv.Itoa(code)}
-}
-
-// grpcAttempt makes one try against backend b and reports whether the
-// call may go to another backend (it never reached this one and nothing
-// was sent to the client), and otherwise what the access log records.
-func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *route, sel balance.Selection, b *backend, body *trackedBody, start time.Time) (retry bool, res h2result) {
-	p := h.p
+	t := &tries{}
+	t.init(p, svc, set, info, rules, start)
+	sel, b, err := t.pick()
+	if err != nil {
+		rt.mCode[5].Inc()
+		msg := "edge: no healthy backend for service " + svc.name
+		if errors.Is(err, balance.ErrNoEndpoint) {
+			msg = "edge: no backend available for service " + svc.name + " (none registered, or all disabled)"
+		}
+		grpcError(w, grpcUnavailable, msg)
+		return edgeGRPCResult(grpcUnavailable)
+	}
 	ctx := r.Context()
 	var span trace.Span
 	if p.tracer != nil {
@@ -231,96 +208,81 @@ func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *rout
 		ctx, span = p.tracer.Start(ctx, r.Method+" "+rt.name, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
 				attribute.String("network.protocol.version", r.Proto), attribute.String("edge.route", rt.name),
-				attribute.String("edge.backend", b.id), attribute.String("rpc.system", "grpc")))
+				attribute.String("rpc.system", "grpc")))
 	}
-	out := h.grpcRequest(ctx, r, rt, b, body)
-
-	b.active.Add(1)
-	t0 := time.Now()
-	var timedOut atomic.Bool
-	rctx, cancel := context.WithCancel(out.Context())
-	defer cancel()
-	// The backend must answer with headers within --response-timeout,
-	// unless the caller set its own deadline (grpc-timeout), which the
-	// client and the backend enforce.
-	var timer *time.Timer
-	if r.Header.Get("Grpc-Timeout") == "" {
-		timer = time.AfterFunc(p.opt.ResponseHeaderTimeout, func() { timedOut.Store(true); cancel() })
-	}
-	resp, err := h.grpcTr.RoundTrip(out.WithContext(rctx))
-	if timer != nil && !timer.Stop() && err == nil {
-		// The timer fired as the headers came: the stream is cancelled.
-		resp.Body.Close()
-		resp, err = nil, context.DeadlineExceeded
-	}
-	lat := time.Since(t0)
-
 	var (
 		failed   bool
-		timeout  bool
 		status   = "" // grpc-status seen
 		httpCode = http.StatusOK
+		backend  string
 	)
-	finish := func(o balance.Outcome) {
-		b.active.Add(-1)
-		b.total.Add(1)
-		b.mReq.Inc()
-		po := balancerv1.Outcome_OUTCOME_SUCCESS
-		if o == balance.Failure {
-			b.failures.Add(1)
-			b.mFail.Inc()
-			po = balancerv1.Outcome_OUTCOME_FAILURE
-			if timeout {
-				po = balancerv1.Outcome_OUTCOME_TIMEOUT
-			}
+	endSpan := func() {
+		if span == nil {
+			return
 		}
-		sel.Done(o, lat)
-		if !rt.svc.static && o != balance.Ignore {
-			p.rep.add(report{svc: rt.svc.name, id: b.id, outcome: po, latency: lat})
+		span.SetAttributes(attribute.Int("http.response.status_code", httpCode))
+		if backend != "" {
+			span.SetAttributes(attribute.String("edge.backend", backend))
 		}
-		if span != nil {
-			span.SetAttributes(attribute.Int("http.response.status_code", httpCode))
-			if status != "" {
-				span.SetAttributes(attribute.String("rpc.grpc.status_code", status))
-			}
-			if o == balance.Failure {
-				span.SetStatus(codes.Error, "grpc-status "+status)
-			}
-			span.End()
+		if status != "" {
+			span.SetAttributes(attribute.String("rpc.grpc.status_code", status))
 		}
+		if failed {
+			span.SetStatus(codes.Error, "grpc-status "+status)
+		}
+		span.End()
 	}
 
+	first := &attempt{}
+	t.begin(first, sel, b)
+	ops := &tryOps[*http.Response]{
+		do: func(actx context.Context, a *attempt) (*http.Response, error) {
+			if a.fl.evicted.Load() {
+				return nil, &unsentError{errLeft}
+			}
+			resp, err := h.grpcTr.RoundTrip(h.grpcRequest(actx, r, rt, a.b, body))
+			if err != nil {
+				var de *dialError
+				switch {
+				case errors.As(err, &de) && (body == nil || !body.read.Load()):
+					return nil, &unsentError{err}
+				case actx.Err() != nil:
+					return nil, context.Cause(actx)
+				}
+				return nil, fmt.Errorf("backend %s: %w", a.b.id, err)
+			}
+			return resp, nil
+		},
+		discard: func(resp *http.Response) { resp.Body.Close() },
+	}
+	resp, a, err := runTries(ctx, t, ops, first, startFirst, nil)
 	if err != nil {
-		var de *dialError
+		backend = t.tried[min(t.n, maxTries)-1].id
 		switch {
-		case errors.As(err, &de) && (body == nil || !body.read.Load()):
-			// Never reached the backend: another one may be tried.
-			finish(balance.Failure)
-			return true, h2result{}
-		case timedOut.Load():
-			timeout, failed = true, true
+		case r.Context().Err() != nil:
+			// The client went away (or its deadline passed) first;
+			// counted and logged as the fast path does (499).
+			rt.mCode[4].Inc()
+			endSpan()
+			return h2result{code: 499, backend: backend}
+		case errors.Is(err, errTimeout):
 			status = strconv.Itoa(grpcDeadlineExceeded)
 			grpcError(w, grpcDeadlineExceeded, "edge: the backend did not answer in time")
-		case r.Context().Err() != nil:
-			// The client went away (or its deadline passed) first; counted
-			// and logged as the fast path does (499).
-			finish(balance.Ignore)
-			rt.mCode[4].Inc()
-			return false, h2result{code: 499, backend: b.id}
-		default:
-			failed = true
+		case isUnsent(err):
 			status = strconv.Itoa(grpcUnavailable)
-			grpcError(w, grpcUnavailable, "edge: backend "+b.id+": "+err.Error())
+			grpcError(w, grpcUnavailable, "edge: could not connect to a backend of service "+svc.name)
+		default:
+			status = strconv.Itoa(grpcUnavailable)
+			grpcError(w, grpcUnavailable, "edge: "+err.Error())
 		}
+		failed = true
 		rt.mCode[5].Inc() // counted as the HTTP 503/504 it stands for
 		rt.mDur.Observe(time.Since(start).Seconds())
-		if failed {
-			finish(balance.Failure)
-		} else {
-			finish(balance.Success)
-		}
-		return false, h2result{code: httpCode, backend: b.id, grpcStatus: status}
+		endSpan()
+		return h2result{code: httpCode, backend: backend, grpcStatus: status}
 	}
+	backend = a.b.id
+	defer a.cancel(nil)
 	defer resp.Body.Close()
 	httpCode = resp.StatusCode
 	rt.mCode[statusClass(httpCode)].Inc()
@@ -386,13 +348,20 @@ func (h *h2handler) grpcAttempt(w http.ResponseWriter, r *http.Request, rt *rout
 	}
 	switch {
 	case failed:
-		finish(balance.Failure)
+		t.end(a, endFailed)
 	case clientGone && rerr != nil:
-		finish(balance.Ignore)
+		t.end(a, endIgnored)
 	default:
-		finish(balance.Success)
+		t.end(a, endAnswered)
 	}
-	return false, h2result{code: httpCode, n: written, backend: b.id, grpcStatus: status}
+	endSpan()
+	return h2result{code: httpCode, n: written, backend: backend, grpcStatus: status}
+}
+
+// edgeGRPCResult is the access-log record of a call the edge answered
+// itself (HTTP 200 with a grpc-status) without reaching a backend.
+func edgeGRPCResult(code int) h2result {
+	return h2result{code: http.StatusOK, grpcStatus: strconv.Itoa(code)}
 }
 
 // grpcRequest builds the request sent to backend b.

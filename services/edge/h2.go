@@ -18,7 +18,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
-	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 )
 
 // fallbackServer serves what the fast path does not: HTTP/2 over TLS and
@@ -39,7 +38,11 @@ func newFallback(p *proxy) *fallbackServer {
 	protos.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return p.ups.dialer.DialContext(ctx, "tcp", addr)
+			c, err := p.ups.dialer.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return c, nil
 		},
 		MaxIdleConnsPerHost:    64,
 		IdleConnTimeout:        90 * time.Second,
@@ -48,7 +51,7 @@ func newFallback(p *proxy) *fallbackServer {
 	}
 	f := &fallbackServer{ln: newChanListener(), tr: tr, grpcTr: newGRPCTransport(p)}
 	f.srv = &http.Server{
-		Handler:           &h2handler{p: p, rp: &httputil.ReverseProxy{Transport: tr}, grpcTr: f.grpcTr},
+		Handler:           &h2handler{p: p, rp: &httputil.ReverseProxy{}, tr: tr, grpcTr: f.grpcTr},
 		Protocols:         &protos,
 		ReadHeaderTimeout: p.opt.ReadHeaderTimeout,
 		IdleTimeout:       p.opt.IdleTimeout,
@@ -56,6 +59,7 @@ func newFallback(p *proxy) *fallbackServer {
 		ErrorLog:          nil,
 	}
 	h := f.srv.Handler.(*h2handler)
+	h.rp.Transport = h2transport{h}
 	h.rp.Rewrite = h.rewrite
 	h.rp.ErrorHandler = h.errorHandler
 	h.rp.ModifyResponse = h.modifyResponse
@@ -120,17 +124,22 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0
 type h2handler struct {
 	p      *proxy
 	rp     *httputil.ReverseProxy
+	tr     *http.Transport // each try of a request that is not gRPC
 	grpcTr *http.Transport
 }
 
 type h2ctxKey struct{}
 
+// h2state is one request's state between ServeHTTP and the ReverseProxy's
+// hooks and transport.
 type h2state struct {
-	rt     *route
-	b      *backend
-	failed bool
-	code   int
-	edge   bool // the edge answered (errorHandler), not the backend
+	rt    *route
+	tries tries
+	first *attempt // begun by ServeHTTP, made by the transport
+	ran   bool     // the transport ran the tries
+	win   *attempt // the try whose answer went to the client
+	code  int
+	edge  bool // the edge answered (errorHandler), not the backend
 }
 
 // h2result is what the access log records of a request served here.
@@ -223,67 +232,118 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.Hash, info.HasHash = k, true
 		}
 	}
-	sel, err := set.Pick(info)
-	var b *backend
-	if err == nil {
-		if b = rt.svc.backendFor(sel.Endpoint); b == nil {
-			sel.Done(balance.Ignore, 0)
-		}
+	p.budget.deposit()
+	st := &h2state{rt: rt}
+	t := &st.tries
+	// An HTTP/2 request always has a Body; ContentLength is 0 when the
+	// headers ended the stream (and -1 when a body of unknown length comes).
+	hasBody := r.ContentLength != 0
+	rules := p.rules(rt, isIdempotentMethod(r.Method) && !hasBody && r.Header.Get("Upgrade") == "")
+	if hasBody {
+		// The body streams while the backend may answer already: the
+		// transport's --response-timeout counts from its end, and no
+		// try of such a request is resent.
+		rules.tryTimeout, rules.overall = 0, 0
 	}
-	if b == nil {
+	t.init(p, rt.svc, set, info, rules, start)
+	sel, b, err := t.pick()
+	if err != nil {
 		rt.mCode[5].Inc()
 		http.Error(w, "no healthy backend for service "+rt.svc.name, http.StatusServiceUnavailable)
 		h.logAccess(r, start, host, rt, h2result{code: http.StatusServiceUnavailable})
 		return
 	}
-	st := &h2state{rt: rt, b: b}
-	t0 := time.Now()
-	b.active.Add(1)
+	st.first = &attempt{}
+	t.begin(st.first, sel, b)
 	ctx := context.WithValue(r.Context(), h2ctxKey{}, st)
 	var span trace.Span
 	if p.tracer != nil {
 		ctx = propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
 		ctx, span = p.tracer.Start(ctx, r.Method+" "+rt.name, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
-				attribute.String("network.protocol.version", r.Proto), attribute.String("edge.route", rt.name),
-				attribute.String("edge.backend", b.id)))
+				attribute.String("network.protocol.version", r.Proto), attribute.String("edge.route", rt.name)))
 	}
 	cw := &countWriter{ResponseWriter: w}
 	h.rp.ServeHTTP(cw, r.WithContext(ctx))
+	res := h2result{code: st.code, n: cw.n}
+	if !st.ran {
+		t.end(st.first, endIgnored) // ReverseProxy refused the request itself
+	}
+	if a := st.win; a != nil {
+		res.backend = a.b.id
+		e := endAnswered
+		if st.code >= 500 {
+			e = endFailed
+		}
+		t.end(a, e)
+		a.cancel(nil)
+	}
 	if span != nil {
 		span.SetAttributes(attribute.Int("http.response.status_code", st.code))
+		if res.backend != "" {
+			span.SetAttributes(attribute.String("edge.backend", res.backend))
+		}
 		if st.code >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(st.code))
 		}
 		span.End()
 	}
-	b.active.Add(-1)
-	lat := time.Since(t0)
-	b.total.Add(1)
-	b.mReq.Inc()
-	o, po := balance.Success, balancerv1.Outcome_OUTCOME_SUCCESS
-	if st.failed {
-		o, po = balance.Failure, balancerv1.Outcome_OUTCOME_FAILURE
-		b.failures.Add(1)
-		b.mFail.Inc()
-	}
-	sel.Done(o, lat)
-	if !rt.svc.static {
-		p.rep.add(report{svc: rt.svc.name, id: b.id, outcome: po, latency: lat})
-	}
 	rt.mCode[statusClass(st.code)].Inc()
-	rt.mDur.Observe(lat.Seconds())
-	res := h2result{code: st.code, n: cw.n, backend: b.id}
+	rt.mDur.Observe(time.Since(start).Seconds())
 	if st.edge {
 		res.n = 0 // the edge's own error page, as on the fast path
 	}
 	h.logAccess(r, start, host, rt, res)
 }
 
+// h2transport is the ReverseProxy's transport: it runs the request's
+// tries (runTries), each a RoundTrip to the try's backend.
+type h2transport struct{ h *h2handler }
+
+// RoundTrip runs the tries of out, whose h2state ServeHTTP prepared.
+func (x h2transport) RoundTrip(out *http.Request) (*http.Response, error) {
+	st := out.Context().Value(h2ctxKey{}).(*h2state)
+	st.ran = true
+	var body *trackedBody
+	if out.Body != nil && out.Body != http.NoBody {
+		body = &trackedBody{rc: out.Body}
+	}
+	ops := &tryOps[*http.Response]{
+		do: func(ctx context.Context, a *attempt) (*http.Response, error) {
+			if a.fl.evicted.Load() {
+				return nil, &unsentError{errLeft}
+			}
+			r := out.Clone(ctx)
+			r.URL.Host = a.b.addr
+			if body != nil {
+				r.Body = body
+			}
+			resp, err := x.h.tr.RoundTrip(r)
+			if err != nil {
+				var de *dialError
+				switch {
+				case errors.As(err, &de) && (body == nil || !body.read.Load()):
+					return nil, &unsentError{err}
+				case ctx.Err() != nil:
+					return nil, context.Cause(ctx)
+				case isTimeout(err):
+					return nil, errTimeout
+				}
+				return nil, fmt.Errorf("backend %s: %w", a.b.id, err)
+			}
+			return resp, nil
+		},
+		discard: func(resp *http.Response) { resp.Body.Close() },
+	}
+	resp, a, err := runTries(out.Context(), &st.tries, ops, st.first, startFirst, nil)
+	st.win = a
+	return resp, err
+}
+
 func (h *h2handler) rewrite(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(h2ctxKey{}).(*h2state)
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = st.b.addr
+	pr.Out.URL.Host = st.first.b.addr // each try sets its own
 	pr.Out.Host = pr.In.Host
 	if st.rt.strip {
 		rest := pr.In.URL.Path[min(len(st.rt.prefix), len(pr.In.URL.Path)):]
@@ -316,20 +376,27 @@ func (h *h2handler) rewrite(pr *httputil.ProxyRequest) {
 func (h *h2handler) modifyResponse(resp *http.Response) error {
 	st := resp.Request.Context().Value(h2ctxKey{}).(*h2state)
 	st.code = resp.StatusCode
-	st.failed = resp.StatusCode >= 500
 	return nil
 }
 
+// errorHandler answers when no try got an answer (every try has been
+// ended and counted by then) or the answer could not be relayed.
 func (h *h2handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := r.Context().Value(h2ctxKey{}).(*h2state)
-	st.failed, st.edge = true, true
-	if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+	st.edge = true
+	switch {
+	case r.Context().Err() != nil:
+		st.code = 499 // the client left first
+	case errors.Is(err, errTimeout), isTimeout(err), errors.Is(err, context.DeadlineExceeded):
 		st.code = http.StatusGatewayTimeout
 		http.Error(w, "gateway timeout: the backend did not answer in time", st.code)
-		return
+	case errors.Is(err, errLeft), errors.Is(err, errNoBackend):
+		st.code = http.StatusServiceUnavailable
+		http.Error(w, "no healthy backend for service "+st.rt.svc.name, st.code)
+	default:
+		st.code = http.StatusBadGateway
+		http.Error(w, "bad gateway: "+err.Error(), st.code)
 	}
-	st.code = http.StatusBadGateway
-	http.Error(w, "bad gateway: "+err.Error(), st.code)
 }
 
 func lastComma(s string) int {

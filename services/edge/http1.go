@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
 	"github.com/switchboard-net/switchboard/pkg/netx"
-	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
 )
 
 // The HTTP/1.1 fast path: one goroutine per client connection, heads
@@ -24,11 +24,12 @@ import (
 // with their buffers, bodies copied through the bufio buffers. HTTP/2
 // (TLS ALPN "h2" and h2c prior knowledge) is handed to net/http.
 
-// Connection states for draining.
+// Connection states for draining (accept.go).
 const (
-	stIdle int32 = iota
-	stActive
-	stClosed
+	stIdle   int32 = iota // between requests
+	stActive              // serving a request
+	stClosed              // taken by drain, or no longer the proxy's
+	stNew                 // accepted, first request not begun
 )
 
 type h1conn struct {
@@ -46,6 +47,15 @@ type h1conn struct {
 	scratch []byte
 	trace   *traceState
 	dl      deadlines
+
+	// The current request's tries (try.go); the first try is made on
+	// this goroutine with these, allocating nothing.
+	tries   tries
+	att     attempt
+	fw      fwdReq
+	firstUC *upConn          // the first try's connection, adopted by runTries
+	headMu  sync.Mutex       // serialises tries writing request heads (scratch)
+	ops     *tryOps[*upConn] // made once, for runTries
 }
 
 var h1pool = sync.Pool{New: func() any {
@@ -65,12 +75,8 @@ func (p *proxy) serveConn(c net.Conn, isTLS bool) {
 		h.ipAddr = ap.Addr().Unmap()
 		h.ip = h.ipAddr.AppendTo(h.ip)
 	}
-	h.state.Store(stIdle)
-	if !p.track(h) {
-		c.Close()
-		h1pool.Put(h)
-		return
-	}
+	h.state.Store(stNew)
+	p.track(h)
 	handedOff := false
 	defer func() {
 		p.untrack(h)
@@ -99,19 +105,24 @@ func (p *proxy) serveConn(c net.Conn, isTLS bool) {
 }
 
 // waitRequest waits for the first byte of the next request within the
-// idle timeout, then moves the connection to active unless draining took
-// it first.
+// idle timeout, then moves the connection to active unless drain took it
+// first. Drain's marks are read after the deadline is armed, so its
+// wake-up (which follows its mark) is never overwritten; a fresh
+// connection is served even while draining (accept.go).
 func (h *h1conn) waitRequest() bool {
-	if h.p.draining.Load() {
-		return false
-	}
 	if h.br.Buffered() == 0 {
 		h.dl.read(time.Now(), h.p.opt.IdleTimeout)
+		switch st := h.state.Load(); {
+		case st == stClosed:
+			return false
+		case st == stNew && h.p.acc.stopped.Load():
+			h.dl.read(time.Now(), freshGrace)
+		}
 		if _, err := h.br.Peek(1); err != nil {
 			return false
 		}
 	}
-	if !h.state.CompareAndSwap(stIdle, stActive) {
+	if !h.state.CompareAndSwap(stIdle, stActive) && !h.state.CompareAndSwap(stNew, stActive) {
 		return false
 	}
 	// A head that arrived whole needs no header timer; one arriving in
@@ -154,7 +165,7 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 		return false, false
 	}
 	http10 := req.buf[req.l3.e-1] == '0'
-	keep = !req.connClose && (!http10 || req.connKeepAlive)
+	keep = !req.connClose && (!http10 || req.connKeepAlive) && !p.draining.Load()
 	if req.teOther || (req.chunked && req.contentLength >= 0) {
 		h.writeError(400, "bad request framing\n", true)
 		return false, false
@@ -253,21 +264,28 @@ func (h *h1conn) discardBody() {
 	}
 }
 
-// errKind classifies upstream failures for status codes and retries.
-type upErr struct {
-	code      int
-	retryable bool // the request never reached the backend, or it is safe to resend
-	err       error
+// fwdReq is what every try of the current request needs to send it.
+type fwdReq struct {
+	rt                          *route
+	path, hostHdr               []byte
+	http10, clientKeep, upgrade bool
+	hasBody                     bool
 }
 
+// answeredError says the edge already answered the client while sending
+// the request (the client failed mid-body: 400, or left: 499).
+type answeredError struct{ code int }
+
+func (e *answeredError) Error() string { return "the client failed: " + strconv.Itoa(e.code) }
+
 // forward sends the request to a backend of rt and relays the response.
+// The first try runs here, allocating nothing; a try that does not simply
+// get an answer hands the request to runTries (try.go).
 func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep bool, start time.Time) (code int, n int64, backendID string, keep, handed bool) {
 	p := h.p
 	req := &h.req
 	svc := rt.svc
 	set := svc.set.Load()
-	method := req.l1.of(req.buf)
-	idempotent := isIdempotent(method)
 	hasBody := req.contentLength > 0 || req.chunked
 	upgrade := req.connUpgrade && countKind(req, hkUpgrade) > 0
 	p.budget.deposit()
@@ -276,122 +294,130 @@ func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep boo
 	if set.Config().Policy == balance.ConsistentHashName {
 		info.Hash, info.HasHash = h.hashKey(svc)
 	}
-	var last upErr
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			if attempt > p.opt.Retries || !last.retryable || !p.budget.withdraw() {
-				break
-			}
-			p.met.retries.Inc()
-		}
-		sel, err := set.Pick(info)
-		if err != nil {
-			if attempt == 0 {
-				msg := "no healthy backend for service " + svc.name + "\n"
-				if errors.Is(err, balance.ErrNoEndpoint) {
-					msg = "no backend available for service " + svc.name + " (none registered, or all disabled)\n"
-				}
-				h.discardBody()
-				h.writeError(503, msg, !clientKeep)
-				return 503, 0, "", h.bodyDone(), false
-			}
-			break
-		}
-		b := svc.backendFor(sel.Endpoint)
-		if b == nil {
-			sel.Done(balance.Ignore, 0)
-			last = upErr{code: 503, retryable: true, err: errors.New("backend gone")}
-			continue
-		}
-		b.active.Add(1)
-		t0 := time.Now()
-		res := h.attempt(rt, b, path, hostHdr, http10, clientKeep, idempotent, hasBody, upgrade)
-		b.active.Add(-1)
-		b.total.Add(1)
-		b.mReq.Inc()
-		lat := time.Since(t0)
-		outcome := balance.Success
-		if res.failed {
-			outcome = balance.Failure
-			b.failures.Add(1)
-			b.mFail.Inc()
-		}
-		sel.Done(outcome, lat)
-		if !svc.static {
-			po := balancerv1.Outcome_OUTCOME_SUCCESS
-			if res.failed {
-				po = balancerv1.Outcome_OUTCOME_FAILURE
-				if res.err.code == 504 {
-					po = balancerv1.Outcome_OUTCOME_TIMEOUT
-				}
-			}
-			p.rep.add(report{svc: svc.name, id: b.id, outcome: po, latency: lat})
-		}
-		if res.handed {
-			return 101, res.n, b.id, false, true
-		}
-		if res.sent {
-			rt.mDur.Observe(lat.Seconds())
-			return res.code, res.n, b.id, res.keep, false
-		}
-		last = res.err
-	}
-	// Every attempt failed before a response reached the client.
-	code = last.code
-	msg := "bad gateway: " + errText(last.err) + "\n"
-	if code == 504 {
-		msg = "gateway timeout: the backend did not answer in time\n"
-	} else if code == 503 {
-		msg = "no healthy backend for service " + svc.name + "\n"
-	}
-	h.writeError(code, msg, true)
-	return code, 0, "", false, false
-}
-
-func errText(err error) string {
-	if err == nil {
-		return "no backend answered"
-	}
-	return err.Error()
-}
-
-// attemptResult is the outcome of one try against one backend.
-type attemptResult struct {
-	sent   bool // a response (or part of one) went to the client; no retry
-	code   int
-	n      int64
-	keep   bool // client connection reusable
-	failed bool // counts against the backend
-	handed bool // upgraded: the connections were joined
-	err    upErr
-}
-
-func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, clientKeep, idempotent, hasBody, upgrade bool) (r attemptResult) {
-	p := h.p
-	req := &h.req
-	uc, err := b.get(context.Background(), p.ups)
+	t := &h.tries
+	t.init(p, svc, set, info, p.rules(rt, isIdempotent(req.l1.of(req.buf)) && !hasBody && !upgrade), start)
+	sel, b, err := t.pick()
 	if err != nil {
-		code := 502
-		if isTimeout(err) {
-			code = 504
+		msg := "no healthy backend for service " + svc.name + "\n"
+		if errors.Is(err, balance.ErrNoEndpoint) {
+			msg = "no backend available for service " + svc.name + " (none registered, or all disabled)\n"
 		}
-		// Never reached the backend: always safe to retry.
-		return attemptResult{failed: true, err: upErr{code: code, retryable: true, err: err}}
+		h.discardBody()
+		h.writeError(503, msg, !clientKeep)
+		return 503, 0, "", h.bodyDone(), false
 	}
-	closeUp := true
-	defer func() {
-		if closeUp {
+	h.fw = fwdReq{rt: rt, path: path, hostHdr: hostHdr, http10: http10, clientKeep: clientKeep, upgrade: upgrade, hasBody: hasBody}
+	a := &h.att
+	a.reset()
+	t.begin(a, sel, b)
+	uc, err := h.sendFirst(a)
+	if err == nil {
+		err = h.awaitFirst(uc, a)
+		if err == errTryTimeout && !t.rules.safe {
+			// Counted, but an unsafe request is never resent: wait on.
+			t.timeout(a)
+			err = h.awaitRest(uc, a)
+		}
+	}
+	switch {
+	case err == nil:
+		h.gotFirst(uc, a)
+	case (err == errTryTimeout || err == errLeft) && t.rules.safe:
+		h.firstUC = uc
+		uc, a, err = runTries(p.hardStop, t, h.tryOps(), a, adoptFirst, nil)
+	default:
+		if uc != nil {
 			uc.c.Close()
 		}
-	}()
-	now := time.Now()
-	uc.dl.write(now, p.opt.ResponseHeaderTimeout)
-	h.writeUpstreamHead(uc.bw, rt, path, hostHdr, upgrade, b)
-	if hasBody {
+		t.end(a, endOf(err))
+		uc, a, err = runTries(p.hardStop, t, h.tryOps(), nil, afterFailed, err)
+	}
+	h.firstUC = nil
+	if err != nil {
+		var ae *answeredError
+		if errors.As(err, &ae) {
+			return ae.code, 0, "", false, false
+		}
+		code, msg := h.tryError(err)
+		h.writeError(code, msg, true)
+		return code, 0, "", false, false
+	}
+	res := h.relay(uc, a)
+	e := endAnswered
+	if res.failed {
+		e = endFailed
+	}
+	backendID = a.b.id
+	t.end(a, e)
+	if res.handed {
+		return 101, res.n, backendID, false, true
+	}
+	if res.sent {
+		rt.mDur.Observe(time.Since(start).Seconds())
+		return res.code, res.n, backendID, res.keep, false
+	}
+	h.writeError(res.errCode, res.errMsg, true)
+	return res.errCode, 0, backendID, false, false
+}
+
+// tryError is the edge's answer when no try got an answer.
+func (h *h1conn) tryError(err error) (int, string) {
+	switch {
+	case errors.Is(err, errTimeout), isTimeout(err):
+		return 504, "gateway timeout: the backend did not answer in time\n"
+	case errors.Is(err, errLeft), errors.Is(err, errNoBackend):
+		return 503, "no healthy backend for service " + h.tries.svc.name + "\n"
+	}
+	return 502, "bad gateway: " + err.Error() + "\n"
+}
+
+// sendFirst sends the request on a connection to the first try's backend.
+// Its errors are an *unsentError (nothing reached the backend), an
+// *answeredError, or a failure while sending.
+func (h *h1conn) sendFirst(a *attempt) (*upConn, error) {
+	t := &h.tries
+	uc, err := a.b.get(context.Background(), h.p.ups)
+	if err != nil {
+		return nil, &unsentError{err}
+	}
+	if t.rules.safe {
+		a.b.boardConn(&a.fl, a, uc.c, nil, t.set)
+	} else if a.b.left.Load() && !t.set.Panicking() {
+		a.fl.evicted.Store(true)
+	}
+	if a.fl.evicted.Load() {
+		a.b.land(&a.fl)
+		a.b.put(uc)
+		return nil, &unsentError{errLeft}
+	}
+	if err := h.sendOn(uc, a, false); err != nil {
+		a.b.land(&a.fl)
+		uc.c.Close()
+		return nil, err
+	}
+	return uc, nil
+}
+
+// sendOn writes the request to uc: the head, then the body from the
+// client. shared says other tries may write heads at the same time (the
+// head is built in the connection's scratch space).
+func (h *h1conn) sendOn(uc *upConn, a *attempt, shared bool) error {
+	p := h.p
+	req := &h.req
+	f := &h.fw
+	uc.dl.write(time.Now(), p.opt.ResponseHeaderTimeout)
+	if shared {
+		h.headMu.Lock()
+	}
+	h.writeUpstreamHead(uc.bw, f.rt, f.path, f.hostHdr, f.upgrade, a.b)
+	if shared {
+		h.headMu.Unlock()
+	}
+	if f.hasBody {
 		if req.expect100 {
 			h.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 			if err := h.flushClient(); err != nil {
-				return attemptResult{sent: true, code: 499}
+				return &answeredError{code: 499}
 			}
 		}
 		dl := &copyDeadlines{src: &h.dl, srcT: p.opt.ClientTimeout, dst: &uc.dl, dstT: p.opt.ResponseHeaderTimeout}
@@ -405,32 +431,176 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 		if cerr != nil {
 			var we *writeErr
 			if errors.As(cerr, &we) {
-				return attemptResult{failed: true, err: upErr{code: 502, err: cerr}}
+				return fmt.Errorf("sending the request body: %w", cerr)
 			}
 			// The client failed mid-body.
 			h.writeError(400, "incomplete request body\n", true)
-			return attemptResult{sent: true, code: 400}
+			return &answeredError{code: 400}
 		}
+		// The request's clock starts once its body is sent.
+		now := time.Now()
+		a.start = now
+		h.tries.start = now
 	}
 	if err := uc.bw.Flush(); err != nil {
-		return attemptResult{failed: true, err: upErr{code: 502, retryable: uc.reused && idempotent && !hasBody, err: err}}
+		return fmt.Errorf("sending the request: %w", err)
 	}
-	uc.dl.read(now, p.opt.ResponseHeaderTimeout)
+	return nil
+}
+
+// awaitFirst waits for the first byte of the answer to the first try,
+// until its own time or the request's runs out (errTryTimeout,
+// errTimeout), its backend leaves (errLeft) or closes (errBackendClosed).
+// Deadlines move lazily: the try's by at most an eighth of it.
+func (h *h1conn) awaitFirst(uc *upConn, a *attempt) error {
+	t := &h.tries
+	dl, isTry := t.waitUntil(a)
+	slack := t.rules.overall / 2
+	if isTry {
+		slack = t.rules.tryTimeout / 8
+	}
+	uc.dl.readBy(dl, slack)
+	if a.fl.evicted.Load() {
+		return errLeft
+	}
+	if _, err := uc.br.Peek(1); err != nil {
+		switch {
+		case a.fl.evicted.Load():
+			return errLeft
+		case isTimeout(err) && isTry:
+			return errTryTimeout
+		case isTimeout(err):
+			return errTimeout
+		}
+		return errBackendClosed
+	}
+	return nil
+}
+
+// awaitRest waits on after the try's own time ran out, until the
+// request's does.
+func (h *h1conn) awaitRest(uc *upConn, a *attempt) error {
+	uc.dl.readExact(h.tries.deadline())
+	if _, err := uc.br.Peek(1); err != nil {
+		if isTimeout(err) {
+			return errTimeout
+		}
+		return errBackendClosed
+	}
+	return nil
+}
+
+// gotFirst ends the first try's flight once its answer begins; a past
+// deadline its backend's leaving may have set meanwhile is undone.
+func (h *h1conn) gotFirst(uc *upConn, a *attempt) {
+	if !a.fl.linked {
+		return
+	}
+	a.b.land(&a.fl)
+	if a.fl.evicted.Load() {
+		uc.dl.readExact(h.tries.deadline())
+	}
+}
+
+// tryOps returns the fast path's transport for runTries, made once per
+// pooled connection state.
+func (h *h1conn) tryOps() *tryOps[*upConn] {
+	if h.ops == nil {
+		h.ops = &tryOps[*upConn]{do: h.tryAsync, resume: h.resumeAsync, discard: func(uc *upConn) { uc.c.Close() }}
+	}
+	return h.ops
+}
+
+// tryAsync is a try inside runTries, on a goroutine of its own: the same
+// steps as the first try's.
+func (h *h1conn) tryAsync(ctx context.Context, a *attempt) (*upConn, error) {
+	uc, err := a.b.get(ctx, h.p.ups)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, &unsentError{err}
+	}
+	if a.fl.evicted.Load() {
+		a.b.put(uc)
+		return nil, &unsentError{errLeft}
+	}
+	stop := context.AfterFunc(ctx, func() { uc.c.SetDeadline(aLongTimeAgo) })
+	err = h.sendOn(uc, a, true)
+	if !h.tries.rules.safe {
+		a.b.land(&a.fl) // sent: an unsafe request stays where it is
+	}
+	if err != nil {
+		stop()
+		uc.c.Close()
+		return nil, err
+	}
+	return h.awaitAsync(ctx, uc, stop)
+}
+
+// resumeAsync goes on waiting for the first try's answer inside runTries.
+func (h *h1conn) resumeAsync(ctx context.Context, a *attempt) (*upConn, error) {
+	uc := h.firstUC
+	stop := context.AfterFunc(ctx, func() { uc.c.SetDeadline(aLongTimeAgo) })
+	return h.awaitAsync(ctx, uc, stop)
+}
+
+// awaitAsync waits for the first byte of an answer on uc until the
+// request's time runs out or ctx ends (stop undoes the wake-up on ctx).
+func (h *h1conn) awaitAsync(ctx context.Context, uc *upConn, stop func() bool) (*upConn, error) {
+	uc.dl.readExact(h.tries.deadline())
+	_, err := uc.br.Peek(1)
+	if !stop() {
+		uc.c.Close()
+		return nil, context.Cause(ctx)
+	}
+	if err != nil {
+		uc.c.Close()
+		if isTimeout(err) {
+			return nil, errTimeout
+		}
+		return nil, errBackendClosed
+	}
+	return uc, nil
+}
+
+// attemptResult is how relaying a try's answer went.
+type attemptResult struct {
+	sent    bool // a response (or part of one) went to the client
+	code    int
+	n       int64
+	keep    bool // client connection reusable
+	failed  bool // counts against the backend
+	handed  bool // upgraded: the connections were joined
+	errCode int  // nothing went to the client: the edge's answer
+	errMsg  string
+}
+
+// relay reads the answer whose first byte is on uc and relays it.
+func (h *h1conn) relay(uc *upConn, a *attempt) (r attemptResult) {
+	p := h.p
+	req := &h.req
+	f := &h.fw
+	b := a.b
+	closeUp := true
+	defer func() {
+		if closeUp {
+			uc.c.Close()
+		}
+	}()
 	resp := &h.resp
 	for {
 		if err := resp.readHead(uc.br, 64<<10); err != nil {
 			if isTimeout(err) {
-				return attemptResult{failed: true, err: upErr{code: 504, err: err}}
+				return attemptResult{failed: true, errCode: 504, errMsg: "gateway timeout: the backend did not answer in time\n"}
 			}
-			// Nothing came back: the backend closed or reset. Resending is
-			// safe for idempotent requests without a body.
-			return attemptResult{failed: true, err: upErr{code: 502, retryable: idempotent && !hasBody, err: errBackendClosed}}
+			return attemptResult{failed: true, errCode: 502, errMsg: "bad gateway: " + errBackendClosed.Error() + "\n"}
 		}
 		if err := resp.parse(false); err != nil {
-			return attemptResult{failed: true, err: upErr{code: 502, err: errors.New("malformed response from backend")}}
+			return attemptResult{failed: true, errCode: 502, errMsg: "bad gateway: malformed response from backend\n"}
 		}
 		code := atoi3(resp.l2.of(resp.buf))
-		if code == 101 && upgrade {
+		if code == 101 && f.upgrade {
 			closeUp = false
 			return h.tunnel(uc, code)
 		}
@@ -438,7 +608,7 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 			if code == 100 {
 				continue // we answered 100-continue ourselves
 			}
-			h.writeResponseHead(code, false, false, http10)
+			h.writeResponseHead(code, false, false, f.http10)
 			if err := h.flushClient(); err != nil {
 				return attemptResult{sent: true, code: 499}
 			}
@@ -456,12 +626,12 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 		upKeep = true
 	}
 	untilClose := !noBody && !resp.chunked && resp.contentLength < 0
-	dechunk := !noBody && resp.chunked && http10
-	r.keep = clientKeep && !untilClose && !dechunk && !p.draining.Load()
+	dechunk := !noBody && resp.chunked && f.http10
+	r.keep = f.clientKeep && !untilClose && !dechunk && !p.draining.Load()
 	if resp.teOther || (resp.chunked && resp.contentLength >= 0) {
-		return attemptResult{failed: true, err: upErr{code: 502, err: errors.New("bad response framing from backend")}}
+		return attemptResult{failed: true, errCode: 502, errMsg: "bad gateway: bad response framing from backend\n"}
 	}
-	h.writeResponseHead(r.code, !r.keep, resp.chunked && !noBody && !dechunk, http10)
+	h.writeResponseHead(r.code, !r.keep, resp.chunked && !noBody && !dechunk, f.http10)
 	dl := copyDeadlines{src: &uc.dl, srcT: p.opt.BackendIdleTimeout, dst: &h.dl, dstT: p.opt.ClientTimeout}
 	var cerr error
 	switch {
@@ -495,8 +665,6 @@ func (h *h1conn) attempt(rt *route, b *backend, path, hostHdr []byte, http10, cl
 	}
 	return r
 }
-
-var errBackendClosed = errors.New("the backend closed the connection without a response")
 
 // writeUpstreamHead writes the request head for the backend: hop-by-hop
 // headers removed, X-Forwarded-* and Forwarded set.
@@ -783,8 +951,12 @@ func atoi3(b []byte) int {
 	return int(b[0]-'0')*100 + int(b[1]-'0')*10 + int(b[2]-'0')
 }
 
-func isIdempotent(m []byte) bool {
-	switch string(m) {
+// isIdempotent reports whether a request method is idempotent (RFC 9110
+// §9.2.2): a request with it may be resent.
+func isIdempotent(m []byte) bool { return isIdempotentMethod(string(m)) }
+
+func isIdempotentMethod(m string) bool {
+	switch m {
 	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
 		return true
 	}

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -11,11 +13,15 @@ type metrics struct {
 	beReqs      *prometheus.CounterVec
 	beFails     *prometheus.CounterVec
 	retries     prometheus.Counter
+	tryTimeouts prometheus.Counter
+	hedges      prometheus.Counter
 	dropped     prometheus.Counter
-	tcpConns    *prometheus.CounterVec
-	udpFlows    *prometheus.CounterVec
-	wireStreams prometheus.Counter
-	limited     prometheus.Counter
+	// reportsDropped mirrors dropped for the balancer watcher's log.
+	reportsDropped atomic.Uint64
+	tcpConns       *prometheus.CounterVec
+	udpFlows       *prometheus.CounterVec
+	wireStreams    prometheus.Counter
+	limited        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -34,9 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_backend_failures_total", Help: "Failed requests and connections per backend."},
 			[]string{"service", "backend"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edge_http_retries_total", Help: "Requests retried on another backend."}),
+			Name: "edge_http_retries_total", Help: "Tries after a request's first (retries and hedges), each on a backend it has not tried when there is one."}),
+		tryTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_http_try_timeouts_total", Help: "Tries that got no response head within --try-timeout (counted against their backend)."}),
+		hedges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_http_hedges_total", Help: "Hedged tries: started on a per-try timeout while the late try went on (--hedge)."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edge_reports_dropped_total", Help: "Load reports dropped because the queue was full."}),
+			Name: "edge_reports_dropped_total", Help: "Load reports dropped: the queue was full, or the balancer did not take them (unreachable)."}),
 		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_tcp_connections_total", Help: "TCP connections proxied, by listener."},
 			[]string{"listener"}),
@@ -49,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_http_rate_limited_total", Help: "Requests refused by the per-client rate limit."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reqs, m.dur, m.beReqs, m.beFails, m.retries, m.dropped, m.tcpConns, m.udpFlows, m.wireStreams, m.limited)
+		reg.MustRegister(m.reqs, m.dur, m.beReqs, m.beFails, m.retries, m.tryTimeouts, m.hedges, m.dropped, m.tcpConns, m.udpFlows, m.wireStreams, m.limited)
 	}
 	return m
 }

@@ -3,11 +3,8 @@ package edge
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -23,7 +20,9 @@ type HTTPOptions struct {
 	ReadHeaderTimeout     time.Duration // a request head must arrive within this
 	ClientTimeout         time.Duration // each client body read / response write
 	ConnectTimeout        time.Duration // dialing a backend
-	ResponseHeaderTimeout time.Duration // backend's response head
+	ResponseHeaderTimeout time.Duration // backend's response head, every try together
+	TryTimeout            time.Duration // one try's response head; 0 = none
+	Hedge                 bool          // on a try timeout, race another try (safe requests)
 	BackendIdleTimeout    time.Duration // silence within a response body
 	TunnelIdleTimeout     time.Duration // upgraded connections
 	MaxHeaderBytes        int
@@ -46,13 +45,13 @@ type proxy struct {
 	tracer   trace.Tracer // nil when spans are not exported
 	fallback *fallbackServer
 
-	draining atomic.Bool
+	draining atomic.Bool     // responses close their connections (accept.go)
+	acc      acceptState     // accept loops and draining (accept.go)
 	hardStop context.Context // cancelled when the grace period ends
 	cancel   context.CancelFunc
 	streams  sync.WaitGroup // upgraded tunnels and handed-off conns
 	mu       sync.Mutex
 	conns    map[*h1conn]struct{}
-	connWG   sync.WaitGroup
 	sem      chan struct{}
 }
 
@@ -65,117 +64,6 @@ func newProxy(opt HTTPOptions, log *slog.Logger, ups *upstreams, rep *reporter, 
 	}
 	p.routes.Store(newRouteTable(nil))
 	return p
-}
-
-func (p *proxy) track(h *h1conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.draining.Load() {
-		return false
-	}
-	p.conns[h] = struct{}{}
-	p.connWG.Add(1)
-	return true
-}
-
-func (p *proxy) untrack(h *h1conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.conns[h]; ok {
-		delete(p.conns, h)
-		p.connWG.Done()
-	}
-}
-
-// serve accepts plain HTTP connections until ln closes.
-func (p *proxy) serve(ln net.Listener, tlsConf *tls.Config) error {
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if p.sem != nil {
-			select {
-			case p.sem <- struct{}{}:
-			default:
-				c.Close() // over the connection limit
-				continue
-			}
-		}
-		go func() {
-			if p.sem != nil {
-				defer func() { <-p.sem }()
-			}
-			if tlsConf == nil {
-				p.serveConn(c, false)
-				return
-			}
-			tc := tls.Server(c, tlsConf)
-			ctx, cancel := context.WithTimeout(p.hardStop, p.opt.ReadHeaderTimeout)
-			err := tc.HandshakeContext(ctx)
-			cancel()
-			if err != nil {
-				c.Close()
-				return
-			}
-			if tc.ConnectionState().NegotiatedProtocol == "h2" && p.fallback != nil {
-				p.fallback.serve(tc)
-				return
-			}
-			p.serveConn(tc, true)
-		}()
-	}
-}
-
-func isTemporary(err error) bool {
-	type temp interface{ Temporary() bool }
-	var t temp
-	return errors.As(err, &t) && t.Temporary()
-}
-
-// drain stops keep-alive: idle connections close now, active ones after
-// their current request; then it waits for them and for tunnels, up to
-// ctx's end, when everything left is closed.
-func (p *proxy) drain(ctx context.Context) error {
-	p.draining.Store(true)
-	p.mu.Lock()
-	for h := range p.conns {
-		if h.state.CompareAndSwap(stIdle, stClosed) {
-			h.c.SetReadDeadline(time.Now()) // wakes the idle wait
-		}
-	}
-	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.connWG.Wait(); p.streams.Wait(); close(done) }()
-	var err error
-	if p.fallback != nil {
-		err = p.fallback.shutdown(ctx)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		p.cancel()
-		p.mu.Lock()
-		for h := range p.conns {
-			h.c.SetDeadline(time.Now())
-		}
-		p.mu.Unlock()
-		<-done
-		err = ctx.Err()
-	}
-	p.cancel()
-	return err
 }
 
 // retryBudget bounds retries to a share of requests: every request
@@ -198,6 +86,13 @@ func (b *retryBudget) deposit() {
 		return
 	}
 	if b.milli.Add(b.deposit_) > b.cap {
+		b.milli.Store(b.cap)
+	}
+}
+
+// refund gives back a token withdrawn for a retry that did not happen.
+func (b *retryBudget) refund() {
+	if b.milli.Add(1000) > b.cap {
 		b.milli.Store(b.cap)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,9 +19,30 @@ type route struct {
 	service string
 	source  string // "config" or "registry"
 	svc     *upService
+	try     routeTry // per-route try settings from the config file
 
 	mCode [6]prometheus.Counter // by status class: 0 = other, 1..5
 	mDur  prometheus.Observer
+}
+
+// routeTry holds a route's overrides of --try-timeout and --hedge.
+type routeTry struct {
+	timeout    time.Duration
+	setTimeout bool
+	hedge      bool
+	setHedge   bool
+}
+
+// routeTryOf returns the try overrides a config route asks for.
+func routeTryOf(r *RouteConfig) routeTry {
+	var t routeTry
+	if r.TryTimeout != nil {
+		t.timeout, t.setTimeout = time.Duration(*r.TryTimeout), true
+	}
+	if r.Hedge != nil {
+		t.hedge, t.setHedge = *r.Hedge, true
+	}
+	return t
 }
 
 // routeTable is an immutable snapshot, swapped atomically.

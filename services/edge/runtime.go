@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,12 +49,29 @@ func (e *Edge) startRuntime(rt *service.Runtime) error {
 		return &service.FlagError{Err: err}
 	}
 	if path != "" {
-		ln, remove, err := listenPrivateSocket(path)
+		// After a restart, the socket (and its file) the previous process
+		// served; a retiring process leaves the file to its successor.
+		ln, err := rt.Inherit("runtime", "unix", path)
 		if err != nil {
 			return fmt.Errorf("--runtime-socket %s: %w", path, err)
 		}
-		rt.AddListener("runtime", &net.UnixAddr{Name: path, Net: "unix"}, ln)
-		rt.OnShutdown(func(context.Context) error { remove(); return nil })
+		var remove func()
+		if ln != nil {
+			remove = removeIfSame(path)
+		} else {
+			var ul *net.UnixListener
+			if ul, remove, err = listenPrivateSocket(path); err != nil {
+				return fmt.Errorf("--runtime-socket %s: %w", path, err)
+			}
+			ln = ul
+			rt.AddListener("runtime", &net.UnixAddr{Name: path, Net: "unix"}, ul)
+		}
+		rt.OnShutdown(func(context.Context) error {
+			if !rt.Retiring() {
+				remove()
+			}
+			return nil
+		})
 		rt.Go("runtime-api", func(ctx context.Context) error { return e.serveRuntime(ctx, rt, ln, nil, false) })
 	}
 	if a := e.cfg.RuntimeAddr; a != "" {
@@ -64,6 +82,17 @@ func (e *Edge) startRuntime(rt *service.Runtime) error {
 		rt.Go("runtime-api", func(ctx context.Context) error { return e.serveRuntime(ctx, rt, ln, tc, true) })
 	}
 	return nil
+}
+
+// removeIfSame returns a function that removes path if it is still the
+// file it is now (no later process has replaced it).
+func removeIfSame(path string) func() {
+	ours, err := os.Lstat(path)
+	return func() {
+		if fi, lerr := os.Lstat(path); err == nil && lerr == nil && os.SameFile(fi, ours) {
+			os.Remove(path)
+		}
+	}
 }
 
 // serveRuntime serves the runtime API on ln, over TLS when tc is set. On

@@ -63,6 +63,12 @@ type backend struct {
 	total         atomic.Uint64
 	failures      atomic.Uint64
 	closed        atomic.Bool
+	// left: out of the endpoint set (gone, unhealthy, ejected by the
+	// balancer, disabled); written under fmu.
+	left atomic.Bool
+
+	fmu     sync.Mutex
+	flights *flight // tries that move elsewhere when the backend leaves (try.go)
 
 	mReq, mFail prometheus.Counter
 }
@@ -75,7 +81,6 @@ type upConn struct {
 	b      *backend
 	dl     deadlines
 	idleAt time.Time
-	reused bool
 }
 
 func newUpstreams(d *netx.Dialer, maxIdle int, idle time.Duration, met *metrics) *upstreams {
@@ -191,7 +196,21 @@ func (u *upstreams) applyLocked(s *upService) error {
 	for id, b := range old {
 		if next[id] != b {
 			b.close()
+			b.leave()
 			u.met.forgetBackend(b)
+		}
+	}
+	// A backend that leaves the set (disabled, unhealthy or ejected by
+	// the balancer) has its tries moved elsewhere (try.go).
+	in := make(map[string]bool, len(eps))
+	for _, ep := range eps {
+		in[ep.ID] = ep.Health != balance.HealthUnhealthy
+	}
+	for id, b := range next {
+		if in[id] {
+			b.rejoin()
+		} else {
+			b.leave()
 		}
 	}
 	return nil
@@ -332,7 +351,6 @@ func (b *backend) get(ctx context.Context, u *upstreams) (*upConn, error) {
 				uc.c.Close()
 				continue
 			}
-			uc.reused = true
 			return uc, nil
 		default:
 		}

@@ -288,6 +288,17 @@ func (w *wireServer) stream(p *wirePeer, st *wire.Stream) {
 	sel.Done(balance.Success, time.Since(start))
 }
 
+// goAway begins the drain window: every session is told to open no more
+// streams (GOAWAY), without waiting, so clients open their next ones on a
+// new session; new sessions are still served until drain.
+func (w *wireServer) goAway() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for s := range w.sess {
+		go s.GoAway(wire.CodeNoError, "draining") // bounded by the session's write timeout; Close ends it
+	}
+}
+
 // drain sends GOAWAY on every session and waits for their streams.
 func (w *wireServer) drain(ctx context.Context) error {
 	w.ln.Close()

@@ -7,4 +7,4 @@ import (
 	"github.com/switchboard-net/switchboard/services/edge"
 )
 
-func main() { service.Main(edge.Spec()) }
+func main() { service.Main(edge.Command()) }
