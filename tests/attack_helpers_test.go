@@ -36,7 +36,6 @@ import (
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
 	"github.com/switchboard-net/switchboard/pkg/wire"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
-	edgev1 "github.com/switchboard-net/switchboard/proto/switchboard/edge/v1"
 	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 	resolverv1 "github.com/switchboard-net/switchboard/proto/switchboard/resolver/v1"
@@ -338,10 +337,6 @@ func (l *attackLab) resolver(t *testing.T, id principal) resolverv1.ResolverClie
 
 func (l *attackLab) prober(t *testing.T, id principal) proberv1.ProberClient {
 	return proberv1.NewProberClient(l.conn(t, id, "prober"))
-}
-
-func (l *attackLab) edge(t *testing.T, id principal) edgev1.EdgeClient {
-	return edgev1.NewEdgeClient(l.conn(t, id, "edge"))
 }
 
 // callCtx is a context for one call, ended with the test.
@@ -757,7 +752,7 @@ func newAttackLab(t *testing.T) *attackLab {
 		"--discovery", "--discovery-key-file="+keyFile, "--discovery-interfaces="+link.Dev[0],
 		"--discovery-group=239.255.74.2:"+strconv.Itoa(l.discPort), "--discovery-interval=1s")
 	l.start(t, "edge", "--balancer-addr="+bal.addr(t, "grpc"), "--registry-addr=", "--prober-addr=",
-		"--http-addr=", "--wire-addr="+net.JoinHostPort(l.host, "0"), "--wire-tls",
+		"--http-addr="+net.JoinHostPort(l.host, "0"), "--wire-addr="+net.JoinHostPort(l.host, "0"), "--wire-tls",
 		"--runtime-socket=", "--data-dir="+filepath.Join(l.dir, "edge"))
 	return l
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/switchboard-net/switchboard/pkg/netnstest"
 	"github.com/switchboard-net/switchboard/pkg/wire"
 	balancerv1 "github.com/switchboard-net/switchboard/proto/switchboard/balancer/v1"
-	edgev1 "github.com/switchboard-net/switchboard/proto/switchboard/edge/v1"
 	proberv1 "github.com/switchboard-net/switchboard/proto/switchboard/prober/v1"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 	resolverv1 "github.com/switchboard-net/switchboard/proto/switchboard/resolver/v1"
@@ -45,10 +44,53 @@ func TestAttack(t *testing.T) {
 	t.Run("ForgeRecord", l.forgeRecord)
 	t.Run("ForgeLoadReports", l.forgeLoadReports)
 	t.Run("TunnelToLoopback", l.tunnelToLoopback)
+	t.Run("RouteToLoopback", l.routeToLoopback)
 	t.Run("RegistryAsConfusedDeputy", l.registryAsConfusedDeputy)
 	t.Run("ReadPageThroughExpectBody", l.readPageThroughExpectBody)
 	t.Run("SpoofedDiscovery", l.spoofedDiscovery)
 	t.Run("MismatchedUpstreamReply", l.mismatchedUpstreamReply)
+}
+
+// routeToLoopback: a deployer (service write on shop*, no more) registers
+// an instance on the edge host's loopback with an edge.route tag, to read a
+// loopback-only page through the edge's public HTTP listener. The edge
+// leaves registry endpoints on loopback out of every route, while a
+// control route to an instance beyond loopback serves.
+func (l *attackLab) routeToLoopback(t *testing.T) {
+	secret := httpTarget(t, "127.0.0.1", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "loopback secret") })
+	control := httpTarget(t, l.host, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "control") })
+	reg := l.registry(t, l.rogueDeployer())
+	for _, in := range []*registryv1.Instance{
+		{Service: "shop-ssrf", Id: "ssrf-1", Address: "127.0.0.1", Port: secret.port(), Tags: []string{"edge.route=/ssrf"}},
+		{Service: "shop-ctl", Id: "ctl-1", Address: l.host, Port: control.port(), Tags: []string{"edge.route=/ctl"}},
+	} {
+		if _, err := reg.Register(callCtx(t), &registryv1.RegisterRequest{Instance: in}); err != nil {
+			t.Fatalf("the deployer's token registers %s (allowed: shop* write): %v", in.Id, err)
+		}
+	}
+	edgeURL := "http://" + l.procs["edge"].addr(t, "http")
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return netnstest.DialContext(ctx, l.ns, network, addr)
+		}}}
+	get := func(path string) (int, string) {
+		resp, err := client.Get(edgeURL + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	pollFor(t, 10*time.Second, "the control route through the edge (positive control)", func() (bool, string) {
+		code, body := get("/ctl")
+		return code == 200 && body == "control", fmt.Sprintf("%d %q", code, body)
+	})
+	code, body := get("/ssrf")
+	if code == 200 || strings.Contains(body, "loopback secret") || secret.accepts.Load() != 0 {
+		t.Fatalf("GET /ssrf from the attacker: %d %q, loopback target saw %d connections; want no route and 0", code, body, secret.accepts.Load())
+	}
+	t.Logf("GET /ssrf through the edge: %d (loopback target: 0 connections)", code)
 }
 
 // httpCheck is the registry check of the lab's instances: fast, so the
@@ -360,13 +402,6 @@ func (l *attackLab) tunnelToLoopback(t *testing.T) {
 		Service: "internal", Id: "internal-1", Address: "127.0.0.1", Port: internal.port()}}); err != nil {
 		t.Fatal(err)
 	}
-	pollFor(t, 10*time.Second, "the edge knows internal", func() (bool, string) {
-		resp, err := l.edge(t, l.ops()).ListBackends(callCtx(t), &edgev1.ListBackendsRequest{Service: "internal"})
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(resp.GetBackends()) == 1, fmt.Sprint(resp.GetBackends())
-	})
 
 	// No token and no client certificate: no session beyond loopback.
 	if _, err := l.wireSession(t, principal{name: "anonymous", ns: l.ns}); err == nil {
@@ -384,9 +419,14 @@ func (l *attackLab) tunnelToLoopback(t *testing.T) {
 	if out, err := wireRequest(s, "shop", "GET / HTTP/1.0\r\nHost: shop\r\n\r\n"); err != nil || !strings.Contains(out, "200 OK") {
 		t.Fatalf("positive control: a wire stream to shop: %v\n%s", err, out)
 	}
-	_, err = wireRequest(s, "internal", "GET / HTTP/1.0\r\nHost: internal\r\n\r\n")
-	if wire.CodeOf(err) != wire.CodeUnavailable || !strings.Contains(err.Error(), "loopback") {
-		t.Errorf("viewer's wire stream to internal (127.0.0.1): %v, want RESET UNAVAILABLE naming the loopback rule", err)
+	// The edge has the balancer's set for internal once the service is
+	// known (its only endpoint is left out of it: loopback).
+	pollFor(t, 10*time.Second, "the edge knows internal", func() (bool, string) {
+		_, err = wireRequest(s, "internal", "GET / HTTP/1.0\r\nHost: internal\r\n\r\n")
+		return wire.CodeOf(err) != wire.CodeNoSuchService, fmt.Sprint(err)
+	})
+	if wire.CodeOf(err) != wire.CodeUnavailable {
+		t.Errorf("viewer's wire stream to internal (127.0.0.1): %v, want RESET UNAVAILABLE (the loopback endpoint is out of the set)", err)
 	} else {
 		t.Logf("viewer's wire stream to internal: %v", err)
 	}

@@ -147,7 +147,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"--data-dir="+filepath.Join(c.dataDir, "edge"),
 		"--runtime-socket="+filepath.Join(c.dataDir, "edge", "edge.sock"),
 		// The demo apps listen on loopback: let wire streams reach them.
-		"--wire-allow-loopback",
+		"--allow-loopback",
 		"--http-addr="+addr(8080), "--wire-addr="+addr(7900))); err != nil {
 		return err
 	}

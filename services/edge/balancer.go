@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -25,6 +26,10 @@ type watcher struct {
 	log     *slog.Logger
 	changed func() // rebuild routes
 	updates atomic.Uint64
+	// allowLocal reports whether a service's endpoints may be on loopback
+	// or link-local addresses (--allow-loopback, allow_loopback).
+	allowLocal func(service string) bool
+	refused    map[string]bool // endpoints already logged as refused
 
 	// An outage, seen from Follow's goroutine: since when, and the
 	// dropped-reports count then.
@@ -78,6 +83,17 @@ func (w *watcher) apply(resp *balancerv1.WatchEndpointsResponse) error {
 		if e.GetId() == "" {
 			continue
 		}
+		if localAddress(e.GetAddress()) && (w.allowLocal == nil || !w.allowLocal(name)) {
+			if key := name + "/" + e.GetId(); !w.refused[key] {
+				if w.refused == nil {
+					w.refused = map[string]bool{}
+				}
+				w.refused[key] = true
+				w.log.Warn("endpoint on a loopback or link-local address gets no traffic (--allow-loopback or allow_loopback lets it)",
+					"service", name, "id", e.GetId(), "address", e.GetAddress())
+			}
+			continue
+		}
 		ep := balance.Endpoint{
 			ID:     e.GetId(),
 			Addr:   net.JoinHostPort(e.GetAddress(), strconv.Itoa(int(e.GetPort()))),
@@ -95,6 +111,19 @@ func (w *watcher) apply(resp *balancerv1.WatchEndpointsResponse) error {
 		tags[ep.ID] = e.GetTags()
 	}
 	return w.ups.update(name, cfg, eps, tags, false)
+}
+
+// localAddress reports whether a registered address is on this host or its
+// link: the registry is written by many hands, and a route from it must not
+// turn the edge into a way to reach the edge host's own loopback services.
+// Names other than localhost are not resolved here (the wire listener's
+// dialer checks resolved addresses too).
+func localAddress(addr string) bool {
+	if ip, err := netip.ParseAddr(addr); err == nil {
+		return isLocal(ip)
+	}
+	a := strings.ToLower(strings.TrimSuffix(addr, "."))
+	return a == "localhost" || strings.HasSuffix(a, ".localhost")
 }
 
 // policyConfig maps the balancer's policy onto a local balance.Config.

@@ -76,7 +76,7 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 			go func() { io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
-	inst, _ := startEdge(b, fmt.Sprintf("services:\n  sink: [%q]\ntcp:\n  - {listen: \"127.0.0.1:0\", service: sink}\n", sink.Addr()), "--wire-allow-loopback")
+	inst, _ := startEdge(b, fmt.Sprintf("services:\n  sink: [%q]\ntcp:\n  - {listen: \"127.0.0.1:0\", service: sink}\n", sink.Addr()), "--allow-loopback")
 	const chunk = 256 << 10
 	buf := make([]byte, chunk)
 	run := func(b *testing.B, w io.WriteCloser) {

@@ -26,15 +26,9 @@ type FileConfig struct {
 	// listeners and wire streams can name like registry services; the
 	// balancer's sets for the same names are ignored.
 	Services map[string][]string `yaml:"services" json:"services"`
-	// Wire configures the wire listener's streams.
-	Wire WireConfig `yaml:"wire" json:"wire"`
-}
-
-// WireConfig is the wire listener's per-service settings.
-type WireConfig struct {
-	// AllowLoopback names the services whose endpoints wire streams may
-	// reach on loopback or link-local addresses, which are otherwise
-	// refused (--wire-allow-loopback allows every service).
+	// AllowLoopback names the registry services whose endpoints may be on
+	// loopback or link-local addresses; otherwise such endpoints get no
+	// traffic, on any protocol (--allow-loopback allows every service).
 	AllowLoopback []string `yaml:"allow_loopback" json:"allow_loopback"`
 }
 
@@ -215,9 +209,9 @@ func (c *FileConfig) Validate() error {
 			return fmt.Errorf("%s.max_flows: must not be negative", f)
 		}
 	}
-	for i, name := range c.Wire.AllowLoopback {
+	for i, name := range c.AllowLoopback {
 		if name == "" || strings.ContainsAny(name, " \t") {
-			return fmt.Errorf("wire.allow_loopback[%d]: a service name, without spaces, got %q", i, name)
+			return fmt.Errorf("allow_loopback[%d]: a service name, without spaces, got %q", i, name)
 		}
 	}
 	return nil

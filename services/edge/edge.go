@@ -33,7 +33,7 @@ type Config struct {
 	HTTPSKeys     stringList
 	WireAddr      string
 	WireTLS       bool
-	WireLoopback  bool
+	AllowLoopback bool
 	ConfigFile    string
 	BalancerAddr  string
 	RegistryAddr  string
@@ -71,7 +71,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.HTTPSKeys, "https-key", "private key file (PEM), paired in order with --https-cert")
 	fs.StringVar(&c.WireAddr, "wire-addr", "127.0.0.1:7900", "wire protocol listen address (empty disables)")
 	fs.BoolVar(&c.WireTLS, "wire-tls", false, "serve the wire listener over TLS with the service certificate (--tls-cert); with --tls-ca, client certificates are verified when given")
-	fs.BoolVar(&c.WireLoopback, "wire-allow-loopback", false, "let wire streams reach endpoints on loopback and link-local addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, unspecified)")
+	fs.BoolVar(&c.AllowLoopback, "allow-loopback", false, "let endpoints from the registry on loopback and link-local addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, unspecified) get traffic, on every protocol")
 	fs.StringVar(&c.ConfigFile, "config", "", "static routes and TCP/UDP listeners (YAML or JSON file)")
 	fs.StringVar(&c.BalancerAddr, "balancer-addr", "localhost:7200", "balancer gRPC address (empty: static routes only)")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address, for the dashboard's services and health (empty: none)")
@@ -177,10 +177,14 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 			interval: cfg.ReportEvery, met: met, log: rt.Log}
 		e.synced = make(chan struct{})
 		var once sync.Once
+		allowed := map[string]bool{}
+		for _, name := range file.AllowLoopback {
+			allowed[name] = true
+		}
 		e.watch = &watcher{client: client, ups: ups, log: rt.Log, changed: func() {
 			e.rebuildRoutes()
 			once.Do(func() { close(e.synced) })
-		}}
+		}, allowLocal: func(svc string) bool { return cfg.AllowLoopback || allowed[svc] }}
 	}
 	p := newProxy(cfg.HTTP, rt.Log, ups, rep, met)
 	e.proxy = p

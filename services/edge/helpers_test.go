@@ -168,6 +168,11 @@ func startEdgeEnv(t testing.TB, env config.LookupFunc, conf string, args ...stri
 			all = append(all, f+"=")
 		}
 	}
+	// Test backends listen on loopback: let the balancer's endpoints there
+	// get traffic, unless the test says otherwise.
+	if has("--balancer-addr") && !has("--allow-loopback") {
+		all = append(all, "--allow-loopback")
+	}
 	inst := servicetest.StartEnv(t, edge.Spec(), env, append(all, args...)...)
 	return inst, sock
 }

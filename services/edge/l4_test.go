@@ -134,7 +134,7 @@ func TestWireTunnel(t *testing.T) {
 	bal := startBalancer(t)
 	echo := tcpBackend(t, false)
 	bal.push(&balancerv1.WatchEndpointsResponse{Service: "echo", Endpoints: []*balancerv1.Endpoint{endpoint("echo-1", echo)}})
-	inst, sock := startEdge(t, "", "--balancer-addr="+bal.addr, "--wire-allow-loopback")
+	inst, sock := startEdge(t, "", "--balancer-addr="+bal.addr, "--allow-loopback")
 	eventually(t, 5*time.Second, "the echo service", func() bool {
 		return strings.Contains(runtimeCmd(t, sock, "show backends"), "echo-1")
 	})
@@ -215,7 +215,7 @@ func TestTLSWithSNIAndHTTP2(t *testing.T) {
 // streams) and lets a stream in flight finish.
 func TestWireDrainOnShutdown(t *testing.T) {
 	echo := tcpBackend(t, false)
-	inst, sock := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo), "--wire-allow-loopback")
+	inst, sock := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo), "--allow-loopback")
 	c, err := net.Dial("tcp", inst.Addrs["wire"])
 	if err != nil {
 		t.Fatal(err)

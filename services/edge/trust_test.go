@@ -363,7 +363,7 @@ func TestWireSessionAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			inst, _ := startEdge(t, conf, append([]string{"--wire-allow-loopback"}, tt.args...)...)
+			inst, _ := startEdge(t, conf, append([]string{"--allow-loopback"}, tt.args...)...)
 			for _, c := range tt.clients {
 				s, err := wireSession(t, inst.Addrs["wire"], c.tls, c.token)
 				if !c.ok {
@@ -397,7 +397,7 @@ func TestWireACL(t *testing.T) {
 		"cert:partner": `[{service: "e*", access: read}]`,
 	}
 	acl := writeACL(t, "deny", tokens)
-	args := append([]string{"--acl-file=" + acl, "--wire-addr=0.0.0.0:0", "--wire-tls", "--wire-allow-loopback"}, pki.serverFlags(false)...)
+	args := append([]string{"--acl-file=" + acl, "--wire-addr=0.0.0.0:0", "--wire-tls", "--allow-loopback"}, pki.serverFlags(false)...)
 	inst, _ := startEdge(t, conf, args...)
 	plain := pki.client("")
 	tests := []struct {
@@ -466,7 +466,7 @@ func TestWireACLOnLoopback(t *testing.T) {
 		{"read", 0},
 	} {
 		acl := writeACL(t, tt.def, map[string]string{"x": `[{operator: true}]`})
-		inst, _ := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo), "--acl-file="+acl, "--wire-allow-loopback")
+		inst, _ := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo), "--acl-file="+acl, "--allow-loopback")
 		s, err := wireSession(t, inst.Addrs["wire"], nil, "")
 		if err != nil {
 			t.Fatalf("default %s: anonymous session on loopback: %v", tt.def, err)
@@ -479,9 +479,9 @@ func TestWireACLOnLoopback(t *testing.T) {
 }
 
 // TestWireLoopbackEndpoints: a registered service whose endpoint is on
-// loopback is refused over the wire, without counting as the backend's
-// failure, unless --wire-allow-loopback or wire.allow_loopback allows it;
-// a name that resolves to loopback is refused the same way.
+// loopback gets no wire stream, without counting as the backend's failure,
+// unless --allow-loopback or allow_loopback allows it; a name that
+// resolves to loopback is refused the same way.
 func TestWireLoopbackEndpoints(t *testing.T) {
 	bal := startBalancer(t)
 	echo := tcpBackend(t, false)
@@ -494,34 +494,75 @@ func TestWireLoopbackEndpoints(t *testing.T) {
 		args        []string
 		echo, named bool // reached
 	}{
-		{"default", conf, nil, false, false},
-		{"--wire-allow-loopback", conf, []string{"--wire-allow-loopback"}, true, true},
-		{"wire.allow_loopback", conf + "wire:\n  allow_loopback: [echo]\n", nil, true, false},
+		{"default", conf, []string{"--allow-loopback=false"}, false, false},
+		{"--allow-loopback", conf, []string{"--allow-loopback"}, true, true},
+		{"allow_loopback", conf + "allow_loopback: [echo]\n", []string{"--allow-loopback=false"}, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inst, sock := startEdge(t, tt.conf, append([]string{"--balancer-addr=" + bal.addr}, tt.args...)...)
-			eventually(t, 5*time.Second, "the echo service", func() bool {
-				return strings.Contains(runtimeCmd(t, sock, "show backends"), "echo-1")
-			})
 			s, err := wireSession(t, inst.Addrs["wire"], nil, "")
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The balancer's set has arrived once echo is a known service.
+			eventually(t, 5*time.Second, "the echo service", func() bool {
+				return wire.CodeOf(echoOver(s, "echo")) != wire.CodeNoSuchService
+			})
 			for svc, reached := range map[string]bool{"echo": tt.echo, "named": tt.named} {
 				err := echoOver(s, svc)
 				if reached != (err == nil) {
 					t.Errorf("stream to %s: %v, want reached=%v", svc, err, reached)
 				}
-				if !reached && (wire.CodeOf(err) != wire.CodeUnavailable || !strings.Contains(err.Error(), "loopback")) {
-					t.Errorf("stream to %s: %v, want UNAVAILABLE naming the loopback rule", svc, err)
+				if !reached && wire.CodeOf(err) != wire.CodeUnavailable {
+					t.Errorf("stream to %s: %v, want UNAVAILABLE", svc, err)
+				}
+				if !reached && svc == "named" && !strings.Contains(err.Error(), "loopback") {
+					t.Errorf("stream to %s: %v, want a reason naming the loopback rule", svc, err)
 				}
 			}
+			backends := runtimeCmd(t, sock, "show backends")
+			if strings.Contains(backends, "echo-1") != tt.echo {
+				t.Errorf("echo-1 among the backends = %v, want %v:\n%s", !tt.echo, tt.echo, backends)
+			}
 			// A refusal by policy is not the backend's failure.
-			for _, line := range strings.Split(runtimeCmd(t, sock, "show backends"), "\n") {
+			for _, line := range strings.Split(backends, "\n") {
 				if f := strings.Fields(line); len(f) > 8 && f[0] != "service" && f[8] != "0" {
 					t.Errorf("backend counted failures: %s", line)
 				}
+			}
+		})
+	}
+}
+
+// TestHTTPRouteToLoopbackEndpoint: a route from registry tags to an
+// endpoint on the edge host's loopback is not proxied — the registry's
+// writers must not reach the edge host's private services through the
+// public listener — unless --allow-loopback says so.
+func TestHTTPRouteToLoopbackEndpoint(t *testing.T) {
+	bal := startBalancer(t)
+	secret := backend(t, "secret")
+	bal.push(&balancerv1.WatchEndpointsResponse{Service: "private", Endpoints: []*balancerv1.Endpoint{
+		endpoint("private-1", secret.URL, "edge.route=/private")}})
+	// control is allowed by name and streamed after private: once its route
+	// is up, private's set has been applied too.
+	bal.push(&balancerv1.WatchEndpointsResponse{Service: "control", Endpoints: []*balancerv1.Endpoint{
+		endpoint("control-1", backend(t, "control").URL, "edge.route=/control")}})
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allow=%v", allow), func(t *testing.T) {
+			inst, sock := startEdge(t, "allow_loopback: [control]\n", "--balancer-addr="+bal.addr, fmt.Sprintf("--allow-loopback=%v", allow))
+			eventually(t, 5*time.Second, "the control route", func() bool {
+				return strings.Contains(runtimeCmd(t, sock, "show routes"), "/control")
+			})
+			resp, err := http.Get("http://" + inst.Addrs["http"] + "/private")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got := resp.StatusCode == 200 && strings.Contains(string(body), "secret")
+			if got != allow {
+				t.Fatalf("GET /private: %d %q, want proxied=%v", resp.StatusCode, body, allow)
 			}
 		})
 	}

@@ -103,9 +103,9 @@ func (e *Edge) startWire(rt *service.Runtime) (*wireServer, error) {
 	}
 	w := &wireServer{e: e, rt: rt, log: rt.Log, ln: ln, tls: tc, auth: auth,
 		guard: localGuard{d: e.ups.dialer}, open: e.ups.dialer,
-		allowAll: cfg.WireLoopback, allowSvc: map[string]bool{},
+		allowAll: cfg.AllowLoopback, allowSvc: map[string]bool{},
 		sess: map[*wire.Session]struct{}{}}
-	for _, s := range e.file.Wire.AllowLoopback {
+	for _, s := range e.file.AllowLoopback {
 		w.allowSvc[s] = true
 	}
 	rt.Go("wire", w.serve)
@@ -276,7 +276,7 @@ func (w *wireServer) stream(p *wirePeer, st *wire.Stream) {
 	if err != nil {
 		if errors.Is(err, errLocalEndpoint) {
 			w.log.Debug("wire stream refused", "service", name, "reason", err.Error())
-			st.ResetWithReason(wire.CodeUnavailable, fmt.Sprintf("service %s: %v (the edge allows it with --wire-allow-loopback or wire.allow_loopback)", name, err))
+			st.ResetWithReason(wire.CodeUnavailable, fmt.Sprintf("service %s: %v (the edge allows it with --allow-loopback or allow_loopback)", name, err))
 			return
 		}
 		st.ResetWithReason(wire.CodeUnavailable, "no healthy backend for "+name)
