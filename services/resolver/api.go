@@ -198,7 +198,7 @@ func (a *api) ListRecords(_ context.Context, req *resolverv1.ListRecordsRequest)
 	keep := func(name string) bool { return suffix == "" || dns.IsSubDomain(suffix, lowerASCII(name)) }
 	a.s.mu.Lock()
 	for _, z := range a.s.static {
-		src := "zonefile:" + z.path
+		src := "zonefile:" + z.src.path
 		if keep(z.soa.Hdr.Name) {
 			out = append(out, toRecord(z.soa, src))
 		}

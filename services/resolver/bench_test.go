@@ -15,25 +15,30 @@ import (
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
-// benchServer is a server with 3 services of 4 instances and the example
-// zone, no registry and no network.
+// benchServer is a server with 3 services of 4 instances, the example
+// zone and the Knot comparison zone (wildcards, a delegation, CNAME
+// chains), no registry and no network.
 func benchServer(b *testing.B) *server {
 	b.Helper()
-	z, err := loadZoneFile("testdata/example.zone")
-	if err != nil {
-		b.Fatal(err)
+	var zs []*staticZone
+	for _, path := range []string{"testdata/example.zone", "testdata/knot/example.zone"} {
+		z, err := loadZoneFile(zoneSource{path: path})
+		if err != nil {
+			b.Fatal(err)
+		}
+		zs = append(zs, z)
 	}
-	return newTestServer(z)
+	return newTestServer(zs...)
 }
 
-// newTestServer is a server with 3 services of 4 weighted instances and z,
+// newTestServer is a server with 3 services of 4 weighted instances and zs,
 // no registry, no network, a forwarder that is never reached, and the
 // default response rate limiting (loopback clients exempt).
-func newTestServer(z *staticZone) *server {
+func newTestServer(zs ...*staticZone) *server {
 	cfg := &Config{Zone: "switchboard.", CacheSize: 1000, ServiceTTL: 5 * time.Second, UpstreamTimeout: time.Second, UDPSockets: 1,
 		Upstreams: listFlag{"127.0.0.1:1"}, RRLRate: defaultRRLRate, RRLExemptLoopback: true}
 	allow, _ := cfg.validate()
-	s := newServer(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), cfg, []*staticZone{z}, allow)
+	s := newServer(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), cfg, zs, allow, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
 	var ins []*registryv1.Instance
 	for _, svc := range []string{"web", "api", "db"} {
 		for i := range 4 {
@@ -96,6 +101,23 @@ func BenchmarkServeServiceSRVEDNS(b *testing.B) {
 // BenchmarkServeStaticNXDOMAIN is the slow path (built per query).
 func BenchmarkServeStaticNXDOMAIN(b *testing.B) {
 	benchServe(b, benchServer(b), "nope.example.test.", dns.TypeA, false)
+}
+
+// BenchmarkServeReferral is a name below a zone cut: a precomputed
+// referral with glue.
+func BenchmarkServeReferral(b *testing.B) {
+	benchServe(b, benchServer(b), "ns.sub.example.", dns.TypeA, true)
+}
+
+// BenchmarkServeCNAMEChain is a CNAME chain to an address, precomputed.
+func BenchmarkServeCNAMEChain(b *testing.B) {
+	benchServe(b, benchServer(b), "alias.example.", dns.TypeA, false)
+}
+
+// BenchmarkServeWildcard is an answer synthesized from a wildcard: the
+// slow path (lookup, packed per query).
+func BenchmarkServeWildcard(b *testing.B) {
+	benchServe(b, benchServer(b), "host3.example.", dns.TypeMX, false)
 }
 
 // BenchmarkServeCacheHit is a forwarded name answered from the cache.
@@ -167,4 +189,9 @@ func BenchmarkFastUDPCacheHit(b *testing.B) {
 	}
 	s.cache.put("cached.example.net.", dns.TypeA, p, 300, false, time.Now())
 	benchFast(b, s, "cached.example.net.", dns.TypeA)
+}
+
+// BenchmarkFastUDPReferral is a precomputed referral from the raw packet.
+func BenchmarkFastUDPReferral(b *testing.B) {
+	benchFast(b, benchServer(b), "Ns.Sub.Example.", dns.TypeA)
 }

@@ -12,8 +12,8 @@ import (
 // logging each reconnect.
 func follow(ctx context.Context, s *server, what string, run func(ctx context.Context, delivered func()) error) error {
 	watch.Follow(ctx, run, func(err error, wait time.Duration) {
-		s.log.Warn("registry watch ended; reconnecting", "watch", what, "err", err, "in", wait)
-	})
+		s.log.Debug("registry watch ended; reconnecting", "watch", what, "err", err, "in", wait)
+	}, watch.WithLogger(s.log, "registry "+what))
 	return ctx.Err()
 }
 

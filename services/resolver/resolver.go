@@ -34,8 +34,15 @@ type Config struct {
 	DNSAddr string
 	// Zone is the service zone's origin.
 	Zone string
-	// ZoneFiles are RFC 1035 master files, each defining a static zone.
+	// ZoneFiles are RFC 1035 master files, each defining a static zone:
+	// "path", or "path=origin" for a file without $ORIGIN.
 	ZoneFiles listFlag
+	// NSName is the service zone's name server (NS and SOA MNAME);
+	// default ns.<zone>.
+	NSName string
+	// AdvertiseAddrs are the addresses of NSName when it lies in the
+	// service zone; default: the --dns-addr host (see advertiseAddrs).
+	AdvertiseAddrs listFlag
 	// Upstreams are resolvers (host:port) for names outside our zones.
 	Upstreams listFlag
 	// AllowRecursion lists the client networks that may use forwarding.
@@ -80,7 +87,9 @@ var defaultAllow = []string{"127.0.0.0/8", "::1/128"}
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DNSAddr, "dns-addr", "127.0.0.1:8053", "DNS listen address (UDP and TCP on the same port)")
 	fs.StringVar(&c.Zone, "zone", "switchboard.", "service zone: <service>.service.<zone>")
-	fs.Var(&c.ZoneFiles, "zone-file", "RFC 1035 master file of a static zone (repeatable; its SOA defines the zone)")
+	fs.Var(&c.ZoneFiles, "zone-file", "RFC 1035 master file of a static zone, path or path=origin (repeatable; its SOA defines the zone; reloaded on change and SIGHUP)")
+	fs.StringVar(&c.NSName, "ns-name", "", "name server of the service zone, in its NS record and SOA (default ns.<zone>)")
+	fs.Var(&c.AdvertiseAddrs, "advertise-addr", "IP address(es) clients reach this resolver on, the address records of --ns-name (default: the --dns-addr host; for 0.0.0.0 or ::, the host's first private address)")
 	fs.Var(&c.Upstreams, "upstream", "upstream resolver host:port for other names (repeatable; none: no forwarding)")
 	fs.Var(&c.AllowRecursion, "allow-recursion", "client networks allowed to use forwarding (CIDR list; default 127.0.0.0/8,::1/128)")
 	fs.IntVar(&c.CacheSize, "cache-size", 10000, "forwarding cache entries (0 disables the cache)")
@@ -110,6 +119,19 @@ func Spec() service.Spec {
 func (c *Config) validate() ([]netip.Prefix, error) {
 	if _, ok := dns.IsDomainName(c.Zone); !ok || c.Zone == "" || c.Zone == "." {
 		return nil, fmt.Errorf("--zone: %q is not a domain name", c.Zone)
+	}
+	if _, ok := dns.IsDomainName(c.NSName); c.NSName != "" && (!ok || c.NSName == ".") {
+		return nil, fmt.Errorf("--ns-name: %q is not a domain name", c.NSName)
+	}
+	for _, a := range c.AdvertiseAddrs {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return nil, fmt.Errorf("--advertise-addr: %q is not an IP address", a)
+		}
+	}
+	for _, v := range c.ZoneFiles {
+		if _, err := parseZoneSource(v); err != nil {
+			return nil, fmt.Errorf("--zone-file: %w", err)
+		}
 	}
 	if c.CacheSize < 0 {
 		return nil, fmt.Errorf("--cache-size: must not be negative, got %d", c.CacheSize)
@@ -152,20 +174,28 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		return &service.FlagError{Err: err}
 	}
 	var static []*staticZone
-	for _, path := range cfg.ZoneFiles {
-		z, err := loadZoneFile(path)
+	for _, v := range cfg.ZoneFiles {
+		src, _ := parseZoneSource(v) // validated
+		z, err := loadZoneFile(src)
 		if err != nil {
 			return err
 		}
 		static = append(static, z)
 	}
-	s := newServer(ctx, rt.Log, cfg, static, allow)
+	advertise, warn := advertiseAddrs(cfg)
+	if warn != "" {
+		rt.Log.Warn(warn)
+	}
+	s := newServer(ctx, rt.Log, cfg, static, allow, advertise)
 	s.mu.Lock()
 	err = s.rebuildLocked()
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	// SIGHUP reloads the zone files (and is harmless without any).
+	hup := subscribeHUP()
+	rt.Go("zone-files", func(ctx context.Context) error { return s.watchZoneFiles(ctx, hup) })
 	rt.Metrics.MustRegister(s.queries, s.mismatched)
 
 	cc, err := rt.Dial(cfg.RegistryAddr)
@@ -267,4 +297,50 @@ func listenDNS(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 			return nil, nil, fmt.Errorf("dns udp socket on %s: %w", bound, err)
 		}
 	}
+}
+
+// advertiseAddrs returns the addresses of the service zone's name server:
+// --advertise-addr, else the --dns-addr host when it is one address, else
+// (0.0.0.0 or ::) the host's first private address, as Consul picks its
+// advertise address. warn says when the choice is a guess.
+func advertiseAddrs(cfg *Config) (addrs []netip.Addr, warn string) {
+	for _, a := range cfg.AdvertiseAddrs {
+		addrs = append(addrs, netip.MustParseAddr(a).Unmap()) // validated
+	}
+	if len(addrs) > 0 {
+		return addrs, ""
+	}
+	host, _, _ := net.SplitHostPort(cfg.DNSAddr)
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err == nil && !ip.IsUnspecified() {
+		return []netip.Addr{ip.Unmap()}, ""
+	}
+	only4 := ip.Is4() // 0.0.0.0 listens on IPv4 only
+	ifaddrs, _ := net.InterfaceAddrs()
+	var best netip.Addr
+	for _, ia := range ifaddrs {
+		p, perr := netip.ParsePrefix(ia.String())
+		if perr != nil {
+			continue
+		}
+		a := p.Addr().Unmap()
+		if !a.IsGlobalUnicast() || only4 && !a.Is4() {
+			continue
+		}
+		if a.IsPrivate() {
+			best = a
+			break
+		}
+		if !best.IsValid() {
+			best = a
+		}
+	}
+	if !best.IsValid() {
+		best = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	return []netip.Addr{best}, "--advertise-addr not set and --dns-addr " + cfg.DNSAddr +
+		" is not one address: the service zone's name server is advertised at " + best.String() + " (set --advertise-addr)"
 }

@@ -357,6 +357,23 @@ func TestProtocol(t *testing.T) {
 			t.Fatalf("ANY answered %d types (%v), want one RRset", len(types), r.Answer)
 		}
 	})
+	t.Run("QCLASS ANY: answered from IN data, the question echoed exactly", func(t *testing.T) {
+		for _, name := range []string{"WWW.example.test.", "nope.Example.test.", "Web.Service.Switchboard."} {
+			m := q(name, dns.TypeA)
+			m.Question[0].Qclass = dns.ClassANY
+			for _, network := range []string{"udp", "tcp"} {
+				r := e.query(t, network, m)
+				if len(r.Question) != 1 || r.Question[0] != m.Question[0] || !r.Authoritative {
+					t.Errorf("%s over %s: question %v aa=%v, want %v echoed", name, network, r.Question, r.Authoritative, m.Question[0])
+				}
+			}
+		}
+		m := q("www.example.test.", dns.TypeA)
+		m.Question[0].Qclass = dns.ClassCHAOS
+		if r := e.query(t, "udp", m); r.Rcode != dns.RcodeRefused || r.Question[0] != m.Question[0] {
+			t.Errorf("class CH: %v, want REFUSED with the question", r)
+		}
+	})
 	t.Run("FORMERR for two questions", func(t *testing.T) {
 		m := q("www.example.test.", dns.TypeA)
 		m.Question = append(m.Question, m.Question[0])
@@ -689,6 +706,10 @@ func TestBadConfigurationStops(t *testing.T) {
 		{"--zone-file=testdata/missing.zone", "missing.zone"},
 		{"--cache-size=-1", "--cache-size"},
 		{"--zone=a..b", "--zone"},
+		{"--ns-name=a..b", "--ns-name"},
+		{"--advertise-addr=banana", "--advertise-addr"},
+		{"--zone-file=x.zone=a..b", "--zone-file"},
+		{"--zone-file=testdata/lookup/other.test.zone", "--zone-file=testdata/lookup/other.test.zone=<origin>"},
 	} {
 		err := service.Run(context.Background(), Spec(), []string{"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 			"--dns-addr=127.0.0.1:0", tt.arg}, service.WithEnv(config.NoEnv), service.WithLogOutput(io.Discard))

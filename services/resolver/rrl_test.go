@@ -63,7 +63,7 @@ func TestRRLDefaults(t *testing.T) {
 		if cfg.RRLRate != tt.rate || cfg.RRLExemptLoopback != tt.exempt {
 			t.Errorf("%v: rate %v, exempt loopback %v; want %v, %v", tt.args, cfg.RRLRate, cfg.RRLExemptLoopback, tt.rate, tt.exempt)
 		}
-		s := newServer(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), cfg, nil, allow)
+		s := newServer(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), cfg, nil, allow, nil)
 		if (s.rrl != nil) != tt.on {
 			t.Fatalf("%v: limiter %v, want on: %v", tt.args, s.rrl, tt.on)
 		}

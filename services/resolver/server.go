@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,10 +21,14 @@ import (
 type server struct {
 	log        *slog.Logger
 	origin     string // service zone, lower case
+	nsName     string // the service zone's name server (NS, SOA MNAME)
+	advertise  []netip.Addr
 	serviceTTL uint32
-	static     []*staticZone
 
-	mu        sync.Mutex // guards the inputs below and rebuilds
+	reloadMu  sync.Mutex    // one zone-file reload at a time; guards looked
+	looked    []zoneWatch   // per zone file: what the last look saw
+	mu        sync.Mutex    // guards the inputs below and rebuilds
+	static    []*staticZone // the zone files as served, in flag order
 	instances []*registryv1.Instance
 	svcIndex  uint64
 	managed   []*registryv1.Record
@@ -51,12 +56,20 @@ type server struct {
 	mismatched prometheus.CounterFunc
 }
 
-func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*staticZone, allow []netip.Prefix) *server {
+func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*staticZone, allow []netip.Prefix, advertise []netip.Addr) *server {
+	origin := lowerASCII(dns.Fqdn(cfg.Zone))
+	nsName := "ns." + origin
+	if cfg.NSName != "" {
+		nsName = lowerASCII(dns.Fqdn(cfg.NSName))
+	}
 	s := &server{
 		log:        log,
-		origin:     lowerASCII(dns.Fqdn(cfg.Zone)),
+		origin:     origin,
+		nsName:     nsName,
+		advertise:  advertise,
 		serviceTTL: uint32(cfg.ServiceTTL / time.Second),
 		static:     static,
+		looked:     make([]zoneWatch, len(static)),
 		cache:      newCache(cfg.CacheSize),
 		allow:      allow,
 		ctx:        ctx,
@@ -91,33 +104,51 @@ func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*sta
 	return s
 }
 
-// rebuild recomputes the authority snapshot from zone files, managed
-// records and service instances. Callers hold s.mu.
+// rebuildLocked recomputes the authority snapshot from zone files, managed
+// records and service instances, and swaps it in; on an error the old
+// snapshot stays. Callers hold s.mu.
 func (s *server) rebuildLocked() error {
 	b := newAuthorityBuilder()
-	for _, z := range s.static {
-		b.addZone(z.soa, "zonefile:"+z.path)
+	files := make([]*zone, len(s.static))
+	for i, z := range s.static {
+		files[i] = b.addZone(z.soa, "zonefile:"+z.src.path)
 	}
-	b.addZone(serviceSOA(s.origin, uint32(s.svcIndex), s.serviceTTL), "service")
-	for _, z := range s.static {
-		for _, rr := range z.rrs {
-			if err := b.add(sourced{rr: rr, source: "zonefile:" + z.path}); err != nil {
-				return fmt.Errorf("zone file %s: %w", z.path, err)
+	svc := b.addZone(serviceSOA(s.origin, s.nsName, uint32(s.svcIndex), s.serviceTTL), "service")
+	for i, z := range s.static {
+		for j, rr := range z.rrs {
+			err := b.add(sourced{rr: rr, source: "zonefile:" + z.src.path}, files[i])
+			if errors.Is(err, errOccluded) {
+				continue // a zone we also serve answers for the name
+			}
+			if err != nil {
+				return fmt.Errorf("zone file %s: line %d: %w", z.src.path, z.lines[j], err)
 			}
 		}
 	}
 	for _, rec := range s.managed {
 		rr, err := recordRR(rec)
 		if err == nil {
-			err = b.add(sourced{rr: rr, source: "managed"})
+			err = b.add(sourced{rr: rr, source: "managed"}, nil)
 		}
 		if err != nil {
 			s.log.Warn("skipping managed record", "name", rec.GetName(), "type", rec.GetType(), "err", err)
 		}
 	}
 	for _, rr := range serviceRecords(s.origin, s.serviceTTL, s.instances) {
-		if err := b.add(rr); err != nil {
+		if err := b.add(rr, nil); err != nil {
 			s.log.Warn("skipping service record", "record", rr.rr.String(), "err", err)
+		}
+	}
+	if !b.hasNS(svc) {
+		// The zone's own name server, unless zone data names others.
+		addrs := s.advertise
+		if n := b.nodes[s.nsName]; n != nil && (n.set(dns.TypeA) != nil || n.set(dns.TypeAAAA) != nil) {
+			addrs = nil // zone data gives its addresses
+		}
+		for _, rr := range serviceNS(s.origin, s.nsName, addrs, s.serviceTTL) {
+			if err := b.add(rr, nil); err != nil {
+				s.log.Warn("skipping the service zone's name server record", "record", rr.rr.String(), "err", err)
+			}
 		}
 	}
 	a, err := b.build()
@@ -266,7 +297,7 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 		return s.rcodeReply(dst, r, &rep, dns.RcodeFormatError)
 	}
 	q := r.Question[0]
-	rep.qname, rep.qtype = q.Name, q.Qtype
+	rep.qname, rep.qtype, rep.qclass = q.Name, q.Qtype, q.Qclass
 	rep.ra = s.recursionAllowed(client)
 	switch {
 	case q.Qtype == dns.TypeOPT:
@@ -279,14 +310,16 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 	}
 	name := lowerASCII(q.Name)
 	a := s.auth.Load()
-	if n, z := a.find(name); z != nil {
+	if a.zoneOf(name) != nil {
+		// Our zones: the precomputed answer of the name's node, or lookup
+		// (names that do not exist, wildcards, CNAMEs of other types).
 		s.qAuth.Inc()
 		var p *prepared
-		if n != nil {
+		if n := a.nodes[name]; n != nil {
 			p = n.answer(q.Qtype)
 		}
 		if p == nil {
-			if p, err = prepare(a.resolve(name, q.Qtype), true); err != nil {
+			if p, err = a.prepareLookup(name, q.Qtype); err != nil {
 				return dst, false, err
 			}
 		}
@@ -382,9 +415,9 @@ func (s *server) rcodeReply(dst []byte, r *dns.Msg, rep *reply, rcode int) ([]by
 	if err != nil {
 		return dst, false, err
 	}
-	rep.qname, rep.qtype = "", 0
+	rep.qname, rep.qtype, rep.qclass = "", 0, 0
 	if len(m.Question) == 1 {
-		rep.qname, rep.qtype = m.Question[0].Name, m.Question[0].Qtype
+		rep.qname, rep.qtype, rep.qclass = m.Question[0].Name, m.Question[0].Qtype, m.Question[0].Qclass
 	}
 	out, err := p.appendTo(dst, rep)
 	return out, false, err

@@ -157,7 +157,7 @@ func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte) (out []by
 	case dns.TypeOPT, dns.TypeAXFR, dns.TypeIXFR:
 		return dst, false
 	}
-	rep := reply{id: binary.BigEndian.Uint16(pkt), rd: pkt[2]&flagRD != 0, qwire: pkt[hdrLen:off], qtype: qtype, maxSize: minUDPSize}
+	rep := reply{id: binary.BigEndian.Uint16(pkt), rd: pkt[2]&flagRD != 0, qwire: pkt[hdrLen:off], qtype: qtype, qclass: dns.ClassINET, maxSize: minUDPSize}
 	off += 4
 	if ar == 1 {
 		// OPT: root owner, type 41, class = UDP size, TTL = ext rcode,

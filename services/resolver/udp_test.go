@@ -12,7 +12,7 @@ import (
 // TestUDPServerFamilies answers over the UDP fast path and the slow path
 // on IPv4 and IPv6 sockets, several queries per batch.
 func TestUDPServerFamilies(t *testing.T) {
-	z, err := loadZoneFile("testdata/example.zone")
+	z, err := loadZoneFile(zoneSource{path: "testdata/example.zone"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
@@ -38,8 +39,19 @@ type prepared struct {
 	// ttlOffs are the offsets of every TTL field outside OPT, for cache
 	// entries whose TTLs count down.
 	ttlOffs []int
-	// authoritative answers come from our own zones.
-	authoritative bool
+	// arCuts are where the message may end within the additional
+	// section: before each of its RRsets, with the records kept. When
+	// only additional records do not fit, the whole RRsets that do are
+	// kept and the rest left out, without TC (RFC 2181 §9) — unless
+	// glueRequired: a referral's glue (RFC 9471).
+	arCuts       []arCut
+	glueRequired bool
+}
+
+// arCut is a place to end a response inside its additional section.
+type arCut struct {
+	off   int    // the message ends here
+	count uint16 // with this many additional records
 }
 
 // reply describes the query a prepared response is patched for.
@@ -49,6 +61,7 @@ type reply struct {
 	qname   string // as the client wrote it
 	qwire   []byte // or the query's question name in wire form, when set
 	qtype   uint16
+	qclass  uint16 // echoed as asked (0: left as prepared)
 	edns    bool
 	do      bool
 	maxSize int // largest response the transport takes
@@ -82,20 +95,37 @@ func prepare(m *dns.Msg, authoritative bool) (*prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pack response for %v: %w", c.Question, err)
 	}
-	p := &prepared{wire: wire, authoritative: authoritative}
-	if err := p.index(); err != nil {
+	p := &prepared{wire: wire}
+	extraOffs, err := p.index()
+	if err != nil {
 		return nil, err
+	}
+	for i, rr := range c.Extra {
+		if i == 0 || !sameRRset(rr, c.Extra[i-1]) {
+			p.arCuts = append(p.arCuts, arCut{off: extraOffs[i], count: uint16(i)})
+		}
+	}
+	for _, rr := range c.Ns {
+		if rr.Header().Rrtype == dns.TypeNS && len(c.Extra) > 0 {
+			p.glueRequired = true
+		}
 	}
 	return p, nil
 }
 
+// sameRRset reports whether two records have the same owner and type.
+func sameRRset(a, b dns.RR) bool {
+	return a.Header().Rrtype == b.Header().Rrtype && strings.EqualFold(a.Header().Name, b.Header().Name)
+}
+
 // index finds the end of the question, every TTL, and whether the answer
-// section is a rotatable run of equal-sized records owned by the question
-// name (compressed to a pointer at the question).
-func (p *prepared) index() error {
+// section is a rotatable run of equal-sized A or AAAA records owned by
+// the question name (compressed to a pointer at the question). It returns where each
+// additional record starts.
+func (p *prepared) index() (extraOffs []int, err error) {
 	w := p.wire
 	if len(w) < hdrLen {
-		return errors.New("short message")
+		return nil, errors.New("short message")
 	}
 	qd := int(binary.BigEndian.Uint16(w[4:]))
 	an := int(binary.BigEndian.Uint16(w[6:]))
@@ -105,12 +135,12 @@ func (p *prepared) index() error {
 	for range qd {
 		n, err := skipName(w, off)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		off = n + 4
 	}
 	if off > len(w) {
-		return errors.New("truncated question")
+		return nil, errors.New("truncated question")
 	}
 	p.qEnd = off
 	p.rrStart = off
@@ -119,20 +149,27 @@ func (p *prepared) index() error {
 		start := off
 		n, err := skipName(w, off)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n+10 > len(w) {
-			return errors.New("truncated record")
+			return nil, errors.New("truncated record")
+		}
+		if i >= an+ns {
+			extraOffs = append(extraOffs, start)
 		}
 		p.ttlOffs = append(p.ttlOffs, n+4)
 		rdlen := int(binary.BigEndian.Uint16(w[n+8:]))
 		off = n + 10 + rdlen
 		if off > len(w) {
-			return errors.New("truncated rdata")
+			return nil, errors.New("truncated rdata")
 		}
 		if i < an {
 			ownedByQ := n-start == 2 && w[start] == 0xC0 && w[start+1] == hdrLen
-			if !ownedByQ || (i > 0 && off-start != p.rrLen) {
+			// Only addresses move: records whose data holds names (SRV,
+			// MX, NS...) may be the targets of later compression
+			// pointers, which a rotation would point at the wrong name.
+			t := binary.BigEndian.Uint16(w[n:])
+			if !ownedByQ || (t != dns.TypeA && t != dns.TypeAAAA) || (i > 0 && off-start != p.rrLen) {
 				sameLen = false
 			}
 			if i == 0 {
@@ -145,7 +182,7 @@ func (p *prepared) index() error {
 	} else {
 		p.rrN, p.rrLen = 0, 0
 	}
-	return nil
+	return extraOffs, nil
 }
 
 // skipName returns the offset just after the (possibly compressed) name at off.
@@ -210,6 +247,9 @@ func (p *prepared) appendTo(dst []byte, r *reply) ([]byte, error) {
 			}
 		}
 		binary.BigEndian.PutUint16(dst[p.qEnd-4:], r.qtype)
+		if r.qclass != 0 {
+			binary.BigEndian.PutUint16(dst[p.qEnd-2:], r.qclass)
+		}
 	}
 	if p.rrN > 1 {
 		if k := p.rotation(); k != 0 {
@@ -235,11 +275,27 @@ func (p *prepared) appendTo(dst []byte, r *reply) ([]byte, error) {
 		size += optRRLen
 	}
 	if size > r.maxSize {
-		// Too big for this transport: header and question only, with TC,
-		// so the client retries over TCP.
-		dst = dst[:p.qEnd]
-		dst[2] |= flagTC
-		clear(dst[6:12])
+		cut := -1
+		if !p.glueRequired {
+			for i := len(p.arCuts) - 1; i >= 0 && cut < 0; i-- {
+				if p.arCuts[i].off+size-len(dst) <= r.maxSize {
+					cut = i
+				}
+			}
+		}
+		if cut >= 0 {
+			// Only additional records do not fit: they are extra
+			// information, and the RRsets that fit are kept, without TC
+			// (RFC 2181 §9).
+			dst = dst[:p.arCuts[cut].off]
+			binary.BigEndian.PutUint16(dst[10:], p.arCuts[cut].count)
+		} else {
+			// Too big for this transport: header and question only, with
+			// TC, so the client retries over TCP.
+			dst = dst[:p.qEnd]
+			dst[2] |= flagTC
+			clear(dst[6:12])
+		}
 	}
 	if r.edns {
 		ar := binary.BigEndian.Uint16(dst[10:])

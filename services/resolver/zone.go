@@ -12,16 +12,19 @@ import (
 type zone struct {
 	origin string   // lower-case, fully qualified
 	soa    *dns.SOA // owner is origin
-	negTTL uint32   // min(SOA TTL, SOA MINIMUM): RFC 2308 negative TTL
+	negSOA *dns.SOA // the SOA for negative answers: TTL = negative TTL
 	source string   // where the SOA comes from
 }
 
-// negativeSOA returns the SOA for the authority section of a negative
-// answer, its TTL set to the negative TTL.
-func (z *zone) negativeSOA() *dns.SOA {
-	soa := dns.Copy(z.soa).(*dns.SOA)
-	soa.Hdr.Ttl = z.negTTL
-	return soa
+// newZone makes a zone of soa; the negative TTL is min(SOA TTL, SOA
+// MINIMUM) (RFC 2308 §5).
+func newZone(soa *dns.SOA, source string) *zone {
+	s := dns.Copy(soa).(*dns.SOA)
+	s.Hdr.Name = lowerASCII(dns.Fqdn(s.Hdr.Name))
+	s.Hdr.Class = dns.ClassINET
+	neg := dns.Copy(s).(*dns.SOA)
+	neg.Hdr.Ttl = min(s.Hdr.Ttl, s.Minttl)
+	return &zone{origin: s.Hdr.Name, soa: s, negSOA: neg, source: source}
 }
 
 // rrset is the records of one owner and type.
@@ -42,13 +45,22 @@ type typedAnswer struct {
 // node is one owner name in one of our zones (possibly an empty
 // non-terminal, which has no records but does exist).
 type node struct {
-	name    string
-	zone    *zone
-	sets    []*rrset // sorted by type
-	cname   *dns.CNAME
+	name  string
+	zone  *zone
+	sets  []*rrset   // sorted by type; a CNAME is alone in its node
+	cname *dns.CNAME // the node's CNAME, if it has one
+	// wild is the wildcard child "*.<name>" (RFC 4592), if there is one.
+	wild *node
+	// cut is the delegation (a node with NS below the apex, RFC 1034 §4.2.1)
+	// at or above this node; nil for authoritative data.
+	cut *node
+
+	// Precomputed responses: for the node's own types, and other for every
+	// type it lacks (NODATA, or the referral at and below a cut; patched
+	// with the query's type). other is nil at a CNAME, whose answer depends
+	// on the type: those go the slow way.
 	answers []typedAnswer
-	nodata  *prepared // for any type the node lacks (qtype patched per query)
-	anyAns  *prepared // RFC 8482 minimal ANY answer
+	other   *prepared
 }
 
 func (n *node) set(t uint16) *rrset {
@@ -60,21 +72,20 @@ func (n *node) set(t uint16) *rrset {
 	return nil
 }
 
+// isCut reports whether the node is a zone cut: NS below the zone apex.
+func (n *node) isCut() bool {
+	return n.name != n.zone.origin && n.set(dns.TypeNS) != nil
+}
+
 // answer returns the precomputed response for qtype, or nil when the
-// query needs the slow path (CNAME chasing).
+// query needs the slow path (lookup).
 func (n *node) answer(qtype uint16) *prepared {
 	for i := range n.answers {
 		if n.answers[i].qtype == qtype {
 			return n.answers[i].p
 		}
 	}
-	if qtype == dns.TypeANY {
-		return n.anyAns
-	}
-	if n.cname != nil {
-		return nil
-	}
-	return n.nodata
+	return n.other
 }
 
 // authority is an immutable snapshot of every zone we serve, with answers
@@ -84,16 +95,7 @@ type authority struct {
 	nodes map[string]*node
 }
 
-// find returns the node of name (lower case) and the zone that holds it;
-// both nil when name is outside our zones, node nil when it does not exist.
-func (a *authority) find(name string) (*node, *zone) {
-	if n := a.nodes[name]; n != nil {
-		return n, n.zone
-	}
-	return nil, a.zoneOf(name)
-}
-
-// zoneOf returns the zone that name falls in, or nil.
+// zoneOf returns the zone that name (lower case) falls in, or nil.
 func (a *authority) zoneOf(name string) *zone {
 	for _, z := range a.zones {
 		if inZone(z.origin, name) {
@@ -131,53 +133,89 @@ func newAuthorityBuilder() *authorityBuilder {
 }
 
 // addZone declares a zone by its SOA; the first SOA of an origin wins.
-func (b *authorityBuilder) addZone(soa *dns.SOA, source string) {
+// It returns the zone of that origin.
+func (b *authorityBuilder) addZone(soa *dns.SOA, source string) *zone {
 	origin := lowerASCII(dns.Fqdn(soa.Hdr.Name))
-	if _, ok := b.zones[origin]; ok {
-		return
+	if z, ok := b.zones[origin]; ok {
+		return z
 	}
-	s := dns.Copy(soa).(*dns.SOA)
-	s.Hdr.Name = origin
-	neg := min(s.Hdr.Ttl, s.Minttl)
-	b.zones[origin] = &zone{origin: origin, soa: s, negTTL: neg, source: source}
+	z := newZone(soa, source)
+	b.zones[origin] = z
+	return z
 }
 
+// zoneOf returns the deepest zone holding name.
 func (b *authorityBuilder) zoneOf(name string) *zone {
 	var best *zone
 	for origin, z := range b.zones {
-		if dns.IsSubDomain(origin, name) && (best == nil || len(origin) > len(best.origin)) {
+		if inZone(origin, name) && (best == nil || len(origin) > len(best.origin)) {
 			best = z
 		}
 	}
 	return best
 }
 
-// add puts a record into the zone that holds its owner.
-func (b *authorityBuilder) add(s sourced) error {
+// errOccluded is returned for a record of a zone file that lies in a
+// deeper zone we also serve: that zone answers for the name.
+var errOccluded = fmt.Errorf("the name lies in a deeper zone that is also served")
+
+// add puts a record into the zone that holds its owner. in, when set, is
+// the zone the record must belong to (a zone file's own zone): a record
+// that falls in a deeper zone we serve is left out (errOccluded).
+func (b *authorityBuilder) add(s sourced, in *zone) error {
 	rr := dns.Copy(s.rr)
 	h := rr.Header()
 	h.Name = lowerASCII(dns.Fqdn(h.Name))
 	h.Class = dns.ClassINET
+	if in != nil && !inZone(in.origin, h.Name) {
+		return fmt.Errorf("%s is outside the zone %s", h.Name, in.origin)
+	}
 	z := b.zoneOf(h.Name)
 	if z == nil {
 		return fmt.Errorf("%s is outside every served zone", h.Name)
 	}
-	if h.Rrtype == dns.TypeSOA {
+	if in != nil && z != in {
+		// The deeper zone answers for the name; its ancestors that are
+		// still in this zone exist here all the same (empty
+		// non-terminals above the child's apex).
+		for cur := h.Name; ; {
+			i, end := dns.NextLabel(cur, 0)
+			if end {
+				break
+			}
+			if cur = cur[i:]; b.zoneOf(cur) == in {
+				b.node(cur, in)
+				break
+			}
+		}
+		return errOccluded
+	}
+	switch h.Rrtype {
+	case dns.TypeSOA:
 		if h.Name != z.origin {
 			return fmt.Errorf("SOA of %s is not at a zone apex", h.Name)
 		}
 		return nil // the zone's SOA is held by the zone
+	case dns.TypeDNAME:
+		return fmt.Errorf("%s: DNAME is not supported (RFC 6672 redirection is not implemented)", h.Name)
+	case dns.TypeNS:
+		if isWildcard(h.Name) {
+			return fmt.Errorf("%s: NS at a wildcard is not supported (RFC 4592 §4.2)", h.Name)
+		}
+	case dns.TypeRRSIG, dns.TypeNSEC, dns.TypeNSEC3, dns.TypeNSEC3PARAM, dns.TypeDNSKEY:
+		return fmt.Errorf("%s: %s: DNSSEC is not supported (zones are served unsigned)", h.Name, dns.TypeToString[h.Rrtype])
 	}
 	n := b.node(h.Name, z)
 	if h.Rrtype == dns.TypeCNAME {
-		if n.cname != nil || len(n.sets) > 0 {
-			return fmt.Errorf("CNAME at %s cannot sit beside other data", h.Name)
+		if len(n.sets) > 0 {
+			return fmt.Errorf("CNAME at %s cannot sit beside other data (RFC 1034 §3.6.2)", h.Name)
 		}
 		n.cname = rr.(*dns.CNAME)
+		n.sets = append(n.sets, &rrset{rtype: dns.TypeCNAME, rrs: []dns.RR{rr}, weights: []uint32{1}, sources: []string{s.source}})
 		return nil
 	}
 	if n.cname != nil {
-		return fmt.Errorf("%s has a CNAME and cannot hold %s", h.Name, dns.TypeToString[h.Rrtype])
+		return fmt.Errorf("%s has a CNAME and cannot hold %s (RFC 1034 §3.6.2)", h.Name, dns.TypeToString[h.Rrtype])
 	}
 	set := n.set(h.Rrtype)
 	if set == nil {
@@ -196,6 +234,11 @@ func (b *authorityBuilder) add(s sourced) error {
 	set.sources = append(set.sources, s.source)
 	set.weights = append(set.weights, max(s.weight, 1))
 	return nil
+}
+
+// isWildcard reports whether name's first label is "*" (RFC 4592 §2.1.1).
+func isWildcard(name string) bool {
+	return len(name) >= 2 && name[0] == '*' && name[1] == '.'
 }
 
 // rdataString is the record's data in master-file syntax.
@@ -227,7 +270,14 @@ func (b *authorityBuilder) node(name string, z *zone) *node {
 	return n
 }
 
-// build precomputes every answer and returns the snapshot.
+// hasNS reports whether the apex of z already holds an NS set.
+func (b *authorityBuilder) hasNS(z *zone) bool {
+	n := b.nodes[z.origin]
+	return n != nil && n.set(dns.TypeNS) != nil
+}
+
+// build links the tree (wildcards, zone cuts), precomputes every answer
+// and returns the snapshot.
 func (b *authorityBuilder) build() (*authority, error) {
 	a := &authority{nodes: b.nodes}
 	for _, z := range b.zones {
@@ -235,12 +285,38 @@ func (b *authorityBuilder) build() (*authority, error) {
 		// The apex exists and holds the SOA.
 		apex := b.node(z.origin, z)
 		if apex.set(dns.TypeSOA) == nil {
+			if apex.cname != nil {
+				return nil, fmt.Errorf("CNAME at the zone apex %s cannot sit beside the SOA", z.origin)
+			}
 			apex.sets = append(apex.sets, &rrset{rtype: dns.TypeSOA, rrs: []dns.RR{z.soa}, weights: []uint32{1}, sources: []string{z.source}})
 		}
 	}
 	slices.SortFunc(a.zones, func(x, y *zone) int { return len(y.origin) - len(x.origin) })
 	for _, n := range a.nodes {
 		slices.SortFunc(n.sets, func(x, y *rrset) int { return int(x.rtype) - int(y.rtype) })
+	}
+	for _, n := range a.nodes {
+		if isWildcard(n.name) {
+			if parent := a.nodes[n.name[2:]]; parent != nil && parent.zone == n.zone {
+				parent.wild = n
+			}
+		}
+		// The highest cut at or above n, up to the apex.
+		for cur := n.name; ; {
+			if c := a.nodes[cur]; c != nil && c.zone == n.zone && c.isCut() {
+				n.cut = c
+			}
+			if cur == n.zone.origin {
+				break
+			}
+			i, end := dns.NextLabel(cur, 0)
+			if end {
+				break
+			}
+			cur = cur[i:]
+		}
+	}
+	for _, n := range a.nodes {
 		if err := a.precompute(n); err != nil {
 			return nil, err
 		}
@@ -248,12 +324,40 @@ func (b *authorityBuilder) build() (*authority, error) {
 	return a, nil
 }
 
+// precomputedCNAMETypes are the types whose answer is precomputed at a
+// CNAME (the chain followed), besides CNAME and ANY.
+var precomputedCNAMETypes = []uint16{dns.TypeA, dns.TypeAAAA}
+
+// precompute packs the node's answers with lookup, so the fast path gives
+// exactly what the slow path would.
 func (a *authority) precompute(n *node) error {
+	add := func(qtype uint16) (*prepared, error) {
+		p, err := a.prepareLookup(n.name, qtype)
+		if err != nil {
+			return nil, err
+		}
+		n.answers = append(n.answers, typedAnswer{qtype: qtype, p: p})
+		return p, nil
+	}
+	if n.cname == nil {
+		// Type 0 is never held: NODATA here, or the referral.
+		p, err := a.prepareLookup(n.name, 0)
+		if err != nil {
+			return err
+		}
+		n.other = p
+	}
+	if n.cut != nil {
+		// Every type at and below a cut is the referral, except DS at the
+		// cut, which the parent answers (RFC 4035 §3.1.4.1).
+		if n.cut == n {
+			_, err := add(dns.TypeDS)
+			return err
+		}
+		return nil
+	}
 	for _, set := range n.sets {
-		m := a.newAnswer(n.name, set.rtype)
-		m.Answer = append(m.Answer, set.rrs...)
-		m.Extra = a.additional(set.rrs)
-		p, err := prepare(m, true)
+		p, err := add(set.rtype)
 		if err != nil {
 			return err
 		}
@@ -266,33 +370,24 @@ func (a *authority) precompute(n *node) error {
 			}
 			p.cumWeights = cum
 		}
-		n.answers = append(n.answers, typedAnswer{qtype: set.rtype, p: p})
-		if n.anyAns == nil {
-			n.anyAns = p
-		}
 	}
-	if n.cname != nil {
-		m := a.newAnswer(n.name, dns.TypeCNAME)
-		m.Answer = append(m.Answer, n.cname)
-		p, err := prepare(m, true)
-		if err != nil {
-			return err
-		}
-		n.answers = append(n.answers, typedAnswer{qtype: dns.TypeCNAME, p: p})
-		n.anyAns = p
-		return nil
-	}
-	m := a.newAnswer(n.name, dns.TypeA)
-	m.Ns = []dns.RR{n.zone.negativeSOA()}
-	p, err := prepare(m, true)
-	if err != nil {
+	if _, err := add(dns.TypeANY); err != nil {
 		return err
 	}
-	n.nodata = p
-	if n.anyAns == nil {
-		n.anyAns = p
+	if n.cname != nil {
+		for _, t := range precomputedCNAMETypes {
+			if _, err := add(t); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// prepareLookup packs the answer lookup gives.
+func (a *authority) prepareLookup(name string, qtype uint16) (*prepared, error) {
+	m := a.lookup(name, qtype)
+	return prepare(m, m.Authoritative)
 }
 
 func allEqual(w []uint32) bool {
@@ -302,90 +397,4 @@ func allEqual(w []uint32) bool {
 		}
 	}
 	return true
-}
-
-// newAnswer starts an authoritative response to (name, qtype).
-func (a *authority) newAnswer(name string, qtype uint16) *dns.Msg {
-	m := new(dns.Msg)
-	m.Response = true
-	m.Authoritative = true
-	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: dns.ClassINET}}
-	return m
-}
-
-// additional returns the addresses, from our zones, of the targets of SRV,
-// MX and NS records.
-func (a *authority) additional(rrs []dns.RR) []dns.RR {
-	var out []dns.RR
-	seen := map[string]bool{}
-	for _, rr := range rrs {
-		var target string
-		switch r := rr.(type) {
-		case *dns.SRV:
-			target = r.Target
-		case *dns.MX:
-			target = r.Mx
-		case *dns.NS:
-			target = r.Ns
-		default:
-			continue
-		}
-		target = lowerASCII(target)
-		if seen[target] {
-			continue
-		}
-		seen[target] = true
-		if t := a.nodes[target]; t != nil {
-			for _, typ := range []uint16{dns.TypeA, dns.TypeAAAA} {
-				if s := t.set(typ); s != nil {
-					out = append(out, s.rrs...)
-				}
-			}
-		}
-	}
-	return out
-}
-
-// maxChase bounds CNAME chains inside our zones.
-const maxChase = 8
-
-// resolve answers (name, qtype) from our zones the slow way: NXDOMAIN,
-// and CNAME chains followed within our zones.
-func (a *authority) resolve(name string, qtype uint16) *dns.Msg {
-	m := a.newAnswer(name, qtype)
-	cur := name
-	for range maxChase {
-		n, z := a.find(cur)
-		if z == nil {
-			return m // the chain leaves our zones: the client follows it
-		}
-		if n == nil {
-			m.Rcode = dns.RcodeNameError
-			m.Ns = []dns.RR{z.negativeSOA()}
-			return m
-		}
-		if n.cname != nil && qtype != dns.TypeCNAME {
-			c := dns.Copy(n.cname)
-			m.Answer = append(m.Answer, c)
-			cur = lowerASCII(n.cname.Target)
-			continue
-		}
-		if qtype == dns.TypeANY && len(n.sets) > 0 {
-			m.Answer = append(m.Answer, n.sets[0].rrs...)
-			return m
-		}
-		if s := n.set(qtype); s != nil {
-			m.Answer = append(m.Answer, s.rrs...)
-			m.Extra = a.additional(s.rrs)
-			return m
-		}
-		if qtype == dns.TypeCNAME && n.cname != nil {
-			m.Answer = append(m.Answer, n.cname)
-			return m
-		}
-		m.Ns = []dns.RR{z.negativeSOA()}
-		return m
-	}
-	m.Rcode = dns.RcodeServerFailure // a loop, or a chain too long
-	return m
 }
