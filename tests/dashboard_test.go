@@ -36,7 +36,7 @@ func TestDashboardOverRealServices(t *testing.T) {
 	prb := servicetest.Start(t, prober.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--rise=1", "--fall=2",
 		"--discovery-group=", "--bandwidth-addr=")
 	ed := servicetest.Start(t, edge.Spec(), "--http-addr=127.0.0.1:0", "--wire-addr=127.0.0.1:0",
-		"--balancer-addr="+bal.Addrs["grpc"], "--runtime-socket="+filepath.Join(t.TempDir(), "rt.sock"))
+		"--balancer-addr="+bal.Addrs["grpc"], "--allow-loopback", "--runtime-socket="+filepath.Join(t.TempDir(), "rt.sock"))
 	rc := registryv1.NewRegistryClient(reg.Conn(t))
 	pc := proberv1.NewProberClient(prb.Conn(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)

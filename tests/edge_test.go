@@ -105,7 +105,7 @@ func TestEdgeRoutesFromTheRegistry(t *testing.T) {
 	reg := servicetest.Start(t, registry.Spec(), "--data-dir="+t.TempDir())
 	bal := servicetest.Start(t, balancer.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--data-dir="+t.TempDir())
 	ed := servicetest.Start(t, edge.Spec(), "--http-addr=127.0.0.1:0", "--wire-addr=127.0.0.1:0",
-		"--balancer-addr="+bal.Addrs["grpc"], "--runtime-socket="+filepath.Join(t.TempDir(), "rt.sock"))
+		"--balancer-addr="+bal.Addrs["grpc"], "--allow-loopback", "--runtime-socket="+filepath.Join(t.TempDir(), "rt.sock"))
 
 	host, port, _ := net.SplitHostPort(strings.TrimPrefix(app.URL, "http://"))
 	p, _ := strconv.Atoi(port)
