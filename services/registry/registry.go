@@ -8,12 +8,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/switchboard-net/switchboard/pkg/service"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+	"github.com/switchboard-net/switchboard/services/registry/catalog"
 	"github.com/switchboard-net/switchboard/services/registry/consulstore"
 	"github.com/switchboard-net/switchboard/services/registry/embedded"
 	"github.com/switchboard-net/switchboard/services/registry/etcdstore"
@@ -67,13 +69,15 @@ func Spec() service.Spec {
 		Name: "registry", GRPCAddr: "127.0.0.1:7100", AdminAddr: "127.0.0.1:7101",
 		Flags:   cfg.RegisterFlags,
 		Methods: Methods,
-		Start: func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
+		Start:   func(ctx context.Context, rt *service.Runtime) error { return start(ctx, rt, cfg) },
 	}
 }
 
 // OpenStore opens the backend cfg names. lookup reads environment variables
-// (for the default data directory).
-func OpenStore(ctx context.Context, cfg *Config, lookup func(string) (string, bool)) (Store, error) {
+// (for the default data directory); log receives the store's reports of
+// backend outages and restores, and obs (the registry's Metrics) is told
+// of them.
+func OpenStore(ctx context.Context, cfg *Config, lookup func(string) (string, bool), log *slog.Logger, obs catalog.Observer) (Store, error) {
 	if cfg.Timeout <= 0 {
 		return nil, &service.FlagError{Err: fmt.Errorf("--backend-timeout must be positive, got %v", cfg.Timeout)}
 	}
@@ -83,10 +87,15 @@ func OpenStore(ctx context.Context, cfg *Config, lookup func(string) (string, bo
 		if dir == "" {
 			dir = DefaultDataDir(lookup)
 		}
-		return embedded.Open(dir)
+		s, err := embedded.Open(dir)
+		if err == nil {
+			obs.BackendUp(true) // a local file: up while the store is open
+		}
+		return s, err
 	case "consul":
 		return consulstore.Open(ctx, consulstore.Options{
 			Address: cfg.ConsulAddr, Datacenter: cfg.ConsulDatacenter, Prefix: cfg.ConsulPrefix, Wait: cfg.ConsulWait, MinInterval: cfg.ConsulMinInterval, Timeout: cfg.Timeout,
+			Logger: log, Observer: obs,
 		})
 	case "etcd":
 		var eps []string
@@ -98,7 +107,7 @@ func OpenStore(ctx context.Context, cfg *Config, lookup func(string) (string, bo
 		if len(eps) == 0 {
 			return nil, &service.FlagError{Err: errors.New("--etcd-endpoints is empty")}
 		}
-		return etcdstore.Open(ctx, etcdstore.Options{Endpoints: eps, Prefix: cfg.EtcdPrefix, Timeout: cfg.Timeout})
+		return etcdstore.Open(ctx, etcdstore.Options{Endpoints: eps, Prefix: cfg.EtcdPrefix, Timeout: cfg.Timeout, Logger: log, Observer: obs})
 	default:
 		return nil, &service.FlagError{Err: fmt.Errorf("--store must be embedded, consul or etcd, got %q", cfg.Store)}
 	}
@@ -115,11 +124,13 @@ func DefaultDataDir(lookup func(string) (string, bool)) string {
 }
 
 func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
-	store, err := OpenStore(ctx, cfg, rt.Lookup)
+	m := NewMetrics(rt.Metrics, cfg.Store)
+	store, err := OpenStore(ctx, cfg, rt.Lookup, rt.Log.With("store", cfg.Store), m)
 	if err != nil {
 		return err
 	}
-	srv := NewServer(store, NewMetrics(rt.Metrics, store, cfg.Store))
+	m.SetStore(store)
+	srv := NewServer(store, m)
 	registryv1.RegisterRegistryServer(rt.GRPC, srv)
 	rt.AddReadyCheck("store", store.Ping)
 	// Close the store only once in-flight RPCs have drained.

@@ -2,20 +2,29 @@ package registry_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/switchboard-net/switchboard/pkg/config"
 	"github.com/switchboard-net/switchboard/pkg/service"
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 	"github.com/switchboard-net/switchboard/services/registry"
+	"github.com/switchboard-net/switchboard/services/registry/storetest"
 )
 
 func grpcurl(t *testing.T, bin, addr, method, data string) string {
@@ -115,8 +124,9 @@ func TestAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, want := range map[string][]string{
-		"/readyz":  {"ready"},
-		"/metrics": {`switchboard_registry_operations_total{op="register"} 1`, `switchboard_registry_instances{store="embedded"} 1`, "switchboard_registry_watch_streams", "switchboard_registry_backend_errors_total"},
+		"/readyz": {"ready"},
+		"/metrics": {`switchboard_registry_operations_total{op="register"} 1`, `switchboard_registry_instances{store="embedded"} 1`, "switchboard_registry_watch_streams", "switchboard_registry_backend_errors_total",
+			`switchboard_registry_backend_up{store="embedded"} 1`},
 	} {
 		resp, err := http.Get("http://" + inst.Addrs["admin"] + path)
 		if err != nil {
@@ -192,5 +202,128 @@ func TestWatchFanOut(t *testing.T) {
 	}
 	if m, err := old.Recv(); err != nil || len(m.Instances) != 1 {
 		t.Fatalf("watch resuming from a future index got %v, %v; want the current snapshot", m, err)
+	}
+}
+
+// logBuffer collects a service's logs for a test to read.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// scrape returns the lines of the admin port's /metrics that start with
+// one of the names.
+func scrape(t *testing.T, admin string, names ...string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		for _, n := range names {
+			if strings.HasPrefix(sc.Text(), n) {
+				out = append(out, sc.Text())
+			}
+		}
+	}
+	return out
+}
+
+// TestConsulOutageReported runs the registry on a real Consul, kills and
+// restarts Consul (a dev agent: it comes back empty) and checks what an
+// operator sees: the log lines of the loss and the restore, and the
+// backend-up, restore-duration and restored-instances metrics.
+func TestConsulOutageReported(t *testing.T) {
+	c := storetest.StartConsul(t)
+	logs := &logBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan map[string]string, 1)
+	go func() {
+		done <- service.Run(ctx, registry.Spec(), []string{
+			"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--log-format=text",
+			"--store=consul", "--consul-addr=" + c.Addr, "--consul-prefix=test/" + t.Name() + "/", "--consul-wait=2s",
+		}, service.WithEnv(config.NoEnv), service.WithLogOutput(logs), service.WithReady(func(a map[string]string) { ready <- a }))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	var addrs map[string]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("registry did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("registry did not start within 30s")
+	}
+	admin := addrs["admin"]
+	metric := func(want ...string) func() string {
+		return func() string {
+			got := scrape(t, admin, "switchboard_registry_backend_up", "switchboard_registry_restore", "switchboard_registry_stale")
+			for _, w := range want {
+				if !slices.Contains(got, w) {
+					return fmt.Sprintf("no %q in %q", w, got)
+				}
+			}
+			return ""
+		}
+	}
+	storetest.Eventually(t, "backend up", metric(`switchboard_registry_backend_up{store="consul"} 1`, `switchboard_registry_restored_instances_total{store="consul"} 0`))
+
+	cc, err := grpc.NewClient(addrs["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cl := registryv1.NewRegistryClient(cc)
+	rctx, rcancel := context.WithTimeout(context.Background(), storetest.Wait)
+	defer rcancel()
+	for i := range 3 {
+		in := &registryv1.Instance{Service: "reported", Id: fmt.Sprint("r-", i), Address: "127.0.0.1", Port: 80}
+		if _, err := cl.Register(rctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c.Stop(t)
+	storetest.Eventually(t, "backend down", metric(`switchboard_registry_backend_up{store="consul"} 0`, `switchboard_registry_stale{store="consul"} 1`))
+	c.Start(t)
+	storetest.Eventually(t, "restored", metric(
+		`switchboard_registry_backend_up{store="consul"} 1`,
+		`switchboard_registry_stale{store="consul"} 0`,
+		`switchboard_registry_restored_instances_total{store="consul"} 3`,
+		`switchboard_registry_restore_failures_total{store="consul"} 0`,
+		`switchboard_registry_restore_duration_seconds_count{store="consul"} 1`,
+	))
+	text := logs.String()
+	for _, want := range []string{
+		`level=WARN msg="consul lost: reads answer from the last catalog (stale), writes fail until it is back"`,
+		`level=INFO msg="consul answers again: restoring what it lost"`,
+		`accepted_instances=3 missing_instances=3`,
+		`level=INFO msg="restore finished"`,
+		`restored_instances=3 restored_records=0 failed=0`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("log lacks %s\n%s", want, text)
+		}
 	}
 }

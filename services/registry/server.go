@@ -25,7 +25,7 @@ type Server struct {
 // NewServer returns a Registry server over store. m may be nil.
 func NewServer(store Store, m *Metrics) *Server {
 	if m == nil {
-		m = newMetrics()
+		m = newMetrics("")
 	}
 	return &Server{store: store, metrics: m, now: time.Now}
 }

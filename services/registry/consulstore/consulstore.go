@@ -6,28 +6,35 @@
 // its heartbeats stop. Instances without a TTL check get a TTL check with a
 // TTL of ten years, which only SetHealth changes. The registry's own fields
 // (instance id, zone, check spec, registration time) travel in service
-// metadata under the reserved "switchboard-" prefix. DNS records live in
-// the KV store under a prefix.
+// metadata under the reserved "switchboard-" prefix; "switchboard-id" also
+// marks a registration as made by a registry. DNS records live in the KV
+// store under a prefix.
 //
 // The catalog snapshot is fed by Consul blocking queries: one on the service
 // list, one per service on its health, one on the record prefix — shared by
-// every watcher of the registry. When Consul is unreachable, writes fail
-// with ErrUnavailable within the call timeout and the snapshot is marked
-// stale; when it returns, the store re-registers every instance and record
-// that it holds (a dev agent, or a new agent, has forgotten them) and
-// publishes a fresh snapshot once they are back.
+// every watcher of the registry (watch.go). This store's own writes show in
+// the snapshot as soon as they return, before Consul's catalog has them.
 //
-// What the store restores is a mirror of Consul, not a memory of its own
-// calls: every instance registered with the store's agent (its node) and
-// every record under the prefix, as last seen while Consul was up. So a
-// registry that restarted restores what the registry before it registered,
-// and an instance another registry deregistered is not brought back.
+// When Consul is unreachable, writes fail with ErrUnavailable within the
+// call timeout and the snapshot is marked stale. The store keeps the set of
+// instances and records it must restore (its accepted set): every write it
+// accepted and nobody deregistered, plus every registry-made instance on
+// the Consul agent it talks to and every record under the prefix, as seen
+// while Consul was up. When Consul answers again (the same agent restarted,
+// a new agent with a new node name, a different agent), the store learns
+// the agent's identity again and re-registers, a bounded number at a time,
+// whatever of that set the agent lacks (recovery.go). Reads keep showing
+// the accepted set meanwhile, and writes made during the restore show at
+// once. So a registry that restarted restores what the registry before it
+// registered, and an instance deregistered through another registry is not
+// brought back.
 package consulstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"strings"
@@ -76,42 +83,82 @@ type Options struct {
 	// bounds the cost of following a busy service. This store's own writes
 	// show at once regardless.
 	MinInterval time.Duration
-	// PendingTTL bounds how long a write of this store shows in the
-	// snapshot before Consul's catalog does (5s when zero).
-	PendingTTL time.Duration
-	// RecoveryWait bounds how long, after Consul returns, the store keeps
-	// the snapshot stale while it waits to see its re-registrations (5s
+	// PendingTTL bounds how long a write of this store (or an instance it
+	// restored) shows in the snapshot before Consul's catalog does (5s
 	// when zero).
-	RecoveryWait time.Duration
+	PendingTTL time.Duration
+	// RestoreConcurrency bounds the calls in flight while the store puts
+	// back what Consul lost (8 when zero). Consul's agent applies
+	// registrations one at a time: more in flight only makes each wait
+	// longer.
+	RestoreConcurrency int
+	// RestoreTimeout bounds each call of a restore (10s when zero). It is
+	// longer than Timeout, which bounds a caller's wait: a Consul busy
+	// taking back thousands of instances answers slowly, and a restore
+	// needs progress more than a quick failure.
+	RestoreTimeout time.Duration
+	// Logger receives the store's reports: Consul lost and back, a changed
+	// agent, each restore and what it could not put back (nothing when
+	// nil).
+	Logger *slog.Logger
+	// Observer is told when Consul is lost and back and what each restore
+	// put back (the registry's metrics; nothing when nil).
+	Observer catalog.Observer
 }
 
 // Store is the Consul store.
 type Store struct {
 	c      *api.Client
+	addr   string
 	o      Options
+	log    *slog.Logger
+	obs    catalog.Observer
 	hub    *catalog.Hub
+	ctx    context.Context // the store's life: Close cancels it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	kick   chan struct{} // ends a loop's backoff: Consul took a write while the store thought it down
 
-	restoreMu sync.Mutex // one restore at a time
+	restoreMu sync.Mutex                     // one restore at a time
+	instMu    keyedMutex                     // by service ID: orders the writes and the restore of one instance
+	recMu     sync.RWMutex                   // orders record writes (write lock) and record restores (read lock)
+	upMu      sync.Mutex                     // orders reports of up and down
+	up        bool                           // as last reported; guarded by upMu
+	progress  restoreProgress                // of the restore under way; guarded by restoreMu
+	mu        sync.Mutex                     // guards everything below
+	owned     map[string]map[string]*owned   // the accepted set: what a restore puts back, by service and id
+	ownedRecs map[string]*registryv1.Record  // to restore: the records, by key
+	agent     agentID                        // the agent the store talks to, once known
+	agentTry  bool                           // the agent was asked at start-up (it may refuse)
+	pending   map[string]map[string]*pending // by service, id: our writes Consul has not shown yet
+	pendRecs  map[string]*pendingRecord      // by key: our record writes Consul has not shown yet
+	services  map[string][]*registryv1.Instance
+	serviceIx map[string]uint64             // Consul's index of each service
+	records   map[string]*registryv1.Record // as Consul last reported, by key
+	recordsIx uint64
+	loops     map[string]context.CancelFunc // per-service health queries
+	down      bool                          // Consul unreachable, or lost and not restored yet
+	restoring bool                          // a restore is under way
+	downAt    time.Time                     // when down began
+	epoch     uint64                        // bumps when the store goes down and when a restore ends
+	lost      context.Context               // done when the store goes down: ends the queries in flight
+	markLost  context.CancelFunc
+	ready     bool            // the first full load is published
+	waiting   map[string]bool // services whose first load is due
+	catLoaded bool            // the service list was read once
+	recLoaded bool            // the records were read once
+	index     uint64          // highest Consul index seen
+}
 
-	mu         sync.Mutex
-	owned      map[string]*registryv1.Instance   // to restore: the agent's instances, by service ID
-	ownedRecs  map[string]*registryv1.Record     // to restore: the records, by key
-	node       string                            // the agent's node name, once known
-	pending    map[string]map[string]*pending    // by service, id: our writes Consul has not shown yet
-	services   map[string][]*registryv1.Instance // as Consul last reported
-	serviceIdx map[string]uint64                 // Consul's index of each service
-	records    []*registryv1.Record
-	recordsIdx uint64
-	loops      map[string]context.CancelFunc // per-service health queries
-	down       bool                          // a query failed; not yet recovered
-	ready      bool                          // the first full load is published
-	waiting    map[string]bool               // services whose first load is due
-	catLoaded  bool                          // the service list was read once
-	recLoaded  bool                          // the records were read once
-	recovering time.Time                     // zero, or when the recovery gives up waiting
-	index      uint64                        // highest Consul index seen
+// owned is an instance of the accepted set: what the store puts back when
+// Consul loses it.
+type owned struct {
+	inst *registryv1.Instance
+	// seen: Consul's catalog showed the instance on the store's agent since
+	// it was last written, put back, or the agent changed. Only an instance
+	// seen there and then missing was deregistered by someone else; one
+	// never seen may still be on its way to the catalog.
+	seen bool
 }
 
 // Open connects to Consul and starts the blocking queries. It does not fail
@@ -135,8 +182,11 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	if o.PendingTTL <= 0 {
 		o.PendingTTL = 5 * time.Second
 	}
-	if o.RecoveryWait <= 0 {
-		o.RecoveryWait = 5 * time.Second
+	if o.RestoreConcurrency <= 0 {
+		o.RestoreConcurrency = 8
+	}
+	if o.RestoreTimeout <= 0 {
+		o.RestoreTimeout = 10 * time.Second
 	}
 	cfg := api.DefaultConfig()
 	if o.Address != "" {
@@ -153,12 +203,23 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul %s: %w", cfg.Address, err)
 	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var obs catalog.Observer = catalog.NopObserver{}
+	if o.Observer != nil {
+		obs = o.Observer
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		c: c, o: o, hub: catalog.NewHub(1), cancel: cancel,
-		owned: map[string]*registryv1.Instance{}, ownedRecs: map[string]*registryv1.Record{},
-		pending: map[string]map[string]*pending{}, services: map[string][]*registryv1.Instance{}, serviceIdx: map[string]uint64{}, loops: map[string]context.CancelFunc{},
+		c: c, addr: cfg.Address, o: o, log: log, obs: obs, hub: catalog.NewHub(1), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+		owned: map[string]map[string]*owned{}, ownedRecs: map[string]*registryv1.Record{},
+		pending: map[string]map[string]*pending{}, pendRecs: map[string]*pendingRecord{},
+		services: map[string][]*registryv1.Instance{}, serviceIx: map[string]uint64{},
+		records: map[string]*registryv1.Record{}, loops: map[string]context.CancelFunc{},
 	}
+	s.lost, s.markLost = context.WithCancel(ctx)
 	// Stale until the first full load: a watcher connecting now must not
 	// take an empty catalog for the truth.
 	s.hub.Update(func(u *catalog.Update) { u.SetStale(true) })
@@ -233,7 +294,8 @@ func fromConsulStatus(st string) registryv1.HealthStatus {
 	}
 }
 
-// registration is the agent registration of an instance.
+// registration is the agent registration of an instance, its check in the
+// instance's health.
 func registration(in *registryv1.Instance) (*api.AgentServiceRegistration, error) {
 	meta := make(map[string]string, len(in.Metadata)+4)
 	maps.Copy(meta, in.Metadata)
@@ -326,14 +388,6 @@ func (s *Store) call(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, s.o.Timeout)
 }
 
-// waitFor waits, bounded by the call timeout, until the snapshot shows a
-// write, so that a caller reads its own write.
-func (s *Store) waitFor(ctx context.Context, pred func(*catalog.Snapshot) bool) {
-	ctx, cancel := s.call(ctx)
-	defer cancel()
-	_ = s.hub.Wait(ctx, func(snap *catalog.Snapshot) bool { return snap.Stale() || pred(snap) })
-}
-
 // waitLoaded waits (bounded by the call timeout) for the first full load
 // after Open, so a write shows on top of the real catalog.
 func (s *Store) waitLoaded(ctx context.Context) {
@@ -352,6 +406,62 @@ func (s *Store) waitLoaded(ctx context.Context) {
 	})
 }
 
+// lockInstance serialises the writes to one instance and its restore, so
+// that a restore never puts back an older version over a newer write. It
+// returns the unlock function.
+func (s *Store) lockInstance(service, id string) func() {
+	return s.instMu.lock(serviceID(service, id))
+}
+
+// keyedMutex is a mutex per key, held only by the calls on that key.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyLock
+}
+
+type keyLock struct {
+	mu    sync.Mutex
+	users int // holders and waiters
+}
+
+// lock locks key and returns the unlock function.
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyLock{}
+		k.m[key] = l
+	}
+	l.users++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// accepted reports a write Consul took, and wakes the loops when the store
+// still thinks Consul down: it is back, and the restore should start.
+func (s *Store) accepted() {
+	s.mu.Lock()
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Register adds or replaces an instance.
 func (s *Store) Register(ctx context.Context, in *registryv1.Instance) (*registryv1.Instance, error) {
 	s.waitLoaded(ctx)
@@ -359,15 +469,17 @@ func (s *Store) Register(ctx context.Context, in *registryv1.Instance) (*registr
 	if err != nil {
 		return nil, err
 	}
+	defer s.lockInstance(in.Service, in.Id)()
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	if err := s.c.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(cctx)); err != nil {
 		return nil, classify("register", err)
 	}
 	s.mu.Lock()
-	s.owned[serviceID(in.Service, in.Id)] = in
+	s.setOwned(in)
 	s.setPending(in.Service, in.Id, in)
 	s.mu.Unlock()
+	s.accepted()
 	s.publish(in.Service)
 	return in, nil
 }
@@ -375,18 +487,25 @@ func (s *Store) Register(ctx context.Context, in *registryv1.Instance) (*registr
 // Deregister removes an instance.
 func (s *Store) Deregister(ctx context.Context, service, id string) error {
 	s.waitLoaded(ctx)
+	defer s.lockInstance(service, id)()
 	if s.hub.Snapshot().Instance(service, id) == nil {
 		return fmt.Errorf("instance %s/%s: %w", service, id, catalog.ErrNotFound)
 	}
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	if err := s.c.Agent().ServiceDeregisterOpts(serviceID(service, id), (&api.QueryOptions{}).WithContext(cctx)); err != nil {
-		return classify("deregister", err)
+		err = classify("deregister", err)
+		// An accepted instance Consul lost and the restore has not put
+		// back yet: forgetting it is the deregistration.
+		if !errors.Is(err, catalog.ErrNotFound) || s.ownedInstance(service, id) == nil {
+			return err
+		}
 	}
 	s.mu.Lock()
-	delete(s.owned, serviceID(service, id))
+	s.dropOwned(service, id)
 	s.setPending(service, id, nil)
 	s.mu.Unlock()
+	s.accepted()
 	s.publish(service)
 	return nil
 }
@@ -394,6 +513,7 @@ func (s *Store) Deregister(ctx context.Context, service, id string) error {
 // updateCheck sets an instance's TTL check.
 func (s *Store) updateCheck(ctx context.Context, service, id string, st registryv1.HealthStatus, output string, heartbeat bool) error {
 	s.waitLoaded(ctx)
+	defer s.lockInstance(service, id)()
 	cur := s.hub.Snapshot().Instance(service, id)
 	if cur == nil {
 		return fmt.Errorf("instance %s/%s: %w", service, id, catalog.ErrNotFound)
@@ -404,94 +524,47 @@ func (s *Store) updateCheck(ctx context.Context, service, id string, st registry
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	if err := s.c.Agent().UpdateTTLOpts(checkID(service, id), output, consulStatus(st), (&api.QueryOptions{}).WithContext(cctx)); err != nil {
-		return classify("update check", err)
+		err = classify("update check", err)
+		own := s.ownedInstance(service, id)
+		if !errors.Is(err, catalog.ErrNotFound) || own == nil {
+			return err
+		}
+		// Consul lost an accepted instance and the restore has not put it
+		// back yet: put it back now, in the new status.
+		own = proto.Clone(own).(*registryv1.Instance)
+		own.Health, own.HealthOutput = st, output
+		if err := s.putBack(cctx, own); err != nil {
+			return classify("re-register", err)
+		}
 	}
 	next := proto.Clone(cur).(*registryv1.Instance)
 	next.Health, next.HealthOutput = st, output
 	s.mu.Lock()
-	if o := s.owned[serviceID(service, id)]; o != nil {
-		o = proto.Clone(o).(*registryv1.Instance)
-		o.Health, o.HealthOutput = st, output
-		s.owned[serviceID(service, id)] = o
+	if o := s.owned[service][id]; o != nil {
+		in := proto.Clone(o.inst).(*registryv1.Instance)
+		in.Health, in.HealthOutput = st, output
+		o.inst = in
 	}
 	s.setPending(service, id, next)
 	s.mu.Unlock()
+	s.accepted()
 	s.publish(service)
 	return nil
 }
 
-// pending is a write of this store that Consul's catalog has not shown yet
-// (the agent syncs its registrations to the catalog asynchronously). The
-// snapshot shows it at once, so a caller reads its own write and watchers
-// see it without waiting for the catalog.
-type pending struct {
-	inst  *registryv1.Instance // nil: deregistered
-	until time.Time
-}
-
-// setPending records a write (nil inst: a deregistration); s.mu is held.
-func (s *Store) setPending(service, id string, inst *registryv1.Instance) {
-	m := s.pending[service]
-	if m == nil {
-		m = map[string]*pending{}
-		s.pending[service] = m
+// putBack registers an instance with the agent again, in its last health.
+func (s *Store) putBack(ctx context.Context, in *registryv1.Instance) error {
+	reg, err := registration(in)
+	if err != nil {
+		return err
 	}
-	m[id] = &pending{inst: inst, until: time.Now().Add(s.o.PendingTTL)}
-}
-
-// catalogInstance returns an instance as Consul last reported it; s.mu is
-// held.
-func (s *Store) catalogInstance(service, id string) *registryv1.Instance {
-	for _, in := range s.services[service] {
-		if in.Id == id {
-			return in
-		}
+	if err := s.c.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return err
 	}
-	return nil
-}
-
-// resolve drops pending writes the catalog now shows: an instance with
-// the same registration time and status, or no instance for a
-// deregistration. (Output alone is not compared: the agent syncs a check's
-// output to the catalog lazily when its status does not change.) s.mu is
-// held.
-func (s *Store) resolve(service string) {
-	for id, p := range s.pending[service] {
-		got := s.catalogInstance(service, id)
-		if p.inst == nil && got == nil ||
-			p.inst != nil && got != nil && proto.Equal(got.UpdatedAt, p.inst.UpdatedAt) && got.Health == p.inst.Health {
-			delete(s.pending[service], id)
-		}
+	if in.HealthOutput == "" {
+		return nil // the registration set the status
 	}
-	if len(s.pending[service]) == 0 {
-		delete(s.pending, service)
-	}
-}
-
-// shown is a service's instances as the snapshot shows them: Consul's
-// catalog with this store's pending writes on top; s.mu is held.
-func (s *Store) shown(service string) []*registryv1.Instance {
-	p := s.pending[service]
-	if len(p) == 0 {
-		return s.services[service]
-	}
-	now := time.Now()
-	out := make([]*registryv1.Instance, 0, len(s.services[service])+len(p))
-	for _, in := range s.services[service] {
-		if p[in.Id] == nil || now.After(p[in.Id].until) {
-			out = append(out, in)
-		}
-	}
-	for id, w := range p {
-		if now.After(w.until) {
-			delete(p, id)
-			continue
-		}
-		if w.inst != nil {
-			out = append(out, w.inst)
-		}
-	}
-	return out
+	return s.c.Agent().UpdateTTLOpts(checkID(in.Service, in.Id), in.HealthOutput, consulStatus(in.Health), (&api.QueryOptions{}).WithContext(ctx))
 }
 
 // Heartbeat passes a TTL instance's check.
@@ -515,29 +588,28 @@ func (s *Store) PutRecord(ctx context.Context, r *registryv1.Record) error {
 	if err != nil {
 		return err
 	}
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
 	cctx, cancel := s.call(ctx)
 	defer cancel()
-	if _, err := s.c.KV().Put(&api.KVPair{Key: s.recordKey(r), Value: v}, (&api.WriteOptions{}).WithContext(cctx)); err != nil {
+	k := s.recordKey(r)
+	if _, err := s.c.KV().Put(&api.KVPair{Key: k, Value: v}, (&api.WriteOptions{}).WithContext(cctx)); err != nil {
 		return classify("put record", err)
 	}
 	s.mu.Lock()
-	s.ownedRecs[s.recordKey(r)] = r
+	s.ownedRecs[k] = r
+	s.pendRecs[k] = &pendingRecord{rec: r, until: time.Now().Add(s.o.PendingTTL)}
 	s.mu.Unlock()
-	s.waitFor(ctx, func(snap *catalog.Snapshot) bool {
-		_, recs := snap.Records()
-		for _, c := range recs {
-			if proto.Equal(c, r) {
-				return true
-			}
-		}
-		return false
-	})
+	s.accepted()
+	s.publishRecords()
 	return nil
 }
 
 // DeleteRecord removes records of name and type (with data, if set).
 func (s *Store) DeleteRecord(ctx context.Context, name, typ, data string) (int, error) {
 	s.waitLoaded(ctx)
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
 	match := func(r *registryv1.Record) bool {
 		return r.Name == name && r.Type == typ && (data == "" || r.Data == data)
 	}
@@ -560,392 +632,22 @@ func (s *Store) DeleteRecord(ctx context.Context, name, typ, data string) (int, 
 		return 0, classify("delete record", err)
 	}
 	s.mu.Lock()
-	for k, r := range s.ownedRecs {
-		if match(r) {
-			delete(s.ownedRecs, k)
-		}
-	}
-	s.mu.Unlock()
-	s.waitFor(ctx, func(snap *catalog.Snapshot) bool {
-		_, recs := snap.Records()
-		for _, r := range recs {
+	until := time.Now().Add(s.o.PendingTTL)
+	for _, m := range []map[string]*registryv1.Record{s.records, s.ownedRecs} {
+		for k, r := range m {
 			if match(r) {
-				return false
+				s.pendRecs[k] = &pendingRecord{until: until}
 			}
 		}
-		return true
-	})
+	}
+	for k, p := range s.pendRecs {
+		if p.rec != nil && match(p.rec) {
+			s.pendRecs[k] = &pendingRecord{until: until}
+		}
+	}
+	maps.DeleteFunc(s.ownedRecs, func(_ string, r *registryv1.Record) bool { return match(r) })
+	s.mu.Unlock()
+	s.accepted()
+	s.publishRecords()
 	return n, nil
-}
-
-// query runs blocking queries with fn until ctx ends: fn gets the index to
-// wait on and returns the new one. Errors mark the store down and back off.
-func (s *Store) query(ctx context.Context, fn func(q *api.QueryOptions) (uint64, error)) {
-	var index uint64
-	var last time.Time
-	backoff := 50 * time.Millisecond
-	for ctx.Err() == nil {
-		if wait := time.Until(last.Add(s.o.MinInterval)); wait > 0 && index != 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-		}
-		last = time.Now()
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: s.o.Wait}).WithContext(ctx)
-		next, err := fn(q)
-		if err == nil && s.isDown() {
-			// Consul is back: restore what it lost before anything else.
-			err = s.restore(ctx)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.markDown()
-			index = 0
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, time.Second)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		if next < index || next == 0 {
-			next = 0 // Consul's index went back (a restart): start over
-		}
-		index = next
-	}
-}
-
-func (s *Store) isDown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.down
-}
-
-func (s *Store) markDown() {
-	s.mu.Lock()
-	wasDown := s.down
-	s.down = true
-	s.mu.Unlock()
-	if !wasDown {
-		s.hub.Update(func(u *catalog.Update) { u.SetStale(true) })
-	}
-}
-
-// catalogLoop follows the list of services; it starts a health query per
-// service and, after an outage, restores what this store registered.
-func (s *Store) catalogLoop(ctx context.Context) {
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		for _, cancel := range s.loops {
-			cancel()
-		}
-		s.mu.Unlock()
-	}()
-	s.query(ctx, func(q *api.QueryOptions) (uint64, error) {
-		names, meta, err := s.c.Catalog().Services(q)
-		if err != nil {
-			return 0, err
-		}
-		s.learnNode(ctx)
-		s.mu.Lock()
-		if !s.catLoaded {
-			s.catLoaded = true
-			s.waiting = map[string]bool{}
-			for name := range names {
-				if name != "consul" {
-					s.waiting[name] = true
-				}
-			}
-		}
-		for name := range names {
-			if name == "consul" || s.loops[name] != nil {
-				continue
-			}
-			lctx, cancel := context.WithCancel(ctx)
-			s.loops[name] = cancel
-			s.wg.Add(1)
-			go s.serviceLoop(lctx, name)
-		}
-		var gone []string
-		for name, cancel := range s.loops {
-			if _, ok := names[name]; !ok {
-				cancel()
-				delete(s.loops, name)
-				s.mirror(name, nil)
-				delete(s.services, name)
-				delete(s.waiting, name)
-				s.serviceIdx[name] = meta.LastIndex
-				s.resolve(name)
-				gone = append(gone, name)
-			}
-		}
-		s.index = max(s.index, meta.LastIndex)
-		s.mu.Unlock()
-		s.publish(gone...)
-		return meta.LastIndex, nil
-	})
-}
-
-// restore re-registers every instance and record this store registered
-// that Consul lost; publish then keeps the snapshot stale until they show
-// (bounded by RecoveryWait).
-func (s *Store) restore(ctx context.Context) error {
-	s.restoreMu.Lock()
-	defer s.restoreMu.Unlock()
-	if !s.isDown() {
-		return nil // another loop restored meanwhile
-	}
-	s.mu.Lock()
-	owned := make([]*registryv1.Instance, 0, len(s.owned))
-	for _, in := range s.owned {
-		owned = append(owned, in)
-	}
-	recs := make([]*registryv1.Record, 0, len(s.ownedRecs))
-	for _, r := range s.ownedRecs {
-		recs = append(recs, r)
-	}
-	s.mu.Unlock()
-	agent, err := func() (map[string]*api.AgentService, error) {
-		cctx, cancel := s.call(ctx)
-		defer cancel()
-		return s.c.Agent().ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(cctx))
-	}()
-	if err != nil {
-		return classify("list agent services", err)
-	}
-	for _, in := range owned {
-		if agent[serviceID(in.Service, in.Id)] != nil {
-			continue
-		}
-		reg, err := registration(in)
-		if err != nil {
-			continue
-		}
-		cctx, cancel := s.call(ctx)
-		err = s.c.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(cctx))
-		if err == nil && (in.Health != registryv1.HealthStatus_HEALTH_STATUS_PASSING || in.HealthOutput != "") {
-			err = s.c.Agent().UpdateTTLOpts(checkID(in.Service, in.Id), in.HealthOutput, consulStatus(in.Health), (&api.QueryOptions{}).WithContext(cctx))
-		}
-		cancel()
-		if err != nil {
-			return classify("re-register", err)
-		}
-	}
-	for _, r := range recs {
-		v, err := proto.Marshal(r)
-		if err != nil {
-			continue
-		}
-		cctx, cancel := s.call(ctx)
-		_, _, err = s.c.KV().CAS(&api.KVPair{Key: s.recordKey(r), Value: v, ModifyIndex: 0}, (&api.WriteOptions{}).WithContext(cctx))
-		cancel()
-		if err != nil {
-			return classify("restore record", err)
-		}
-	}
-	s.mu.Lock()
-	if s.down {
-		s.down = false
-		s.recovering = time.Now().Add(s.o.RecoveryWait)
-	}
-	s.mu.Unlock()
-	s.publish()
-	return nil
-}
-
-// serviceLoop follows one service's health.
-func (s *Store) serviceLoop(ctx context.Context, name string) {
-	defer s.wg.Done()
-	// Entries whose service and checks did not change keep their converted
-	// instance, so an unchanged instance is the same pointer (cheap to
-	// compare) from one response to the next.
-	type converted struct {
-		version string
-		inst    *registryv1.Instance
-	}
-	cache := map[string]converted{}
-	s.query(ctx, func(q *api.QueryOptions) (uint64, error) {
-		entries, meta, err := s.c.Health().Service(name, "", false, q)
-		if err != nil {
-			return 0, err
-		}
-		var insts []*registryv1.Instance
-		local := map[string]*registryv1.Instance{} // on the store's agent, by id
-		s.mu.Lock()
-		node := s.node
-		s.mu.Unlock()
-		next := make(map[string]converted, len(entries))
-		for _, e := range entries {
-			version := entryVersion(e)
-			c, ok := cache[e.Service.ID]
-			if !ok || c.version != version {
-				c = converted{version: version, inst: toInstance(e)}
-			}
-			next[e.Service.ID] = c
-			if c.inst != nil {
-				insts = append(insts, c.inst)
-				if node != "" && e.Node != nil && e.Node.Node == node {
-					local[c.inst.Id] = c.inst
-				}
-			}
-		}
-		cache = next
-		s.mu.Lock()
-		if ctx.Err() == nil {
-			if node != "" {
-				s.mirror(name, local)
-			}
-			s.services[name] = insts
-			s.serviceIdx[name] = meta.LastIndex
-			delete(s.waiting, name)
-			s.resolve(name)
-		}
-		s.index = max(s.index, meta.LastIndex)
-		s.mu.Unlock()
-		s.publish(name)
-		return meta.LastIndex, nil
-	})
-}
-
-// learnNode asks the agent for its node name until it knows it: the
-// store restores the instances registered on that node.
-func (s *Store) learnNode(ctx context.Context) {
-	s.mu.Lock()
-	known := s.node != ""
-	s.mu.Unlock()
-	if known {
-		return
-	}
-	cctx, cancel := s.call(ctx)
-	defer cancel()
-	var self struct{ Config struct{ NodeName string } }
-	if _, err := s.c.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(cctx)); err != nil || self.Config.NodeName == "" {
-		return // a later catalog response asks again
-	}
-	s.mu.Lock()
-	s.node = self.Config.NodeName
-	s.mu.Unlock()
-}
-
-// mirror updates what the store restores after an outage from a fresh
-// response for one service: local is its instances on the store's agent.
-// A write of this store that Consul has not shown yet keeps its own state.
-// While Consul is down or the store is restoring, the mirror keeps what it
-// had. s.mu is held.
-func (s *Store) mirror(service string, local map[string]*registryv1.Instance) {
-	if s.down || !s.recovering.IsZero() {
-		return
-	}
-	p := s.pending[service]
-	for id, in := range local {
-		if p[id] == nil {
-			s.owned[serviceID(service, id)] = in
-		}
-	}
-	for _, in := range s.services[service] {
-		if local[in.Id] == nil && p[in.Id] == nil {
-			delete(s.owned, serviceID(service, in.Id))
-		}
-	}
-}
-
-// recordsLoop follows the records' KV prefix.
-func (s *Store) recordsLoop(ctx context.Context) {
-	defer s.wg.Done()
-	s.query(ctx, func(q *api.QueryOptions) (uint64, error) {
-		pairs, meta, err := s.c.KV().List(s.o.Prefix+"records/", q)
-		if err != nil {
-			return 0, err
-		}
-		var recs []*registryv1.Record
-		keys := make(map[string]*registryv1.Record, len(pairs))
-		for _, p := range pairs {
-			r := &registryv1.Record{}
-			if proto.Unmarshal(p.Value, r) == nil {
-				recs = append(recs, r)
-				keys[p.Key] = r
-			}
-		}
-		s.mu.Lock()
-		if !s.down && s.recovering.IsZero() {
-			s.ownedRecs = keys
-		}
-		s.records = recs
-		s.recordsIdx = meta.LastIndex
-		s.recLoaded = true
-		s.index = max(s.index, meta.LastIndex)
-		s.mu.Unlock()
-		s.publish()
-		return meta.LastIndex, nil
-	})
-}
-
-// publish pushes the store's view of Consul to the snapshot: the named
-// services (all of them while finishing a recovery) and the records. While
-// Consul is down, or after it returned but before this store's
-// registrations are back, the last snapshot stays, marked stale.
-func (s *Store) publish(names ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.down {
-		return
-	}
-	full := false
-	if !s.ready {
-		if !s.catLoaded || !s.recLoaded || len(s.waiting) > 0 {
-			return
-		}
-		s.ready = true
-		full = true
-	}
-	if !s.recovering.IsZero() {
-		missing := false
-		for _, in := range s.owned {
-			found := false
-			for _, c := range s.services[in.Service] {
-				if c.Id == in.Id {
-					found = true
-					break
-				}
-			}
-			if !found {
-				missing = true
-				break
-			}
-		}
-		if missing && time.Now().Before(s.recovering) {
-			return
-		}
-		s.recovering = time.Time{}
-		full = true
-	}
-	s.hub.Update(func(u *catalog.Update) {
-		if full {
-			for _, name := range u.Services() {
-				if s.services[name] == nil && s.pending[name] == nil {
-					u.SetServiceAt(name, nil, s.serviceIdx[name])
-				}
-			}
-			for name := range s.services {
-				u.SetServiceAt(name, s.shown(name), s.serviceIdx[name])
-			}
-			for name := range s.pending {
-				u.SetServiceAt(name, s.shown(name), s.serviceIdx[name])
-			}
-		} else {
-			for _, name := range names {
-				u.SetServiceAt(name, s.shown(name), s.serviceIdx[name])
-			}
-		}
-		u.SetRecordsAt(s.records, s.recordsIdx)
-		u.AtLeast(s.index)
-		u.SetStale(false)
-	})
 }

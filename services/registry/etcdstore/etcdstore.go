@@ -21,9 +21,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -47,23 +49,37 @@ type Options struct {
 	Timeout time.Duration
 	// ProbeInterval is how often reachability is checked (500ms when zero).
 	ProbeInterval time.Duration
+	// RestoreConcurrency bounds the writes in flight while the store
+	// re-creates what etcd lost (16 when zero).
+	RestoreConcurrency int
+	// Logger receives the store's reports: etcd lost and back, each
+	// restore (nothing when nil).
+	Logger *slog.Logger
+	// Observer is told when etcd is lost and back and what each restore
+	// put back (the registry's metrics; nothing when nil).
+	Observer catalog.Observer
 }
 
 // Store is the etcd store.
 type Store struct {
 	cli    *clientv3.Client
 	o      Options
+	log    *slog.Logger
+	obs    catalog.Observer
 	hub    *catalog.Hub
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	resync chan struct{} // tells the watch loop to start over
 	probe  chan struct{} // asks the probe loop to check now
 
-	mu    sync.Mutex
-	owned map[string]*registryv1.Instance // to restore: the instances last seen, by service/id
-	rev   int64                           // last revision applied to the snapshot
-	revCh chan struct{}                   // closed when rev advances
-	stale bool
+	mu       sync.Mutex
+	owned    map[string]*registryv1.Instance // to restore: the instances last seen, by service/id
+	rev      int64                           // last revision applied to the snapshot
+	revCh    chan struct{}                   // closed when rev advances
+	stale    bool
+	up       bool      // as last reported to the observer
+	reported bool      // up was reported once
+	lost     time.Time // when etcd was lost; zero while it answers
 }
 
 // Open connects to etcd and starts the watch and probe loops. It does not
@@ -78,6 +94,17 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = 500 * time.Millisecond
 	}
+	if o.RestoreConcurrency <= 0 {
+		o.RestoreConcurrency = 16
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var obs catalog.Observer = catalog.NopObserver{}
+	if o.Observer != nil {
+		obs = o.Observer
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   o.Endpoints,
 		DialTimeout: o.Timeout,
@@ -88,7 +115,7 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cli: cli, o: o, hub: catalog.NewHub(1), cancel: cancel,
+		cli: cli, o: o, log: log, obs: obs, hub: catalog.NewHub(1), cancel: cancel,
 		resync: make(chan struct{}, 1), probe: make(chan struct{}, 1),
 		owned: map[string]*registryv1.Instance{}, revCh: make(chan struct{}),
 	}
@@ -509,6 +536,7 @@ func (s *Store) sync(ctx context.Context) (*view, int64, error) {
 		u.SetStale(s.isStale())
 	})
 	s.setRev(rev)
+	s.report()
 	return v, rev, nil
 }
 
@@ -581,6 +609,26 @@ func (s *Store) setStale(stale bool) {
 	s.stale = stale
 	s.mu.Unlock()
 	s.hub.Update(func(u *catalog.Update) { u.SetStale(stale) })
+	s.report()
+}
+
+// report logs and tells the observer when etcd was lost or is back.
+func (s *Store) report() {
+	s.mu.Lock()
+	up := !s.stale
+	changed := !s.reported || up != s.up
+	s.up, s.reported = up, true
+	if changed && !up && s.lost.IsZero() {
+		s.lost = time.Now()
+	}
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	if !up {
+		s.log.Warn("etcd lost: reads answer from the last catalog (stale), writes fail until it is back", "endpoints", s.o.Endpoints)
+	}
+	s.obs.BackendUp(up)
 }
 
 // probeLoop checks reachability; on recovery it restores owned instances
@@ -619,26 +667,46 @@ func (s *Store) probeLoop(ctx context.Context) {
 }
 
 // restore re-creates the instances the store last saw that etcd no longer
-// has (it lost its data).
+// has (it lost its data), at most RestoreConcurrency writes at once.
 func (s *Store) restore(ctx context.Context) error {
 	s.mu.Lock()
 	owned := make([]*registryv1.Instance, 0, len(s.owned))
 	for _, in := range s.owned {
 		owned = append(owned, in)
 	}
+	lost := s.lost
 	s.mu.Unlock()
-	for _, in := range owned {
+	start := time.Now()
+	s.log.Info("etcd answers again: restoring what it lost", "outage", start.Sub(lost).Round(time.Millisecond), "accepted_instances", len(owned))
+	var created atomic.Int64
+	err := catalog.Parallel(ctx, s.o.RestoreConcurrency, owned, func(ctx context.Context, in *registryv1.Instance) error {
 		v, err := proto.Marshal(in)
 		if err != nil {
 			return err
 		}
 		cctx, cancel := s.call(ctx)
+		defer cancel()
 		k := s.instKey(in.Service, in.Id)
-		_, err = s.cli.Txn(cctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(v))).Commit()
-		cancel()
+		resp, err := s.cli.Txn(cctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(v))).Commit()
 		if err != nil {
 			return errors.Join(catalog.ErrUnavailable, err)
 		}
+		if resp.Succeeded {
+			created.Add(1)
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("restore interrupted: it runs again when etcd answers", "restored_instances", created.Load(), "err", err)
+		}
+		return err
 	}
+	took := time.Since(start)
+	s.mu.Lock()
+	s.lost = time.Time{}
+	s.mu.Unlock()
+	s.obs.Restored(catalog.Restore{Took: took, Instances: int(created.Load())})
+	s.log.Info("restore finished", "took", took.Round(time.Millisecond), "restored_instances", created.Load(), "failed", 0)
 	return nil
 }

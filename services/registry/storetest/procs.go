@@ -164,27 +164,21 @@ func StartEtcd(t testing.TB) *Etcd {
 type Consul struct {
 	*Proc
 	// Addr is the HTTP address (host:port).
-	Addr string
+	Addr  string
+	ports []int
 }
 
-// StartConsul starts a Consul dev agent (from PATH; skips, or fails under
-// CI, when it is missing) and stops it at test cleanup. A dev agent keeps
-// its data in memory: a restart loses every registration.
+// StartConsul starts a Consul dev agent named "test" (from PATH; skips, or
+// fails under CI, when it is missing) and stops it at test cleanup. A dev
+// agent keeps its data in memory: a restart loses every registration.
 func StartConsul(t testing.TB) *Consul {
 	t.Helper()
 	bin := servicetest.Tool(t, "consul")
 	p := freePorts(t, 4)
 	addr := fmt.Sprintf("127.0.0.1:%d", p[0])
-	c := &Consul{Addr: addr}
+	c := &Consul{Addr: addr, ports: p}
 	c.Proc = &Proc{
-		name: "consul", bin: bin,
-		args: []string{
-			"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", "test",
-			"-http-port", strconv.Itoa(p[0]), "-serf-lan-port", strconv.Itoa(p[1]),
-			"-serf-wan-port", strconv.Itoa(p[2]), "-server-port", strconv.Itoa(p[3]),
-			"-dns-port", "-1", "-grpc-port", "-1", "-hcl", "ports { grpc_tls = -1 }",
-			"-log-level", "error", "-disable-host-node-id",
-		},
+		name: "consul", bin: bin, args: c.agentArgs("test", ""),
 		ready: func(ctx context.Context) error {
 			return httpOK(ctx, "http://"+addr+"/v1/status/leader", `:`)
 		},
@@ -192,6 +186,40 @@ func StartConsul(t testing.TB) *Consul {
 	c.Start(t)
 	t.Cleanup(func() { c.Stop(t) })
 	return c
+}
+
+// agentArgs are the agent's arguments with a node name and, if not empty, a
+// data directory (a dev agent keeps its node ID and the services registered
+// through its API there).
+func (c *Consul) agentArgs(node, dataDir string) []string {
+	p := c.ports
+	args := []string{
+		"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", node,
+		"-http-port", strconv.Itoa(p[0]), "-serf-lan-port", strconv.Itoa(p[1]),
+		"-serf-wan-port", strconv.Itoa(p[2]), "-server-port", strconv.Itoa(p[3]),
+		"-dns-port", "-1", "-grpc-port", "-1", "-hcl", "ports { grpc_tls = -1 }",
+		"-log-level", "error",
+	}
+	if dataDir != "" {
+		return append(args, "-data-dir", dataDir)
+	}
+	return append(args, "-disable-host-node-id")
+}
+
+// Replace kills the agent and starts a new one on the same address with
+// another node name and nothing of the old one's state: a Consul container
+// recreated. With dataDir (empty at first) the new agent keeps its node ID
+// and the services registered with it there, and a restart reloads them;
+// without, it keeps everything in memory, as the compose stack's
+// `consul agent -dev` does, and a restart loses every registration. Later
+// Stop and Start restart the new agent with the same settings.
+func (c *Consul) Replace(t testing.TB, node, dataDir string) {
+	t.Helper()
+	c.Stop(t)
+	c.mu.Lock()
+	c.Proc.args = c.agentArgs(node, dataDir)
+	c.mu.Unlock()
+	c.Start(t)
 }
 
 func httpOK(ctx context.Context, url, want string) error {

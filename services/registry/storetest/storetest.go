@@ -48,7 +48,7 @@ func name(prefix string) string { return fmt.Sprintf("%s-%d", prefix, seq.Add(1)
 // Run runs the conformance suite against b.
 func Run(t *testing.T, b Backend) {
 	t.Run("catalog", func(t *testing.T) {
-		c := serve(t, b.Open(t))
+		c := Serve(t, b.Open(t))
 		for _, tc := range []struct {
 			name string
 			fn   func(*testing.T, registryv1.RegistryClient)
@@ -80,9 +80,10 @@ func Run(t *testing.T, b Backend) {
 	}
 }
 
-// serve runs a registry server over store on 127.0.0.1:0 and returns a
-// client; both stop, and the store closes, at test cleanup.
-func serve(t testing.TB, store registry.Store) registryv1.RegistryClient {
+// Serve runs a registry server over store on 127.0.0.1:0, waits for the
+// store's first load and returns a client; both stop, and the store
+// closes, at test cleanup.
+func Serve(t testing.TB, store registry.Store) registryv1.RegistryClient {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,7 +104,7 @@ func serve(t testing.TB, store registry.Store) registryv1.RegistryClient {
 		}
 	})
 	// A store starts stale until its first full read of the backend.
-	eventually(t, "store's first load", func() string {
+	Eventually(t, "store's first load", func() string {
 		if store.Snapshot().Stale() {
 			return "stale"
 		}
@@ -155,8 +156,9 @@ func wantCode(t testing.TB, err error, code codes.Code, what string) {
 	}
 }
 
-// eventually polls fn until it returns "" or Wait passes.
-func eventually(t testing.TB, what string, fn func() string) {
+// Eventually polls fn until it returns "" and fails the test when Wait
+// passes first; fn says what it is still waiting for.
+func Eventually(t testing.TB, what string, fn func() string) {
 	t.Helper()
 	deadline := time.Now().Add(Wait)
 	delay := 10 * time.Millisecond
@@ -374,7 +376,7 @@ func testTTL(t *testing.T, c registryv1.RegistryClient) {
 	_, err = c.Heartbeat(ctxT(t), &registryv1.HeartbeatRequest{Service: svc, Id: "ghost"})
 	wantCode(t, err, codes.NotFound, "Heartbeat of an unknown instance")
 	// No more heartbeats: a turns critical, the instance without a check stays.
-	eventually(t, "TTL expiry", func() string {
+	Eventually(t, "TTL expiry", func() string {
 		all := get(t, c, svc, true).Instances
 		if len(all) != 2 || all[0].Health != registryv1.HealthStatus_HEALTH_STATUS_CRITICAL {
 			return fmt.Sprintf("%v", all)
@@ -595,7 +597,7 @@ func testRecords(t *testing.T, c registryv1.RegistryClient) {
 func testRestart(t *testing.T, b Backend) {
 	svc := name("restart")
 	s1 := b.Open(t)
-	c1 := serve(t, s1)
+	c1 := Serve(t, s1)
 	register(t, c1, inst(svc, "keep", 1))
 	if _, err := c1.PutRecord(ctxT(t), &registryv1.PutRecordRequest{Record: &registryv1.Record{Name: svc + ".test.", Type: "A", Data: "192.0.2.1"}}); err != nil {
 		t.Fatal(err)
@@ -604,8 +606,8 @@ func testRestart(t *testing.T, b Backend) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	c2 := serve(t, b.Open(t))
-	eventually(t, "registration after a registry restart", func() string {
+	c2 := Serve(t, b.Open(t))
+	Eventually(t, "registration after a registry restart", func() string {
 		resp := get(t, c2, svc, true)
 		if ids(resp.Instances) != "keep" {
 			return "instances " + ids(resp.Instances)
@@ -623,13 +625,13 @@ func testRestart(t *testing.T, b Backend) {
 
 func testTwoRegistries(t *testing.T, b Backend) {
 	svc := name("shared")
-	c1 := serve(t, b.Open(t))
-	c2 := serve(t, b.Open(t))
+	c1 := Serve(t, b.Open(t))
+	c2 := Serve(t, b.Open(t))
 	w := watch(t, c2, &registryv1.WatchRequest{Service: svc})
 	register(t, c1, inst(svc, "from-1", 1))
 	w.next(t, "the instance registered through the other registry", func(m *registryv1.WatchResponse) bool { return ids(m.Instances) == "from-1" })
 	setHealth(t, c2, svc, "from-1", registryv1.HealthStatus_HEALTH_STATUS_CRITICAL, "seen by 2")
-	eventually(t, "health set through the other registry", func() string {
+	Eventually(t, "health set through the other registry", func() string {
 		all := get(t, c1, svc, true).Instances
 		if len(all) != 1 || all[0].Health != registryv1.HealthStatus_HEALTH_STATUS_CRITICAL {
 			return fmt.Sprint(all)
@@ -640,7 +642,7 @@ func testTwoRegistries(t *testing.T, b Backend) {
 
 func testOutage(t *testing.T, b Backend) {
 	svc := name("outage")
-	c := serve(t, b.Open(t))
+	c := Serve(t, b.Open(t))
 	register(t, c, inst(svc, "owned", 1))
 	w := watch(t, c, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: true})
 	w.next(t, "owned", func(m *registryv1.WatchResponse) bool { return ids(m.Instances) == "owned" && !m.Stale })
@@ -667,7 +669,7 @@ func testOutage(t *testing.T, b Backend) {
 
 	b.Start(t)
 	w.next(t, "a fresh snapshot with owned", func(m *registryv1.WatchResponse) bool { return !m.Stale && ids(m.Instances) == "owned" })
-	eventually(t, "registering after the backend returned", func() string {
+	Eventually(t, "registering after the backend returned", func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if _, err := c.Register(ctx, &registryv1.RegisterRequest{Instance: inst(svc, "after", 3)}); err != nil {
@@ -679,8 +681,8 @@ func testOutage(t *testing.T, b Backend) {
 	if b.Shared {
 		// The backend itself has the instance again, not just this
 		// registry's memory: a registry started now sees it.
-		fresh := serve(t, b.Open(t))
-		eventually(t, "re-registered instance seen by a new registry", func() string {
+		fresh := Serve(t, b.Open(t))
+		Eventually(t, "re-registered instance seen by a new registry", func() string {
 			if got := ids(get(t, fresh, svc, true).Instances); got != "after,owned" {
 				return got
 			}
@@ -697,7 +699,7 @@ func testRestartThenOutage(t *testing.T, b Backend) {
 	svc := name("handover")
 	rec := &registryv1.Record{Name: svc + ".test.", Type: "A", Data: "192.0.2.7"}
 	s1 := b.Open(t)
-	c1 := serve(t, s1)
+	c1 := Serve(t, s1)
 	register(t, c1, inst(svc, "kept", 1))
 	register(t, c1, inst(svc, "dropped", 2))
 	if _, err := c1.PutRecord(ctxT(t), &registryv1.PutRecordRequest{Record: rec}); err != nil {
@@ -707,7 +709,7 @@ func testRestartThenOutage(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 
-	c2 := serve(t, b.Open(t))
+	c2 := Serve(t, b.Open(t))
 	w := watch(t, c2, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: true})
 	w.next(t, "both instances seen by the next registry", func(m *registryv1.WatchResponse) bool {
 		return ids(m.Instances) == "dropped,kept" && !m.Stale
@@ -715,8 +717,8 @@ func testRestartThenOutage(t *testing.T, b Backend) {
 	if b.Shared {
 		// Deregistered through another registry: the next one must not
 		// bring it back after the outage.
-		c3 := serve(t, b.Open(t))
-		eventually(t, "both instances seen by a third registry", func() string {
+		c3 := Serve(t, b.Open(t))
+		Eventually(t, "both instances seen by a third registry", func() string {
 			if got := ids(get(t, c3, svc, true).Instances); got != "dropped,kept" {
 				return got
 			}
@@ -740,8 +742,8 @@ func testRestartThenOutage(t *testing.T, b Backend) {
 	}
 	// The backend itself has them again: a registry started now sees the
 	// instance and the record, and not the deregistered one.
-	fresh := serve(t, b.Open(t))
-	eventually(t, "restored instance and record seen by a new registry", func() string {
+	fresh := Serve(t, b.Open(t))
+	Eventually(t, "restored instance and record seen by a new registry", func() string {
 		if got := ids(get(t, fresh, svc, true).Instances); got != "kept" {
 			return "instances " + got
 		}
