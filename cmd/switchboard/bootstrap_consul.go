@@ -39,7 +39,7 @@ type consulPolicy struct {
 
 // registryConsulRules is the registry's Consul policy: what consulstore
 // calls, and nothing else.
-func registryConsulRules(node, kvPrefix string) string {
+func registryConsulRules(kvPrefix string) string {
 	return fmt.Sprintf(`# The Switchboard registry's Consul store (services/registry/consulstore).
 # It registers and deregisters instances of any service through the agent
 # and updates their TTL checks (agent/service/register, agent/check/update):
@@ -53,29 +53,31 @@ node_prefix "" {
   policy = "read"
 }
 # It asks the agent for its node name (agent/self), to restore the
-# instances registered there after an outage.
-agent %q {
+# instances registered there after an outage — also after the agent comes
+# back under a new node name, so no fixed name here.
+agent_prefix "" {
   policy = "read"
 }
 # It keeps the DNS records in the KV store under its prefix.
 key_prefix %q {
   policy = "write"
 }
-`, node, kvPrefix)
+`, kvPrefix)
 }
 
 // agentConsulRules is the Consul agent's own policy: its node, and reading
 // the services it syncs (Consul's recommended agent policy).
-func agentConsulRules(node string) string {
-	return fmt.Sprintf(`# The Consul agent of the Switchboard compose stack: keeps its node
-# in the catalog and reads the services it syncs.
-node %q {
+func agentConsulRules() string {
+	return `# The Consul agent of the Switchboard compose stack: keeps its node
+# in the catalog (under whatever name a recreated container gets) and reads
+# the services it syncs.
+node_prefix "" {
   policy = "write"
 }
 service_prefix "" {
   policy = "read"
 }
-`, node)
+`
 }
 
 const (
@@ -159,8 +161,8 @@ func bootstrapConsul(ctx context.Context, c consulSetup) error {
 		return errors.New("consul agent/self: no node name")
 	}
 	policies := []consulPolicy{
-		{agentPolicyName, "The Consul agent of the Switchboard compose stack", agentConsulRules(node)},
-		{registryPolicyName, "The Switchboard registry's Consul store", registryConsulRules(node, c.kvPrefix)},
+		{agentPolicyName, "The Consul agent of the Switchboard compose stack", agentConsulRules()},
+		{registryPolicyName, "The Switchboard registry's Consul store", registryConsulRules(c.kvPrefix)},
 	}
 	for _, p := range policies {
 		what, err := api.ensurePolicy(ctx, p)
