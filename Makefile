@@ -66,9 +66,10 @@ fuzz:
 		done; \
 	done
 
-## e2e: the compose stack end to end (builds images locally).
+## e2e: the compose stack end to end (builds images locally), then the short fault-injection run.
 e2e:
 	@if [ -x scripts/e2e.sh ]; then scripts/e2e.sh; else echo "e2e: no compose e2e yet"; fi
+	@if [ -x scripts/faults.sh ]; then SWITCHBOARD_FAULTS_NO_BUILD=1 scripts/faults.sh --short; fi
 
 ## build: static binaries of every service and the CLI into bin/.
 build:

@@ -157,9 +157,13 @@ func TestHungBackendCostsBoundedDelay(t *testing.T) {
 			url := "http://" + inst.Addrs["http"] + "/"
 			const clients = 16
 
-			// Warm up: both backends answer.
+			// Warm up: both backends answer. 200 requests also fill the
+			// retry budget (20% of requests, plus ten to start with) well
+			// past the requests the hung backend can hold before it is
+			// ejected; a budget drained by a slow start would leave a
+			// request waiting out the hang, by design.
 			c := clientFor(tc.proto, 15*time.Second)
-			for i := 0; i < 40; i++ {
+			for i := 0; i < 200; i++ {
 				if resp, _ := get(t, c, url, ""); resp.StatusCode != 200 {
 					t.Fatalf("warm-up: %s", resp.Status)
 				}
