@@ -45,30 +45,9 @@ export PATH=$root/.tools/bin:$PATH
 start_all=$SECONDS
 
 # Without a Docker engine there is nothing to test: skip, except under CI.
-if ! docker info >/dev/null 2>&1; then
-	if [ -n "${CI:-}" ]; then
-		echo "e2e: no Docker engine reachable, and CI is set" >&2
-		exit 1
-	fi
-	echo "e2e: skipped, no Docker engine reachable (docker info failed)"
-	exit 0
-fi
-if [ -n "${SWITCHBOARD_COMPOSE:-}" ]; then
-	read -ra compose <<<"$SWITCHBOARD_COMPOSE"
-elif docker compose version >/dev/null 2>&1; then
-	compose=(docker compose)
-elif command -v docker-compose >/dev/null; then
-	compose=(docker-compose)
-else
-	echo "e2e: neither 'docker compose' nor docker-compose is installed (scripts/build-compose.sh)" >&2
-	exit 1
-fi
-for tool in docker grpcurl curl dig jq; do
-	command -v "$tool" >/dev/null || {
-		echo "e2e: $tool is missing (scripts/setup.sh installs it)" >&2
-		exit 1
-	}
-done
+# shellcheck source=scripts/stack.sh
+. "$(dirname "$0")/stack.sh"
+stack_preflight e2e docker grpcurl curl dig jq
 
 # Host ports of their own, so a `switchboard dev` or a second stack on the
 # default ports does not get in the way.

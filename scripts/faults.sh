@@ -67,30 +67,9 @@ case ${1:-} in
 	;;
 esac
 
-if ! docker info >/dev/null 2>&1; then
-	if [ -n "${CI:-}" ]; then
-		echo "faults: no Docker engine reachable, and CI is set" >&2
-		exit 1
-	fi
-	echo "faults: skipped, no Docker engine reachable (docker info failed)"
-	exit 0
-fi
-if [ -n "${SWITCHBOARD_COMPOSE:-}" ]; then
-	read -ra compose <<<"$SWITCHBOARD_COMPOSE"
-elif docker compose version >/dev/null 2>&1; then
-	compose=(docker compose)
-elif command -v docker-compose >/dev/null; then
-	compose=(docker-compose)
-else
-	echo "faults: neither 'docker compose' nor docker-compose is installed (scripts/build-compose.sh)" >&2
-	exit 1
-fi
-for tool in docker go grpcurl curl jq; do
-	command -v "$tool" >/dev/null || {
-		echo "faults: $tool is missing (scripts/setup.sh installs it)" >&2
-		exit 1
-	}
-done
+# shellcheck source=scripts/stack.sh
+. "$(dirname "$0")/stack.sh"
+stack_preflight faults docker go grpcurl curl jq
 
 # Waits and bounds. Recovery is judged by the driver (-recover-bound); the
 # script waits a little longer for it so that a late recovery is measured.
