@@ -170,21 +170,6 @@ dc up -d >/dev/null 2>&1 || {
 	fail "compose up"
 }
 
-# Every container with a healthcheck must report healthy, the rest running,
-# and the one-shot init services must have exited 0.
-all_healthy() {
-	local svc id state
-	for svc in $(dc config --services); do
-		id=$(dc ps -a -q "$svc")
-		[ -n "$id" ] || return 1
-		state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
-		case $svc:$state in
-		*":running 0 healthy" | *":running 0 none") ;;
-		bootstrap:"exited 0 none" | consul-init:"exited 0 none") ;;
-		*) return 1 ;;
-		esac
-	done
-}
 poll 180 "every container healthy" all_healthy || fail "the stack did not become healthy"
 ready=$((SECONDS - t0))
 log "stack ready in ${ready}s"

@@ -177,21 +177,6 @@ poll() {
 	done
 }
 
-# Every container with a healthcheck healthy, the rest running, the
-# one-shot init services exited 0 (as scripts/e2e.sh checks).
-all_healthy() {
-	local svc id state
-	for svc in $(dc config --services); do
-		id=$(dc ps -a -q "$svc")
-		[ -n "$id" ] || return 1
-		state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
-		case $svc:$state in
-		*":running 0 healthy" | *":running 0 none") ;;
-		bootstrap:"exited 0 none" | consul-init:"exited 0 none") ;;
-		*) return 1 ;;
-		esac
-	done
-}
 unhealthy() {
 	local svc id
 	for svc in $(dc config --services); do

@@ -35,3 +35,20 @@ stack_preflight() {
 		}
 	done
 }
+
+# all_healthy: every container of the stack with a healthcheck is healthy,
+# the rest are running, and the one-shot init services exited 0. It calls
+# the sourcing script's `dc` (its compose command with project and file).
+all_healthy() {
+	local svc id state
+	for svc in $(dc config --services); do
+		id=$(dc ps -a -q "$svc")
+		[ -n "$id" ] || return 1
+		state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
+		case $svc:$state in
+		*":running 0 healthy" | *":running 0 none") ;;
+		bootstrap:"exited 0 none" | consul-init:"exited 0 none") ;;
+		*) return 1 ;;
+		esac
+	done
+}
