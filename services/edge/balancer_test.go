@@ -3,6 +3,7 @@ package edge_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,4 +237,57 @@ func TestRuntimeAPI(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("ListBackends unknown service: %v", err)
 	}
+}
+
+// TestColdStartWaitsForFirstEndpointSet: a freshly started edge (a
+// restarted container) holds a request that matches no route until the
+// balancer's first endpoint set arrives, instead of answering 404, and
+// says it is not ready meanwhile.
+func TestColdStartWaitsForFirstEndpointSet(t *testing.T) {
+	bal := startBalancer(t)
+	bal.hold = make(chan struct{})
+	a := backend(t, "a")
+	bal.push(&balancerv1.WatchEndpointsResponse{Service: "web", Endpoints: []*balancerv1.Endpoint{
+		endpoint("web-a", a.URL, "edge.route=/"),
+	}})
+	inst, _ := startEdge(t, "", "--balancer-addr="+bal.addr)
+
+	resp, _ := get(t, http.DefaultClient, "http://"+inst.Addrs["admin"]+"/readyz", "")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz before the first endpoint set: %s, want 503", resp.Status)
+	}
+	// The request is written before the set is released: it must wait for
+	// the set, not be answered 404.
+	written := make(chan struct{})
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { close(written) }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "http://"+inst.Addrs["http"]+"/x", nil)
+	type result struct {
+		code    int
+		backend string
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		resp.Body.Close()
+		done <- result{code: resp.StatusCode, backend: resp.Header.Get("X-Backend")}
+	}()
+	select {
+	case <-written:
+	case r := <-done:
+		t.Fatalf("answered before the first endpoint set: %d %v", r.code, r.err)
+	}
+	close(bal.hold)
+	r := <-done
+	if r.err != nil || r.code != 200 || r.backend != "a" {
+		t.Fatalf("request sent before the first endpoint set: %d from %q (%v), want 200 from a", r.code, r.backend, r.err)
+	}
+	eventually(t, 5*time.Second, "/readyz 200 after the first endpoint set", func() bool {
+		resp, _ := get(t, http.DefaultClient, "http://"+inst.Addrs["admin"]+"/readyz", "")
+		return resp.StatusCode == http.StatusOK
+	})
 }

@@ -188,6 +188,23 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	}
 	p := newProxy(cfg.HTTP, rt.Log, ups, rep, met)
 	e.proxy = p
+	if e.synced != nil {
+		// A fresh process (a restarted container) has no routes from the
+		// balancer until its first endpoint set: requests wait for it
+		// rather than get 404, and /readyz says 503 meanwhile (both at
+		// most warmUpLimit).
+		p.firstSet, p.warmUntil = e.synced, time.Now().Add(warmUpLimit)
+		rt.AddReadyCheck("endpoints", func(context.Context) error {
+			select {
+			case <-e.synced:
+			default:
+				if time.Now().Before(p.warmUntil) {
+					return errors.New("no endpoint set from the balancer yet")
+				}
+			}
+			return nil
+		})
+	}
 	if rt.Tracing.Exporting {
 		p.tracer = rt.Tracer()
 	}

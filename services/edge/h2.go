@@ -204,13 +204,17 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(path) == 0 || path[0] != '/' {
 		path = []byte(r.URL.RequestURI())
 	}
-	rt := p.routes.Load().match(host, path, func(name string) ([]byte, bool) {
+	get := func(name string) ([]byte, bool) {
 		v := r.Header.Values(name)
 		if len(v) == 0 {
 			return nil, false
 		}
 		return []byte(v[0]), true
-	})
+	}
+	rt := p.routes.Load().match(host, path, get)
+	if rt == nil && p.awaitFirstSet(r.Context().Done()) {
+		rt = p.routes.Load().match(host, path, get)
+	}
 	if rt == nil {
 		if grpc {
 			grpcError(w, grpcUnimplemented, "edge: no route for "+string(host)+string(path))

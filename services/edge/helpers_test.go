@@ -35,6 +35,9 @@ type fakeBalancer struct {
 	subs    map[chan *balancerv1.WatchEndpointsResponse]struct{}
 	reports []*balancerv1.LoadReport
 	batches int
+	// hold, when set before the edge connects, keeps every endpoint set
+	// back until it is closed (a balancer slow to answer).
+	hold chan struct{}
 }
 
 func startBalancer(t *testing.T) *fakeBalancer {
@@ -65,6 +68,13 @@ func (f *fakeBalancer) WatchEndpoints(req *balancerv1.WatchEndpointsRequest, st 
 		delete(f.subs, ch)
 		f.mu.Unlock()
 	}()
+	if f.hold != nil {
+		select {
+		case <-f.hold:
+		case <-st.Context().Done():
+			return nil
+		}
+	}
 	for _, s := range initial {
 		if err := st.Send(s); err != nil {
 			return err

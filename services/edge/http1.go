@@ -209,6 +209,9 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 	}
 
 	rt := p.routes.Load().match(h.host, path, req.get)
+	if rt == nil && p.awaitFirstSet(nil) {
+		rt = p.routes.Load().match(h.host, path, req.get)
+	}
 	if rt == nil {
 		h.discardBody()
 		h.writeError(404, "no route for "+string(h.host)+string(path)+"\n", !keep)

@@ -44,6 +44,11 @@ type proxy struct {
 	access   *accessLog
 	tracer   trace.Tracer // nil when spans are not exported
 	fallback *fallbackServer
+	// firstSet is closed at the balancer's first endpoint set (nil without
+	// a balancer); until then, or until warmUntil, a request that matches
+	// no route waits for it instead of getting 404 (awaitFirstSet).
+	firstSet  <-chan struct{}
+	warmUntil time.Time
 
 	draining atomic.Bool     // responses close their connections (accept.go)
 	acc      acceptState     // accept loops and draining (accept.go)
@@ -64,6 +69,36 @@ func newProxy(opt HTTPOptions, log *slog.Logger, ups *upstreams, rep *reporter, 
 	}
 	p.routes.Store(newRouteTable(nil))
 	return p
+}
+
+// awaitFirstSet is called when a request matches no route. Before the
+// balancer's first endpoint set (and at most until warmUntil) it waits for
+// that set, since routes learnt from the balancer are not there yet, and
+// reports whether the request should be matched again. done ends the wait
+// early (the request's context; nil: none).
+func (p *proxy) awaitFirstSet(done <-chan struct{}) bool {
+	if p.firstSet == nil {
+		return false
+	}
+	select {
+	case <-p.firstSet:
+		return false
+	default:
+	}
+	wait := time.Until(p.warmUntil)
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-p.firstSet:
+		return true
+	case <-t.C:
+	case <-done:
+	case <-p.hardStop.Done():
+	}
+	return false
 }
 
 // retryBudget bounds retries to a share of requests: every request
