@@ -171,6 +171,23 @@ func TestPickErrors(t *testing.T) {
 	}
 }
 
+// TestPickBeforeFirstSnapshotIsUnavailable: a balancer that has not heard
+// from the registry yet does not know whether a service exists, so Pick
+// says Unavailable (retry), not NotFound.
+func TestPickBeforeFirstSnapshotIsUnavailable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing answers there: no snapshot can arrive
+	c, _ := startBalancer(t, addr, t.TempDir())
+	_, err = c.Pick(context.Background(), &balancerv1.PickRequest{Service: "web"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "no registry snapshot yet") {
+		t.Fatalf("Pick before the first snapshot = %v, want Unavailable (no registry snapshot yet)", err)
+	}
+}
+
 func TestWeightedPolicyDistribution(t *testing.T) {
 	reg, addr, _ := newFakeRegistry(t)
 	reg.set(inst("api", "a", 1, passing, 1), inst("api", "b", 2, passing, 3))

@@ -57,6 +57,11 @@ func (s *server) Pick(_ context.Context, req *balancerv1.PickRequest) (*balancer
 		info = balance.PickInfo{Hash: balance.HashString(req.HashKey), HasHash: true}
 	}
 	if sv == nil {
+		if !s.b.hasSnapshot() {
+			// Not knowing the service is not knowing it is absent.
+			s.b.met.picks.WithLabelValues("unavailable").Inc()
+			return nil, status.Errorf(codes.Unavailable, "no registry snapshot yet: service %q is not known so far; try again", req.Service)
+		}
 		s.b.met.picks.WithLabelValues("not_found").Inc()
 		return nil, status.Errorf(codes.NotFound, "service %q is not registered", req.Service)
 	}

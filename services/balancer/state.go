@@ -97,6 +97,13 @@ func (b *Balancer) ready(context.Context) error {
 	return nil
 }
 
+// hasSnapshot reports whether a registry snapshot has arrived since start.
+func (b *Balancer) hasSnapshot() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.synced
+}
+
 // lookup returns a service's state, or nil.
 func (b *Balancer) lookup(name string) *svc {
 	b.mu.RLock()
