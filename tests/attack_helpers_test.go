@@ -96,7 +96,7 @@ type sbProcess struct {
 
 var (
 	listeningLine = regexp.MustCompile(`msg=listening .*?listener=(\S+) addr=(\S+)`)
-	readyLine     = regexp.MustCompile(`msg=ready\b`)
+	readyLine     = regexp.MustCompile(`msg=serving\b`)
 )
 
 // randomToken returns a fresh secret.

@@ -43,7 +43,7 @@ func TestServiceBinaries(t *testing.T) {
 		"prober":   {"--bandwidth-addr=127.0.0.1:0", "--discovery-group=", "--data-dir=" + t.TempDir()},
 		"edge":     {"--http-addr=127.0.0.1:0", "--wire-addr=127.0.0.1:0", "--runtime-socket=" + filepath.Join(t.TempDir(), "rt.sock")},
 	}
-	ready := regexp.MustCompile(`msg=ready .*grpc=(\S+)`)
+	ready := regexp.MustCompile(`msg=serving .*grpc=(\S+)`)
 	for name, svc := range bins {
 		t.Run(name, func(t *testing.T) {
 			cmd := exec.Command(filepath.Join(dir, name), append([]string{"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}, extra[name]...)...)

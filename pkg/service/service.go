@@ -602,8 +602,9 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 	}()
 
 	addrs := rt.Addrs()
-	rt.Log.Info("ready", "grpc", addrs["grpc"], "admin", addrs["admin"],
+	rt.Log.Info("serving", "grpc", addrs["grpc"], "admin", addrs["admin"],
 		"tls", rt.trust.serving(), "client_certs", rt.trust.hasCA, "acl", rt.trust.acl != nil)
+	go rt.logReady(ctx, addrs)
 	if o.ready != nil {
 		o.ready(addrs)
 	}
@@ -635,6 +636,32 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, c common, o options) (err
 	}
 	rt.shutdown(c.grace, admin)
 	return err
+}
+
+// logReady logs "ready" once /readyz would answer 200, and before that,
+// once, why it would not (a registry whose Consul is unreachable serves,
+// but is not ready). It polls until the first success or ctx ends.
+func (rt *Runtime) logReady(ctx context.Context, addrs map[string]string) {
+	const every = 250 * time.Millisecond
+	var said string
+	for {
+		err := rt.readiness(ctx)
+		if err == nil {
+			rt.Log.Info("ready", "grpc", addrs["grpc"], "admin", addrs["admin"])
+			return
+		}
+		if said == "" && ctx.Err() == nil {
+			said = err.Error()
+			rt.Log.Warn("serving but not ready yet: /readyz answers 503", "reason", said)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-rt.stopping.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
 
 // reloadACL re-reads the ACL file when it changed; a bad file is logged and

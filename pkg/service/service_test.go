@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,6 +104,39 @@ func TestReadyCheckFailureMakesReadyz503(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "backend: consul unreachable") {
 		t.Fatalf("GET /readyz = %d %q, want 503 naming the failing check", code, body)
 	}
+}
+
+// TestReadyLoggedOnlyWhenReady: a service whose readiness check fails logs
+// that it serves but is not ready (with the reason), and "ready" only once
+// /readyz would answer 200.
+func TestReadyLoggedOnlyWhenReady(t *testing.T) {
+	var up atomic.Bool
+	spec := service.Spec{Name: "dep", Start: func(_ context.Context, rt *service.Runtime) error {
+		rt.AddReadyCheck("backend", func(context.Context) error {
+			if !up.Load() {
+				return errors.New("consul unreachable")
+			}
+			return nil
+		})
+		return nil
+	}}
+	inst := servicetest.Start(t, spec)
+	waitLog := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(inst.Logs(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log:\n%s", want, inst.Logs())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitLog(`reason="backend: consul unreachable"`)
+	if strings.Contains(inst.Logs(), "msg=ready") {
+		t.Fatalf("logged ready while /readyz says 503:\n%s", inst.Logs())
+	}
+	up.Store(true)
+	waitLog("msg=ready")
 }
 
 func TestGracefulShutdownDrainsInFlightRPC(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,13 +93,25 @@ func (i *Instance) Conn(t testing.TB) *grpc.ClientConn {
 type testWriter struct {
 	t      testing.TB
 	closed atomic.Bool
+	mu     sync.Mutex
+	all    strings.Builder // every line, for Logs
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.all.Write(p)
+	w.mu.Unlock()
 	if !w.closed.Load() {
 		w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// Logs returns everything the service has logged so far.
+func (i *Instance) Logs() string {
+	i.log.mu.Lock()
+	defer i.log.mu.Unlock()
+	return i.log.all.String()
 }
 
 var _ io.Writer = (*testWriter)(nil)
