@@ -30,6 +30,7 @@ func (rt *Runtime) Dial(target string, opts ...grpc.DialOption) (*grpc.ClientCon
 			otelgrpc.WithPropagators(telemetry.Propagator()),
 		)),
 		grpc.WithChainUnaryInterceptor(defaultDeadline),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		// Services watch each other: reconnect on the watch's short,
 		// jittered back-off, not gRPC's (which grows to two minutes).

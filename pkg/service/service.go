@@ -128,6 +128,7 @@ type common struct {
 	logFormat, logLevel string
 	grace               time.Duration
 	trust               trustFlags
+	limits              limits
 }
 
 // Run parses args, starts the service and serves until ctx ends, then drains
@@ -146,6 +147,7 @@ func Run(ctx context.Context, spec Spec, args []string, opts ...Option) error {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.grace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
 	c.trust.register(fs)
+	c.limits.register(fs)
 	if spec.Flags != nil {
 		spec.Flags(fs)
 	}
@@ -158,6 +160,9 @@ func Run(ctx context.Context, spec Spec, args []string, opts ...Option) error {
 	if c.grace <= 0 {
 		return &FlagError{Err: fmt.Errorf("--shutdown-grace must be positive, got %v", c.grace)}
 	}
+	if err := c.limits.check(); err != nil {
+		return &FlagError{Err: err}
+	}
 	log, err := telemetry.NewLogger(o.logOut, c.logFormat, c.logLevel)
 	if err != nil {
 		return &FlagError{Err: err}
@@ -168,7 +173,7 @@ func Run(ctx context.Context, spec Spec, args []string, opts ...Option) error {
 	if err != nil {
 		return err
 	}
-	rt, err := newRuntime(ctx, spec.Name, log, o.lookup, tr, spec.Methods)
+	rt, err := newRuntime(ctx, spec.Name, log, o.lookup, tr, spec.Methods, c.limits)
 	if err != nil {
 		return err
 	}
@@ -233,7 +238,7 @@ type socket struct {
 	c io.Closer
 }
 
-func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup config.LookupFunc, tr *trust, methods access.Methods) (*Runtime, error) {
+func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup config.LookupFunc, tr *trust, methods access.Methods, lim limits) (*Runtime, error) {
 	trc, err := telemetry.NewTracing(ctx, "switchboard-"+name, lookup)
 	if err != nil {
 		return nil, err
@@ -268,10 +273,12 @@ func newRuntime(ctx context.Context, name string, log *slog.Logger, lookup confi
 			otelgrpc.WithPropagators(telemetry.Propagator()),
 		)),
 		grpc.ChainUnaryInterceptor(met.UnaryServerInterceptor(), rt.unaryAuth),
-		grpc.ChainStreamInterceptor(met.StreamServerInterceptor(), rt.streamAuth, rt.endStreamsOnStop),
+		grpc.ChainStreamInterceptor(met.StreamServerInterceptor(), rt.streamAuth, newStreamGate(lim).intercept, rt.endStreamsOnStop),
+		grpc.MaxConcurrentStreams(uint32(lim.streamsPerConn)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(8 << 20),
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
 	}
 	if cfg := rt.ServerTLS(true); cfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))

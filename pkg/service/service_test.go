@@ -189,7 +189,8 @@ func TestShutdownGraceBoundsSlowRPC(t *testing.T) {
 }
 
 func TestBadFlagsAreFlagErrors(t *testing.T) {
-	for _, args := range [][]string{{"--nope"}, {"--log-format=xml"}, {"--shutdown-grace=-1s"}} {
+	for _, args := range [][]string{{"--nope"}, {"--log-format=xml"}, {"--shutdown-grace=-1s"},
+		{"--max-watches=0"}, {"--max-watches-per-client=-1"}, {"--max-streams-per-conn=0"}} {
 		err := service.Run(context.Background(), service.Spec{Name: "x"}, args, service.WithLogOutput(io.Discard))
 		var fe *service.FlagError
 		if !errors.As(err, &fe) {
