@@ -210,9 +210,40 @@ func aclNotFound(err error) bool {
 	return errors.As(err, &ce) && ce.code == http.StatusForbidden && strings.Contains(ce.body, "ACL not found")
 }
 
-// call makes one request with token, sending in as JSON and decoding the
-// answer into out (either may be nil). Each call is bounded to 10 s.
+// call makes a request with token, sending in as JSON and decoding the
+// answer into out (either may be nil). Each try is bounded to 10 s. A busy
+// Consul (429, or for reads a 5xx or a failed connection: a server still
+// electing its leader, an agent slow to answer) is tried again, up to four
+// times in all, backing off; a write that may have been applied is not.
 func (a *consulAPI) call(ctx context.Context, method, path, token string, in, out any) error {
+	var err error
+	for try, delay := 0, 250*time.Millisecond; try < 4; try, delay = try+1, 2*delay {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(delay):
+			}
+		}
+		if err = a.try(ctx, method, path, token, in, out); err == nil || !transient(method, err) {
+			return err
+		}
+	}
+	return err
+}
+
+// transient reports whether a failed call may succeed if made again, and
+// may be made again.
+func transient(method string, err error) bool {
+	var ce *consulError
+	if !errors.As(err, &ce) {
+		return method == http.MethodGet // no answer: a write may have been applied
+	}
+	return ce.code == http.StatusTooManyRequests || method == http.MethodGet && ce.code >= 500
+}
+
+// try is one call.
+func (a *consulAPI) try(ctx context.Context, method, path, token string, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var body io.Reader

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -732,4 +734,42 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+// TestConsulCallRetries: a busy Consul (429, or 5xx on a read) is asked
+// again; a write that got 5xx is not (it may have been applied), nor a
+// refusal.
+func TestConsulCallRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		method    string
+		answers   []int // status of each try; the last repeats
+		wantTries int
+		wantErr   bool
+	}{
+		{"read after two 429s", http.MethodGet, []int{429, 429, 200}, 3, false},
+		{"read after a 500 (no leader yet)", http.MethodGet, []int{500, 200}, 2, false},
+		{"read that stays busy", http.MethodGet, []int{503}, 4, true},
+		{"write after a 429", http.MethodPut, []int{429, 200}, 2, false},
+		{"write after a 500 is not repeated", http.MethodPut, []int{500, 200}, 1, true},
+		{"a refusal is not repeated", http.MethodGet, []int{403, 200}, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tries atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n := int(tries.Add(1)) - 1
+				code := tc.answers[min(n, len(tc.answers)-1)]
+				w.WriteHeader(code)
+				if code == 200 {
+					io.WriteString(w, "{}")
+				}
+			}))
+			defer srv.Close()
+			a := &consulAPI{base: srv.URL}
+			err := a.call(context.Background(), tc.method, "/v1/x", "", nil, &struct{}{})
+			if got := int(tries.Load()); got != tc.wantTries || (err != nil) != tc.wantErr {
+				t.Fatalf("%d tries, err %v; want %d tries, error %v", got, err, tc.wantTries, tc.wantErr)
+			}
+		})
+	}
 }
