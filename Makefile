@@ -13,6 +13,8 @@ PKGS     := $(addsuffix /...,$(MODULES))
 FUZZTIME ?= 200000x
 BENCHTIME ?= 1s
 BIN      ?= $(CURDIR)/bin
+# VERSION is what `switchboard version` prints for binaries built here.
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all test setup check lint vet staticcheck fmt-check buf-lint proto proto-check unit fuzz e2e build bench clean
 
@@ -78,7 +80,7 @@ build:
 		for m in $$(find "$$d" -path '*/cmd/*/main.go' -o -path "$$d/main.go" | grep -v testdata); do \
 			pkg=$$(dirname "$$m"); name=$$(basename "$$pkg"); \
 			[ "$$pkg" = "$(CURDIR)/cmd/switchboard" ] && name=switchboard; \
-			echo "build $$name"; (cd "$$pkg" && CGO_ENABLED=0 go build -trimpath -o $(BIN)/$$name .); \
+			echo "build $$name"; (cd "$$pkg" && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/$$name .); \
 		done; \
 	done
 

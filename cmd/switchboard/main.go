@@ -9,7 +9,7 @@
 //	switchboard health URL               exit 0 when URL answers 200
 //	switchboard tls ca create | cert create --name NAME
 //	                                     make a CA and the certificates it signs
-//	switchboard version                  print the version
+//	switchboard version                  print the version, commit and Go release
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -37,7 +38,7 @@ commands:
   health    check a URL (exit 0 on 200), for container healthchecks
   tls       make a CA and the certificates it signs for mutual TLS
   bootstrap write the compose stack's certificates, tokens and ACLs (idempotent)
-  version   print the version
+  version   print the version (commit and Go release when stamped)
 
 Run 'switchboard <command> -h' for a command's flags.
 `
@@ -69,7 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "bootstrap":
 		err = runBootstrap(ctx, args[1:], stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "switchboard", version)
+		info, ok := debug.ReadBuildInfo()
+		fmt.Fprintln(stdout, "switchboard", versionString(info, ok))
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 	default:
