@@ -87,6 +87,14 @@ type Options struct {
 	// restored) shows in the snapshot before Consul's catalog does (5s
 	// when zero).
 	PendingTTL time.Duration
+	// UnseenTTL bounds how long an accepted instance that Consul's catalog
+	// has not shown yet stays in reads (2m when zero). The agent took it
+	// and syncs it to the catalog on its own time — seconds behind when
+	// Consul is busy or has just restarted — so reads show it from the
+	// moment the write returned; one the catalog never shows (deregistered
+	// behind the registry's back before it synced) leaves reads after this
+	// bound, with a warning.
+	UnseenTTL time.Duration
 	// RestoreConcurrency bounds the calls in flight while the store puts
 	// back what Consul lost (8 when zero). Consul's agent applies
 	// registrations one at a time: more in flight only makes each wait
@@ -157,8 +165,13 @@ type owned struct {
 	// seen: Consul's catalog showed the instance on the store's agent since
 	// it was last written, put back, or the agent changed. Only an instance
 	// seen there and then missing was deregistered by someone else; one
-	// never seen may still be on its way to the catalog.
+	// never seen may still be on its way to the catalog, and reads show it
+	// meanwhile (for at most UnseenTTL from at).
 	seen bool
+	at   time.Time // when it was written or put back
+	// expired: UnseenTTL passed without the catalog showing it; reads no
+	// longer show it (logged once).
+	expired bool
 }
 
 // Open connects to Consul and starts the blocking queries. It does not fail
@@ -181,6 +194,9 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	}
 	if o.PendingTTL <= 0 {
 		o.PendingTTL = 5 * time.Second
+	}
+	if o.UnseenTTL <= 0 {
+		o.UnseenTTL = 2 * time.Minute
 	}
 	if o.RestoreConcurrency <= 0 {
 		o.RestoreConcurrency = 8

@@ -715,3 +715,111 @@ func BenchmarkRestore(b *testing.B) {
 		})
 	}
 }
+
+// TestAcceptedWritesNeverHidden: once Register returns, every read holds
+// the instance, however far Consul's catalog lags the agent that took it
+// — here the pending window is 1 ms, so the catalog always lags it, as it
+// does for seconds on a busy or just-restarted Consul — and across a kill
+// and restart of Consul (an agent with a data directory, which reloads its
+// registrations but whose catalog starts empty and fills as it syncs).
+func TestAcceptedWritesNeverHidden(t *testing.T) {
+	c := storetest.StartConsul(t)
+	dir := t.TempDir()
+	c.Replace(t, "test", dir)
+	store := open(t, c.Addr, "test/"+t.Name(), func(o *consulstore.Options) { o.PendingTTL = time.Millisecond })
+	cl := storetest.Serve(t, store)
+	const svc = "steady"
+
+	var (
+		mu       sync.Mutex
+		accepted []string
+		hidden   = map[string]int{} // id -> reads that lacked it
+		reads    int
+	)
+	// check reads svc and counts every accepted instance it lacks; want is
+	// what had been accepted before the read began.
+	check := func() {
+		mu.Lock()
+		want := slices.Clone(accepted)
+		mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), storetest.Wait)
+		defer cancel()
+		resp, err := cl.GetService(ctx, &registryv1.GetServiceRequest{Service: svc, IncludeUnhealthy: true})
+		if status.Code(err) == codes.NotFound && len(want) == 0 {
+			return
+		}
+		if err != nil {
+			t.Errorf("GetService: %v", err)
+			return
+		}
+		got := map[string]bool{}
+		for _, in := range resp.Instances {
+			got[in.Id] = true
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		reads++
+		for _, id := range want {
+			if !got[id] {
+				hidden[id]++
+			}
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the reader
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+				check()
+			}
+		}
+	}()
+	register := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			id := fmt.Sprintf("i-%04d", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := cl.Register(ctx, &registryv1.RegisterRequest{Instance: instance(svc, id)})
+			cancel()
+			if err != nil {
+				continue // not accepted: nothing to hold the store to
+			}
+			mu.Lock()
+			accepted = append(accepted, id)
+			mu.Unlock()
+			check()
+		}
+	}
+	register(0, 40)
+	c.Stop(t)
+	storetest.Eventually(t, "registry stale", func() string {
+		if !store.Snapshot().Stale() {
+			return "fresh"
+		}
+		return ""
+	})
+	c.Start(t)
+	register(40, 40)
+	storetest.Eventually(t, "registry fresh again", func() string {
+		if store.Snapshot().Stale() {
+			return "stale"
+		}
+		return ""
+	})
+	register(80, 20)
+	close(stop)
+	wg.Wait()
+	check()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hidden) > 0 {
+		t.Fatalf("%d of %d accepted instances were missing from reads after they were accepted (%d reads): %v", len(hidden), len(accepted), reads, hidden)
+	}
+	if len(accepted) < 60 {
+		t.Fatalf("only %d of 100 registrations accepted", len(accepted))
+	}
+}

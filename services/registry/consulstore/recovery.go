@@ -203,8 +203,9 @@ func (s *Store) restoreOnce(ctx context.Context, downAt time.Time) error {
 	var insts []*registryv1.Instance
 	for _, m := range s.owned {
 		for _, o := range m {
-			// Confirm again on this agent before believing a deregistration.
-			o.seen = false
+			// Confirm again on this agent before believing a deregistration;
+			// reads show it until the catalog does.
+			o.seen, o.at, o.expired = false, time.Now(), false
 			insts = append(insts, o.inst)
 		}
 	}

@@ -341,7 +341,7 @@ func (s *Store) setOwned(in *registryv1.Instance) {
 		m = map[string]*owned{}
 		s.owned[in.Service] = m
 	}
-	m[in.Id] = &owned{inst: in}
+	m[in.Id] = &owned{inst: in, at: time.Now()}
 }
 
 // dropOwned removes an instance from the accepted set; s.mu is held.
@@ -442,19 +442,29 @@ func (s *Store) resolveRecords() {
 }
 
 // shown is a service's instances as the snapshot shows them: Consul's
-// catalog with this store's pending writes on top and, while Consul is
-// down or being restored, the accepted instances the catalog lacks. s.mu is
-// held.
+// catalog with this store's pending writes on top and the accepted
+// instances the catalog lacks — all of them while Consul is down or being
+// restored, else those it has not shown yet since they were written or put
+// back (the agent syncs its registrations to the catalog asynchronously,
+// seconds late when Consul is busy: an accepted write never goes missing
+// from reads). s.mu is held.
 func (s *Store) shown(service string) []*registryv1.Instance {
 	cat, p := s.services[service], s.pending[service]
+	now := time.Now()
 	var lost map[string]*owned
 	if s.down {
 		lost = s.owned[service]
+	} else if s.agent.Node != "" { // else the catalog never confirms a write (mirror)
+		for _, o := range s.owned[service] {
+			if !o.seen && !o.expired {
+				lost = s.owned[service]
+				break
+			}
+		}
 	}
 	if len(p) == 0 && len(lost) == 0 {
 		return cat
 	}
-	now := time.Now()
 	for id, w := range p {
 		if now.After(w.until) {
 			delete(p, id)
@@ -480,9 +490,20 @@ func (s *Store) shown(service string) []*registryv1.Instance {
 			have[in.Id] = true
 		}
 		for id, o := range lost {
-			if !have[id] && p[id] == nil {
-				out = append(out, o.inst)
+			if have[id] || p[id] != nil {
+				continue
 			}
+			if !s.down {
+				if o.seen || o.expired {
+					continue
+				}
+				if now.Sub(o.at) > s.o.UnseenTTL {
+					o.expired = true
+					s.log.Warn("accepted instance never appeared in consul's catalog: no longer shown (a restore still puts it back)", "service", service, "id", id, "after", s.o.UnseenTTL)
+					continue
+				}
+			}
+			out = append(out, o.inst)
 		}
 	}
 	return out
