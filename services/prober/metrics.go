@@ -27,6 +27,7 @@ type metrics struct {
 	refused     *prometheus.CounterVec
 
 	discoveryDropped *prometheus.CounterVec
+	probes           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,11 +50,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		instanceUp:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_instance_up", Help: "Whether the health loop considers an instance passing (1) or critical (0)."}, []string{"service", "id"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_health_checks_refused_total",
 			Help: "Instance health checks the health loop skipped because the allowlist does not permit the instance's address, by service."}, []string{"service"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_probe_requests_total",
+			Help: "Checks run for /probe scrapes, by module and result."}, []string{"module", "result"}),
 		discoveryDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_discovery_dropped_total",
 			Help: "Discovery datagrams dropped, by reason (unauthenticated, stale, replayed, malformed, overflow)."}, []string{"reason"}),
 	}
 	reg.MustRegister(m.success, m.duration, m.rtt, m.loss, m.certExpiry, m.openPorts, m.bandwidth, m.runs, m.runTime, m.rttHist,
-		m.checks, m.transitions, m.instanceUp, m.refused, m.discoveryDropped)
+		m.checks, m.transitions, m.instanceUp, m.refused, m.discoveryDropped, m.probes)
 	return m
 }
 

@@ -69,6 +69,8 @@ type Config struct {
 	HealthConcurrency int
 	// ProcRoot is where /proc is mounted.
 	ProcRoot string
+	// ProbeModules is the /probe modules file ("" = the built-in modules).
+	ProbeModules string
 }
 
 // RegisterFlags adds the prober's flags to fs.
@@ -93,6 +95,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.History, "history", 50, "results kept per scheduled job")
 	fs.IntVar(&c.HealthConcurrency, "health-concurrency", 64, "most instance health checks in flight")
 	fs.StringVar(&c.ProcRoot, "proc", "/proc", "where procfs is mounted (socket table and interface counters)")
+	fs.StringVar(&c.ProbeModules, "probe-modules", "", "YAML file of /probe modules (blackbox_exporter style: modules: {NAME: {kind: http, timeout: 5s, expect_status: 200}}); the built-in http_2xx, https_2xx, tcp_connect and grpc_health always exist")
 }
 
 func (c *Config) validate() error {
@@ -246,6 +249,12 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		hl := newHealthLoop(registryv1.NewRegistryClient(cc), al, cfg, met, rt.Log.With("component", "health"))
 		rt.Go("health", hl.run)
 	}
+
+	mods, err := loadProbeModules(cfg.ProbeModules)
+	if err != nil {
+		return &service.FlagError{Err: fmt.Errorf("--probe-modules: %w", err)}
+	}
+	rt.Admin.Handle("/probe", r.probeHandler(mods))
 
 	proberv1.RegisterProberServer(rt.GRPC, &server{r: r, sched: sched})
 	return nil
