@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 )
 
 // maxControlPayload bounds the payload of every frame type but DATA.
@@ -17,7 +18,7 @@ func (s *Session) readLoop() {
 	for {
 		h, err := readHeader(s.br, s.cfg.MaxFrameSize)
 		if err == nil {
-			s.recvCount.Add(1)
+			s.lastRecv.Store(int64(time.Since(s.epoch)))
 			err = s.handle(&h, ctl)
 			if err == nil && s.overload.Load() {
 				err = &SessionError{Code: CodeEnhanceYourCalm, Reason: "peer provokes replies faster than they drain"}
@@ -45,14 +46,7 @@ func (s *Session) readFailed(err error) {
 	case errors.Is(err, ErrMalformed):
 		s.failCode(CodeProtocol, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
-		s.mu.Lock()
-		rerr := s.remoteErr
-		s.mu.Unlock()
-		if rerr != nil {
-			s.fail(rerr)
-		} else {
-			s.fail(fmt.Errorf("wire: connection closed by peer: %w", err))
-		}
+		s.fail(fmt.Errorf("wire: connection closed by peer: %w", err))
 	default:
 		if se != nil {
 			s.fail(se)
@@ -72,26 +66,28 @@ func (s *Session) handle(h *Header, ctl []byte) error {
 		return protoErr("frame version %d on a version %d session", h.Version(), s.version)
 	}
 	t, id := h.Type(), h.StreamID()
+	if id > MaxStreamID {
+		return protoErr("%v with stream id %d over 2^31-1", t, id)
+	}
 	if t == FrameData {
 		return s.handleData(h)
 	}
 	if h.Length() > maxControlPayload {
-		return &SessionError{Code: CodeFrameSize, Reason: fmt.Sprintf("%v payload of %d bytes", t, h.Length())}
+		return sizeErr(t, int(h.Length()))
 	}
 	p, err := readPayload(s.br, h, ctl)
 	if err != nil {
 		return err
 	}
+	if err := checkControl(t, id, len(p)); err != nil {
+		return err
+	}
 	switch t {
-	case FramePing, FramePong:
-		if id != 0 || len(p) != 8 {
-			return protoErr("bad %v", t)
-		}
+	case FramePing:
+		s.reply(ctrlFrame{t: FramePong, val: binary.BigEndian.Uint64(p)})
+		return nil
+	case FramePong:
 		v := binary.BigEndian.Uint64(p)
-		if t == FramePing {
-			s.enqueue(ctrlFrame{t: FramePong, val: v})
-			return nil
-		}
 		s.mu.Lock()
 		if ch, ok := s.pings[v]; ok {
 			close(ch)
@@ -102,9 +98,6 @@ func (s *Session) handle(h *Header, ctl []byte) error {
 	case FrameOpen:
 		return s.handleOpen(id, p)
 	case FrameWindowUpdate, FrameClose, FrameReset:
-		if id == 0 {
-			return protoErr("%v on stream 0", t)
-		}
 		st := s.lookup(id)
 		if st == nil {
 			s.unknownStream(id, t)
@@ -112,51 +105,70 @@ func (s *Session) handle(h *Header, ctl []byte) error {
 		}
 		switch t {
 		case FrameWindowUpdate:
-			inc, err := ParseWindowUpdate(p)
-			if err != nil {
+			inc := binary.BigEndian.Uint32(p)
+			if inc == 0 {
 				s.resetStream(st, CodeProtocol)
-				return nil
-			}
-			if !st.addCredit(inc) {
+			} else if !st.addCredit(inc) {
 				s.resetStream(st, CodeFlowControl)
 			}
 		case FrameClose:
-			if len(p) != 0 {
-				return protoErr("CLOSE with payload")
-			}
 			st.remoteClose()
 		case FrameReset:
-			code, reason, err := ParseCodeReason(p)
-			if err != nil {
-				return err
-			}
+			code, reason, _ := ParseCodeReason(p)
 			st.remoteReset(code, reason)
 		}
 		return nil
 	case FrameGoAway:
-		if id != 0 {
-			return protoErr("GOAWAY on stream %d", id)
-		}
-		last, code, reason, err := ParseGoAway(p)
-		if err != nil {
-			return err
-		}
-		s.handleGoAway(last, code, reason)
-		return nil
+		last, code, reason, _ := ParseGoAway(p)
+		return s.handleGoAway(last, code, reason)
 	case FrameError:
-		code, reason, err := ParseCodeReason(p)
-		if err != nil {
-			return err
-		}
+		code, reason, _ := ParseCodeReason(p)
 		return &SessionError{Code: code, Reason: reason, Remote: true}
 	default: // HELLO/HELLO_ACK after the handshake, or unknown types
 		return protoErr("unexpected %v frame", t)
 	}
 }
 
+// checkControl applies the stream id class and payload length rules of
+// docs/wire.md sections 4 and 6.1 to a frame other than DATA: a wrong
+// class is a PROTOCOL_ERROR, a payload length its type does not allow a
+// FRAME_SIZE_ERROR, both connection errors.
+func checkControl(t FrameType, id uint32, n int) error {
+	connLevel := t == FramePing || t == FramePong || t == FrameGoAway || t == FrameError
+	if !t.Known() || t == FrameHello || t == FrameHelloAck {
+		return protoErr("unexpected %v frame", t)
+	}
+	if connLevel != (id == 0) {
+		return protoErr("%v on stream %d", t, id)
+	}
+	var ok bool
+	switch t {
+	case FramePing, FramePong:
+		ok = n == 8
+	case FrameWindowUpdate:
+		ok = n == 4
+	case FrameClose:
+		ok = n == 0
+	case FrameReset, FrameError:
+		ok = n >= 4 && n <= 4+MaxReasonSize
+	case FrameGoAway:
+		ok = n >= 8 && n <= 8+MaxReasonSize
+	case FrameOpen:
+		ok = true // a bad name is a stream error (section 6.2)
+	}
+	if !ok {
+		return sizeErr(t, n)
+	}
+	return nil
+}
+
+func sizeErr(t FrameType, n int) error {
+	return &SessionError{Code: CodeFrameSize, Reason: fmt.Sprintf("%v payload of %d bytes", t, n)}
+}
+
 func (s *Session) handleOpen(id uint32, p []byte) error {
 	s.mu.Lock()
-	if id == 0 || !s.isPeerID(id) || id <= s.lastPeerID {
+	if !s.isPeerID(id) || id <= s.lastPeerID {
 		s.mu.Unlock()
 		return protoErr("OPEN with stream id %d (last %d)", id, s.lastPeerID)
 	}
@@ -166,14 +178,14 @@ func (s *Session) handleOpen(id uint32, p []byte) error {
 	switch {
 	case !ValidServiceName(name):
 		refuse = CodeProtocol
-	case s.goAwaySent:
+	case s.goAwaySent || s.goAwayRecv:
 		refuse = CodeRefused
 	case len(s.streams) >= s.cfg.MaxStreams:
 		refuse = CodeRefused
 	}
 	if refuse != 0 {
 		s.mu.Unlock()
-		s.enqueue(ctrlFrame{t: FrameReset, id: id, code: refuse})
+		s.reply(ctrlFrame{t: FrameReset, id: id, code: refuse})
 		return nil
 	}
 	st := newStream(s, id, name)
@@ -183,17 +195,18 @@ func (s *Session) handleOpen(id uint32, p []byte) error {
 	case s.acceptCh <- st:
 	default:
 		s.removeStream(id)
-		s.enqueue(ctrlFrame{t: FrameReset, id: id, code: CodeRefused})
+		s.reply(ctrlFrame{t: FrameReset, id: id, code: CodeRefused})
 	}
 	return nil
 }
 
-func (s *Session) handleGoAway(last uint32, code ErrorCode, reason string) {
+// handleGoAway applies a received GOAWAY (docs/wire.md section 13): no
+// stream opens on this connection any more, this side's streams above
+// last were not processed and fail with REFUSED_STREAM, and a code other
+// than NO_ERROR ends the session.
+func (s *Session) handleGoAway(last uint32, code ErrorCode, reason string) error {
 	s.mu.Lock()
 	s.goAwayRecv = true
-	if code != CodeNoError {
-		s.remoteErr = &SessionError{Code: code, Reason: reason, Remote: true}
-	}
 	var refused []*Stream
 	for id, st := range s.streams {
 		if !s.isPeerID(id) && id > last {
@@ -204,6 +217,10 @@ func (s *Session) handleGoAway(last uint32, code ErrorCode, reason string) {
 	for _, st := range refused {
 		st.remoteReset(CodeRefused, "stream not processed before GOAWAY")
 	}
+	if code != CodeNoError {
+		return &SessionError{Code: code, Reason: reason, Remote: true}
+	}
+	return nil
 }
 
 // unknownStream answers a frame for a stream the session does not track.
@@ -219,14 +236,14 @@ func (s *Session) unknownStream(id uint32, t FrameType) {
 	}
 	s.mu.Unlock()
 	if never && t != FrameReset {
-		s.enqueue(ctrlFrame{t: FrameReset, id: id, code: CodeUnknownStream})
+		s.reply(ctrlFrame{t: FrameReset, id: id, code: CodeUnknownStream})
 	}
 }
 
 // resetStream resets st from the read loop.
 func (s *Session) resetStream(st *Stream, code ErrorCode) {
 	if st.localReset(code, "") {
-		s.enqueue(ctrlFrame{t: FrameReset, id: st.id, code: code})
+		s.reply(ctrlFrame{t: FrameReset, id: st.id, code: code})
 	}
 }
 

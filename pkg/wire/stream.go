@@ -29,7 +29,7 @@ type Stream struct {
 	remoteClosed bool      // CLOSE received
 	localClosed  bool      // Close called
 	writeClosed  bool      // CloseWrite or Close called
-	sentEnd      bool      // CLOSE or RESET sent
+	sentEnd      bool      // CLOSE or RESET sent, or RESET received: send nothing more
 	recvEnd      bool      // CLOSE or RESET received
 	resetDone    bool      // reset either way
 	rerr         error     // returned by reads once the queue is empty
@@ -513,7 +513,9 @@ func (st *Stream) remoteReset(code ErrorCode, reason string) {
 		st.mu.Unlock()
 		return
 	}
-	st.resetDone, st.recvEnd = true, true
+	// The stream is finished: this side sends nothing more on it, not even
+	// the CLOSE a later Close would otherwise send (docs/wire.md 6.3).
+	st.resetDone, st.recvEnd, st.sentEnd = true, true, true
 	err := &StreamError{StreamID: st.id, Code: code, Reason: reason, Remote: true}
 	if st.rerr == nil {
 		st.rerr = err
