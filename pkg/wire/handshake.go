@@ -26,7 +26,7 @@ func (s *Session) clientHandshake() error {
 	if _, err := s.conn.Write(AppendFrame(nil, FrameHello, 0, 0, AppendHello(nil, &hello))); err != nil {
 		return err
 	}
-	f, err := ReadFrame(s.br, HandshakeMaxFrameSize, nil)
+	f, err := s.fr.frame(HandshakeMaxFrameSize)
 	if err != nil {
 		var de *DecodeError
 		if errors.As(err, &de) {
@@ -68,7 +68,7 @@ func (s *Session) clientHandshake() error {
 }
 
 func (s *Session) serverHandshake() error {
-	f, err := ReadFrame(s.br, HandshakeMaxFrameSize, nil)
+	f, err := s.fr.frame(HandshakeMaxFrameSize)
 	if err != nil {
 		var de *DecodeError
 		if errors.As(err, &de) {

@@ -14,12 +14,14 @@ const maxControlPayload = 8 + MaxReasonSize
 
 func (s *Session) readLoop() {
 	defer s.wg.Done()
-	ctl := make([]byte, 0, maxControlPayload)
+	defer s.fr.release()
+	defer s.wakeAll()
+	s.fr.beforeRead = s.wakeAll
 	for {
-		h, err := readHeader(s.br, s.cfg.MaxFrameSize)
+		h, err := s.fr.header(s.cfg.MaxFrameSize)
 		if err == nil {
 			s.lastRecv.Store(int64(time.Since(s.epoch)))
-			err = s.handle(&h, ctl)
+			err = s.handle(&h)
 			if err == nil && s.overload.Load() {
 				err = &SessionError{Code: CodeEnhanceYourCalm, Reason: "peer provokes replies faster than they drain"}
 			}
@@ -29,6 +31,26 @@ func (s *Session) readLoop() {
 			return
 		}
 	}
+}
+
+// wakeLater schedules a wake-up of st's reader for before the read loop
+// next reads the connection, so a reader is woken once for all the frames
+// one read brought in, not once per frame. Only the read loop calls it.
+func (s *Session) wakeLater(st *Stream) {
+	if !st.wakeQueued {
+		st.wakeQueued = true
+		s.wakeq = append(s.wakeq, st)
+	}
+}
+
+// wakeAll wakes the readers wakeLater scheduled.
+func (s *Session) wakeAll() {
+	for i, st := range s.wakeq {
+		st.wakeQueued = false
+		notify(st.readWait)
+		s.wakeq[i] = nil
+	}
+	s.wakeq = s.wakeq[:0]
 }
 
 // readFailed ends the session after the read loop stops.
@@ -61,7 +83,7 @@ func protoErr(format string, args ...any) error {
 }
 
 // handle processes one frame whose header has been read.
-func (s *Session) handle(h *Header, ctl []byte) error {
+func (s *Session) handle(h *Header) error {
 	if h.Version() != s.version {
 		return protoErr("frame version %d on a version %d session", h.Version(), s.version)
 	}
@@ -75,7 +97,7 @@ func (s *Session) handle(h *Header, ctl []byte) error {
 	if h.Length() > maxControlPayload {
 		return sizeErr(t, int(h.Length()))
 	}
-	p, err := readPayload(s.br, h, ctl)
+	p, err := s.fr.payload(h)
 	if err != nil {
 		return err
 	}
@@ -252,24 +274,43 @@ func (s *Session) handleData(h *Header) error {
 	if id == 0 {
 		return protoErr("DATA on stream 0")
 	}
-	bp := getBuf(n)
-	p, err := readPayload(s.br, h, *bp)
-	if err != nil {
-		putBuf(bp)
-		return err
-	}
 	st := s.lookup(id)
+	compressed := h.Flags()&FlagCompressed != 0
+	if s.fr.rc == nil && fits(h) {
+		// No readv: bring in the frame and what follows with one Read.
+		if err := s.fr.fill(n + Overhead); err != nil {
+			return unexpected(err)
+		}
+	}
+	s.fr.skipHeader()
+	var bp *[]byte
+	if st != nil && !compressed && n > 0 && (s.fr.rc != nil || s.fr.buffered() >= n+TrailerSize) {
+		if p := st.claimRead(n); p != nil {
+			var err error
+			if bp, err = s.readClaimed(h, st, p); bp == nil || err != nil {
+				return err
+			}
+		}
+	}
+	if bp == nil {
+		bp = getBuf(n)
+		if _, _, err := s.fr.payloadTo(h, *bp, nil, 0, false); err != nil {
+			putBuf(bp)
+			return err
+		}
+	}
 	if st == nil {
 		putBuf(bp)
 		s.unknownStream(id, FrameData)
 		return nil
 	}
-	if h.Flags()&FlagCompressed != 0 {
+	if compressed {
 		if s.compression == CompressionNone {
 			putBuf(bp)
 			s.resetStream(st, CodeCompression)
 			return nil
 		}
+		p := *bp
 		dp := getBuf(s.cfg.MaxFrameSize)
 		out, err := decompress(s.compression, *dp, p, s.cfg.MaxFrameSize)
 		putBuf(bp)
@@ -293,4 +334,42 @@ func (s *Session) handleData(h *Header) error {
 		s.resetStream(st, code)
 	}
 	return nil
+}
+
+// readClaimed reads a DATA payload straight into p, the buffer of a Read
+// parked on st, and the rest (if p is shorter) into a chunk, as long as
+// that needs no waiting for the connection. Then the Read returns and
+// readClaimed returns nil. When the frame is not all there yet, the bytes
+// placed so far move to a chunk, the Read gets its buffer back, and the
+// chunk is returned for the caller to finish and queue.
+func (s *Session) readClaimed(h *Header, st *Stream, p []byte) (*[]byte, error) {
+	n := int(h.Length())
+	var rest *[]byte
+	var b []byte
+	if len(p) < n {
+		rest = getBuf(n - len(p))
+		b = *rest
+	}
+	placed, done, err := s.fr.payloadTo(h, p, b, 0, true)
+	if err != nil {
+		st.abandonClaim()
+		putBuf(rest)
+		return nil, err
+	}
+	if done {
+		st.deliverClaim(n, len(p), rest, h.Flags()&FlagMore != 0)
+		return nil, nil
+	}
+	bp := getBuf(n)
+	copy(*bp, p[:min(placed, len(p))])
+	if placed > len(p) {
+		copy((*bp)[len(p):], b[:placed-len(p)])
+	}
+	putBuf(rest)
+	st.abandonClaim()
+	if _, _, err := s.fr.payloadTo(h, *bp, nil, placed, false); err != nil {
+		putBuf(bp)
+		return nil, err
+	}
+	return bp, nil
 }

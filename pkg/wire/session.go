@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +24,8 @@ type Session struct {
 	peerWindow   int
 	compression  Compression
 
-	br *bufio.Reader
+	fr    *frameReader // owned by the handshake, then by the read loop
+	wakeq []*Stream    // readers to wake before the next read; the read loop's
 
 	wmu      sync.Mutex // guards wbuf, iov, trailer, wscratch and the connection's write side
 	wbuf     []byte     // frames waiting for the last writer out to flush
@@ -35,6 +35,7 @@ type Session struct {
 	trailer  [TrailerSize]byte
 	writers  atomic.Int32 // writers holding or waiting for wmu
 	wscratch [16]byte
+	armedAt  time.Time // when the write deadline was last set by armWrite
 
 	mu         sync.Mutex
 	streams    map[uint32]*Stream
@@ -80,7 +81,7 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		conn:       conn,
 		cfg:        cfg,
 		client:     client,
-		br:         bufio.NewReaderSize(conn, sessionReadBuffer),
+		fr:         newFrameReader(conn),
 		streams:    make(map[uint32]*Stream),
 		pings:      make(map[uint64]chan struct{}),
 		streamGone: make(chan struct{}, 1),
@@ -117,8 +118,9 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		s.writev = true
 	}
 	if s.writev {
-		// Payloads from directWriteMin up bypass the buffer.
-		s.wbuf = make([]byte, 0, 64<<10)
+		// Payloads from directWriteMin up bypass the buffer, which
+		// batches the small frames around them.
+		s.wbuf = make([]byte, 0, 16<<10)
 	} else {
 		// Room for a full frame plus small frames batched around it.
 		s.wbuf = make([]byte, 0, s.peerMaxFrame+Overhead+16<<10)
@@ -307,6 +309,7 @@ func (s *Session) Close() error {
 		s.mu.Lock()
 		last := s.lastPeerID
 		s.mu.Unlock()
+		s.disarmWrite()
 		s.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)) //nolint:errcheck // best effort
 		s.wbuf = appendFrameVersion(s.wbuf, s.version, FrameGoAway, 0, 0, AppendGoAway(nil, last, CodeNoError, ""))
 		s.conn.Write(s.wbuf) //nolint:errcheck // best effort
@@ -383,6 +386,7 @@ func (s *Session) failCode(code ErrorCode, cause error) {
 	locked := s.lockWriteWithin(time.Until(end))
 	if locked && !s.isDone() {
 		s.wbuf = appendFrameVersion(s.wbuf, s.version, FrameGoAway, 0, 0, AppendGoAway(nil, last, code, reason))
+		s.disarmWrite()
 		s.conn.SetWriteDeadline(end) //nolint:errcheck // best effort
 		s.conn.Write(s.wbuf)         //nolint:errcheck // best effort: the session is ending
 		s.wbuf = s.wbuf[:0]

@@ -29,10 +29,21 @@ func (s *Session) lockWriteWithin(d time.Duration) bool {
 	return true
 }
 
-// armWrite sets the connection's write deadline before bytes may reach it.
+// armWrite sets the connection's write deadline before bytes may reach
+// it. Moving a deadline costs a timer update, so a deadline set less than
+// a sixteenth of WriteTimeout ago is kept: every write still gets at
+// least 15/16 of WriteTimeout.
 func (s *Session) armWrite() {
-	s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) //nolint:errcheck // a failing conn fails the write itself
+	now := time.Now()
+	if now.Sub(s.armedAt) < s.cfg.WriteTimeout/16 {
+		return
+	}
+	s.armedAt = now
+	s.conn.SetWriteDeadline(now.Add(s.cfg.WriteTimeout)) //nolint:errcheck // a failing conn fails the write itself
 }
+
+// disarmWrite forgets the armed deadline after another one was set.
+func (s *Session) disarmWrite() { s.armedAt = time.Time{} }
 
 // writeFrame writes one frame. Writers queue on wmu; the last one out
 // flushes, so concurrent writers share syscalls.
