@@ -47,7 +47,15 @@ type frameReader struct {
 	hdr   Header
 	// beforeRead runs before every read that may wait for the connection.
 	beforeRead func()
+	// lean is set while large DATA frames arrive: reads then stop at the
+	// next frame's header, so each payload is read with one readv straight
+	// into its destination, trailer and next header included, and never
+	// copied through the buffer.
+	lean bool
 }
+
+// leanMin is the DATA payload size from which the reader goes lean.
+const leanMin = 16 << 10
 
 func newFrameReader(conn net.Conn) *frameReader {
 	fr := &frameReader{conn: conn, small: make([]byte, smallReadBuffer)}
@@ -103,7 +111,11 @@ func (fr *frameReader) fill(need int) error {
 		if fr.beforeRead != nil {
 			fr.beforeRead()
 		}
-		n, err := fr.conn.Read(fr.buf[fr.w:])
+		end := len(fr.buf)
+		if fr.lean && fr.rc != nil {
+			end = fr.r + need
+		}
+		n, err := fr.conn.Read(fr.buf[fr.w:end])
 		fr.w += n
 		fr.last = n
 		if err != nil {
@@ -203,7 +215,11 @@ func (fr *frameReader) payloadTo(h *Header, a, b []byte, placed int, nonBlocking
 		} else {
 			iov = append(iov, b[placed-len(a):])
 		}
-		iov = append(iov, fr.buf)
+		if fr.lean {
+			iov = append(iov, fr.buf[:TrailerSize+HeaderSize])
+		} else {
+			iov = append(iov, fr.buf)
+		}
 		if !nonBlocking && fr.beforeRead != nil {
 			fr.beforeRead()
 		}

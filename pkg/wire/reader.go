@@ -283,6 +283,7 @@ func (s *Session) handleData(h *Header) error {
 		}
 	}
 	s.fr.skipHeader()
+	s.fr.lean = n >= leanMin
 	var bp *[]byte
 	if st != nil && !compressed && n > 0 && (s.fr.rc != nil || s.fr.buffered() >= n+TrailerSize) {
 		if p := st.claimRead(n); p != nil {
