@@ -64,9 +64,7 @@ func BenchmarkDecode(b *testing.B) {
 			for len(stream) < 256<<10 {
 				stream = append(stream, frame...)
 			}
-			// The session reads through a 16 KiB bufio.Reader, so large
-			// payloads mostly bypass its buffer; do the same here.
-			br := bufio.NewReaderSize(&repeatReader{data: stream}, sessionReadBuffer)
+			br := bufio.NewReaderSize(&repeatReader{data: stream}, 16<<10)
 			buf := make([]byte, n)
 			b.SetBytes(int64(n))
 			b.ReportAllocs()

@@ -33,7 +33,8 @@ type Config struct {
 	// HandshakeTimeout bounds the HELLO exchange. Default 10s.
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds every write to the connection; a write that
-	// takes longer ends the session. Default 10s.
+	// takes longer ends the session. The deadline is moved at most every
+	// WriteTimeout/16, so a write gets at least 15/16 of it. Default 10s.
 	WriteTimeout time.Duration
 	// Token is sent in the client's HELLO (at most MaxTokenSize bytes).
 	Token []byte
@@ -46,13 +47,11 @@ type Config struct {
 }
 
 // directWriteMin is the payload size from which DATA goes to a TCP or Unix
-// connection by writev instead of being copied into the write buffer.
+// connection by writev, referenced in place behind the frames already
+// buffered, instead of being copied into the write buffer. Below it a
+// copy and one write cost less CPU than a writev of three pieces (measured
+// with bench/wire at 4 KiB writes).
 const directWriteMin = 16 << 10
-
-// sessionReadBuffer sizes the session's bufio.Reader: large enough to batch
-// small frames into one read, small enough that most of a large payload is
-// read straight into its own buffer instead of being copied through it.
-const sessionReadBuffer = 16 << 10
 
 // MinWindow is the smallest initial_window a peer may announce.
 const MinWindow = 1 << 10

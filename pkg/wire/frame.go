@@ -48,6 +48,9 @@ const (
 	DataFrameCost = 32
 	// MaxWindow is the largest flow-control window a stream may have.
 	MaxWindow = 1<<31 - 1
+	// MaxStreamID is the largest stream id; a frame with a larger one is a
+	// connection error PROTOCOL_ERROR.
+	MaxStreamID = 1<<31 - 1
 )
 
 // magic is the first four bytes of every frame: "SWBD".
@@ -86,7 +89,8 @@ const (
 	// set; FlagMore marks a message continued in the next DATA frame.
 	FrameData FrameType = 0x06
 	// FrameWindowUpdate (0x07) grants send credit on a stream. Stream id of
-	// an open stream. Exactly 4 bytes: increment u32 (1..2^31-1).
+	// an open stream. Exactly 4 bytes: increment u32 (>= 1; a window pushed
+	// past 2^31-1 is a FLOW_CONTROL_ERROR).
 	FrameWindowUpdate FrameType = 0x07
 	// FrameClose (0x08) half-closes a stream: the sender sends no more DATA.
 	// Stream id of an open stream. Empty payload.
@@ -513,13 +517,16 @@ func ParseGoAway(p []byte) (lastStreamID uint32, code ErrorCode, reason string, 
 	return binary.BigEndian.Uint32(p), code, reason, err
 }
 
-// ParseWindowUpdate decodes a WINDOW_UPDATE payload.
+// ParseWindowUpdate decodes a WINDOW_UPDATE payload. Increment 0 is
+// malformed; any other u32 parses, and an increment that would take a
+// window past MaxWindow (every one from 2^31 up does) is the receiver's
+// FLOW_CONTROL_ERROR, not a parse error.
 func ParseWindowUpdate(p []byte) (uint32, error) {
 	if len(p) != 4 {
 		return 0, fmt.Errorf("%w: WINDOW_UPDATE payload of %d bytes", ErrMalformed, len(p))
 	}
 	inc := binary.BigEndian.Uint32(p)
-	if inc == 0 || inc > MaxWindow {
+	if inc == 0 {
 		return 0, fmt.Errorf("%w: WINDOW_UPDATE increment %d", ErrMalformed, inc)
 	}
 	return inc, nil

@@ -190,6 +190,11 @@ func TestParsePayloads(t *testing.T) {
 	if err != nil || got.MaxVersion != 3 || got.MaxFrameSize != 1<<20 || got.InitialWindow != 4096 || string(got.Token) != "t" {
 		t.Errorf("ParseHello = %+v, %v", got, err)
 	}
+	// An increment from 2^31 up parses: it overflows any window, which the
+	// receiver reports as FLOW_CONTROL_ERROR (docs/wire.md 8.2).
+	if inc, err := ParseWindowUpdate([]byte{0x80, 0, 0, 0}); err != nil || inc != 1<<31 {
+		t.Errorf("ParseWindowUpdate(2^31) = %d, %v", inc, err)
+	}
 	bad := []struct {
 		name string
 		fn   func() error
@@ -206,7 +211,7 @@ func TestParsePayloads(t *testing.T) {
 		}},
 		{"hello_ack length", func() error { _, err := ParseHelloAck(make([]byte, 17)); return err }},
 		{"window zero", func() error { _, err := ParseWindowUpdate([]byte{0, 0, 0, 0}); return err }},
-		{"window over 2^31-1", func() error { _, err := ParseWindowUpdate([]byte{0x80, 0, 0, 0}); return err }},
+		{"window update of 5 bytes", func() error { _, err := ParseWindowUpdate([]byte{0, 0, 0, 1, 0}); return err }},
 		{"reset short", func() error { _, _, err := ParseCodeReason([]byte{0, 0, 1}); return err }},
 		{"reset reason too long", func() error { _, _, err := ParseCodeReason(make([]byte, 4+MaxReasonSize+1)); return err }},
 		{"goaway short", func() error { _, _, _, err := ParseGoAway([]byte{0, 0}); return err }},

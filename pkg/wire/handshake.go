@@ -26,36 +26,39 @@ func (s *Session) clientHandshake() error {
 	if _, err := s.conn.Write(AppendFrame(nil, FrameHello, 0, 0, AppendHello(nil, &hello))); err != nil {
 		return err
 	}
-	f, err := ReadFrame(s.br, HandshakeMaxFrameSize, nil)
+	f, err := s.fr.frame(HandshakeMaxFrameSize)
 	if err != nil {
-		return err
-	}
-	switch f.Header.Type() {
-	case FrameHelloAck:
-	case FrameError:
-		code, reason, perr := ParseCodeReason(f.Payload)
-		if perr != nil {
-			return perr
+		var de *DecodeError
+		if errors.As(err, &de) {
+			s.refuse(de.Code(), de.Err.Error())
 		}
-		return &SessionError{Code: code, Reason: reason, Remote: true}
-	default:
-		return &SessionError{Code: CodeProtocol, Reason: "expected HELLO_ACK, got " + f.Header.Type().String()}
-	}
-	ack, err := ParseHelloAck(f.Payload)
-	if err != nil {
 		return err
 	}
 	switch {
-	case ack.Version < MinVersion || ack.Version > Version:
-		return &SessionError{Code: CodeUnsupportedVersion, Reason: fmt.Sprintf("server chose version %d", ack.Version)}
+	case f.Header.Type() == FrameError && f.Header.StreamID() == 0:
+		code, reason, perr := ParseCodeReason(f.Payload)
+		if perr != nil {
+			return s.refuse(CodeProtocol, perr.Error())
+		}
+		return &SessionError{Code: code, Reason: reason, Remote: true}
+	case f.Header.Type() != FrameHelloAck || f.Header.StreamID() != 0:
+		return s.refuse(CodeProtocol, "expected HELLO_ACK on stream 0, got "+f.Header.Type().String())
+	}
+	ack, err := ParseHelloAck(f.Payload)
+	if err != nil {
+		return s.refuse(CodeProtocol, err.Error())
+	}
+	switch {
+	case ack.Version < MinVersion || ack.Version > Version || ack.Version < hello.MinVersion || ack.Version > hello.MaxVersion:
+		return s.refuse(CodeUnsupportedVersion, fmt.Sprintf("server chose version %d", ack.Version))
 	case ack.MaxFrameSize < MinMaxFrameSize || ack.MaxFrameSize > MaxMaxFrameSize:
-		return &SessionError{Code: CodeProtocol, Reason: fmt.Sprintf("max_frame_size %d out of range", ack.MaxFrameSize)}
+		return s.refuse(CodeProtocol, fmt.Sprintf("max_frame_size %d out of range", ack.MaxFrameSize))
 	case ack.InitialWindow < MinWindow || ack.InitialWindow > MaxWindow:
-		return &SessionError{Code: CodeProtocol, Reason: fmt.Sprintf("initial_window %d out of range", ack.InitialWindow)}
+		return s.refuse(CodeProtocol, fmt.Sprintf("initial_window %d out of range", ack.InitialWindow))
 	case ack.Features&^hello.Features != 0:
-		return &SessionError{Code: CodeProtocol, Reason: "server selected features not offered"}
+		return s.refuse(CodeProtocol, "server selected features not offered")
 	case ack.Features&FeatureZstd != 0 && ack.Features&FeatureS2 != 0:
-		return &SessionError{Code: CodeProtocol, Reason: "server selected two compressions"}
+		return s.refuse(CodeProtocol, "server selected two compressions")
 	}
 	s.version = ack.Version
 	s.peerMaxFrame = int(ack.MaxFrameSize)
@@ -65,7 +68,7 @@ func (s *Session) clientHandshake() error {
 }
 
 func (s *Session) serverHandshake() error {
-	f, err := ReadFrame(s.br, HandshakeMaxFrameSize, nil)
+	f, err := s.fr.frame(HandshakeMaxFrameSize)
 	if err != nil {
 		var de *DecodeError
 		if errors.As(err, &de) {
@@ -113,8 +116,9 @@ func (s *Session) serverHandshake() error {
 	return nil
 }
 
-// refuse sends an ERROR frame during the handshake and returns the matching
-// local error.
+// refuse answers a failed handshake, on either side, with an ERROR frame
+// (never GOAWAY: no session exists yet, docs/wire.md 11.1) and returns the
+// matching local error.
 func (s *Session) refuse(code ErrorCode, reason string) error {
 	s.conn.Write(AppendFrame(nil, FrameError, 0, 0, AppendCodeReason(nil, code, reason))) //nolint:errcheck // best effort: the session is ending.
 	return &SessionError{Code: code, Reason: reason}

@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +24,8 @@ type Session struct {
 	peerWindow   int
 	compression  Compression
 
-	br *bufio.Reader
+	fr    *frameReader // owned by the handshake, then by the read loop
+	wakeq []*Stream    // readers to wake before the next read; the read loop's
 
 	wmu      sync.Mutex // guards wbuf, iov, trailer, wscratch and the connection's write side
 	wbuf     []byte     // frames waiting for the last writer out to flush
@@ -35,6 +35,7 @@ type Session struct {
 	trailer  [TrailerSize]byte
 	writers  atomic.Int32 // writers holding or waiting for wmu
 	wscratch [16]byte
+	armedAt  time.Time // when the write deadline was last set by armWrite
 
 	mu         sync.Mutex
 	streams    map[uint32]*Stream
@@ -42,7 +43,6 @@ type Session struct {
 	lastPeerID uint32
 	goAwaySent bool
 	goAwayRecv bool
-	remoteErr  *SessionError // from GOAWAY with a code, or ERROR
 	pings      map[uint64]chan struct{}
 	pingSeq    uint64
 	streamGone chan struct{} // signalled when a stream leaves streams
@@ -52,8 +52,10 @@ type Session struct {
 	overload  atomic.Bool // a reply could not be queued
 	done      chan struct{}
 	closeOnce sync.Once
-	err       error // set before done is closed
-	recvCount atomic.Uint64
+	err       error         // set before done is closed
+	epoch     time.Time     // start of the session's clock
+	lastRecv  atomic.Int64  // when the last frame arrived, since epoch
+	wrote     chan struct{} // signalled after each completed write to conn
 	wg        sync.WaitGroup
 }
 
@@ -79,13 +81,15 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		conn:       conn,
 		cfg:        cfg,
 		client:     client,
-		br:         bufio.NewReaderSize(conn, sessionReadBuffer),
+		fr:         newFrameReader(conn),
 		streams:    make(map[uint32]*Stream),
 		pings:      make(map[uint64]chan struct{}),
 		streamGone: make(chan struct{}, 1),
 		acceptCh:   make(chan *Stream, cfg.AcceptBacklog),
 		ctrlCh:     make(chan ctrlFrame, ctrlQueueSize),
 		done:       make(chan struct{}),
+		wrote:      make(chan struct{}, 1),
+		epoch:      time.Now(),
 	}
 	if client {
 		s.nextID = 1
@@ -114,8 +118,9 @@ func newSession(conn net.Conn, cfg Config, client bool) (*Session, error) {
 		s.writev = true
 	}
 	if s.writev {
-		// Payloads from directWriteMin up bypass the buffer.
-		s.wbuf = make([]byte, 0, 64<<10)
+		// Payloads from directWriteMin up bypass the buffer, which
+		// batches the small frames around them.
+		s.wbuf = make([]byte, 0, 16<<10)
 	} else {
 		// Room for a full frame plus small frames batched around it.
 		s.wbuf = make([]byte, 0, s.peerMaxFrame+Overhead+16<<10)
@@ -188,7 +193,7 @@ func (s *Session) Open(ctx context.Context, service string) (*Stream, error) {
 		err = ErrGoAway
 	case len(s.streams) >= s.cfg.MaxStreams:
 		err = ErrTooManyStreams
-	case s.nextID > MaxWindow:
+	case s.nextID > MaxStreamID:
 		err = ErrStreamIDsExhausted
 	}
 	if err != nil {
@@ -304,6 +309,7 @@ func (s *Session) Close() error {
 		s.mu.Lock()
 		last := s.lastPeerID
 		s.mu.Unlock()
+		s.disarmWrite()
 		s.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)) //nolint:errcheck // best effort
 		s.wbuf = appendFrameVersion(s.wbuf, s.version, FrameGoAway, 0, 0, AppendGoAway(nil, last, CodeNoError, ""))
 		s.conn.Write(s.wbuf) //nolint:errcheck // best effort
@@ -355,49 +361,82 @@ func (s *Session) fail(err error) {
 	})
 }
 
-// failCode ends the session after a best-effort GOAWAY with code.
+// failCode ends the session after a best-effort GOAWAY with code. The
+// GOAWAY gets at most a second (less with a shorter WriteTimeout) to find
+// the connection free and leave: a peer that does not read must not hold a
+// failing session open for the whole WriteTimeout, and the session ends
+// with code whatever becomes of the GOAWAY.
 func (s *Session) failCode(code ErrorCode, cause error) {
 	s.mu.Lock()
 	last := s.lastPeerID
 	s.mu.Unlock()
+	final := &SessionError{Code: code, Err: cause}
+	var se *SessionError
+	if errors.As(cause, &se) && !se.Remote && se.Code == code {
+		final = se
+	}
 	reason := ""
 	if cause != nil {
 		reason = cause.Error()
 	}
-	// Best effort and bounded: a writer stuck on a peer that does not read
-	// must not hold the session open.
-	if s.lockWriteWithin(min(s.cfg.WriteTimeout, time.Second)) {
-		s.writers.Add(1)
-		payload := AppendGoAway(nil, last, code, reason)
-		s.endWrite(s.writeLocked(FrameGoAway, 0, 0, payload)) //nolint:errcheck // the session is ending
+	if se == final {
+		reason = se.Reason
 	}
-	s.fail(&SessionError{Code: code, Reason: reason, Err: cause})
+	end := time.Now().Add(min(s.cfg.WriteTimeout, time.Second))
+	locked := s.lockWriteWithin(time.Until(end))
+	if locked && !s.isDone() {
+		s.wbuf = appendFrameVersion(s.wbuf, s.version, FrameGoAway, 0, 0, AppendGoAway(nil, last, code, reason))
+		s.disarmWrite()
+		s.conn.SetWriteDeadline(end) //nolint:errcheck // best effort
+		s.conn.Write(s.wbuf)         //nolint:errcheck // best effort: the session is ending
+		s.wbuf = s.wbuf[:0]
+	}
+	s.fail(final)
+	if locked {
+		s.wmu.Unlock()
+	}
+}
+
+// keepAliveStep decides, at time now, what keepalive owes a session whose
+// last frame arrived at lastRecv and whose last PING left at lastPing (all
+// on the session's clock): a PING once the peer has been silent for
+// interval since the later of the two, the end of the session once it has
+// been silent for timeout. wait is how long until the next decision is due.
+func keepAliveStep(now, lastRecv, lastPing, interval, timeout time.Duration) (ping, expired bool, wait time.Duration) {
+	if now-lastRecv >= timeout {
+		return false, true, 0
+	}
+	since := max(lastRecv, lastPing)
+	if now-since >= interval {
+		ping, since = true, now
+	}
+	next := min(since+interval, lastRecv+timeout)
+	return ping, false, next - now
 }
 
 func (s *Session) keepAlive() {
 	defer s.wg.Done()
-	tick := time.NewTicker(min(s.cfg.KeepAliveInterval, s.cfg.KeepAliveTimeout) / 2)
-	defer tick.Stop()
-	last := s.recvCount.Load()
-	lastChange := time.Now()
+	interval, timeout := s.cfg.KeepAliveInterval, s.cfg.KeepAliveTimeout
+	timer := time.NewTimer(min(interval, timeout))
+	defer timer.Stop()
+	lastPing := time.Duration(-1 << 62)
 	for {
 		select {
 		case <-s.done:
 			return
-		case now := <-tick.C:
-			if c := s.recvCount.Load(); c != last {
-				last, lastChange = c, now
-				continue
-			}
-			idle := now.Sub(lastChange)
-			if idle >= s.cfg.KeepAliveTimeout {
-				s.failCode(CodeTimeout, ErrKeepAliveTimeout)
-				return
-			}
-			if idle >= s.cfg.KeepAliveInterval {
-				s.enqueue(ctrlFrame{t: FramePing, val: uint64(now.UnixNano())})
-			}
+		case <-timer.C:
 		}
+		now := time.Since(s.epoch)
+		ping, expired, wait := keepAliveStep(now, time.Duration(s.lastRecv.Load()), lastPing, interval, timeout)
+		if expired {
+			s.failCode(CodeTimeout, ErrKeepAliveTimeout)
+			return
+		}
+		if ping {
+			lastPing = now
+			s.enqueue(ctrlFrame{t: FramePing, val: uint64(s.epoch.UnixNano() + int64(now))})
+		}
+		timer.Reset(wait)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
@@ -413,20 +414,38 @@ func TestKeepAlive(t *testing.T) {
 		}
 	})
 	t.Run("silent peer", func(t *testing.T) {
-		cfg := Config{KeepAliveInterval: 50 * time.Millisecond, KeepAliveTimeout: 200 * time.Millisecond}
+		const interval, timeout = 100 * time.Millisecond, 600 * time.Millisecond
+		cfg := Config{KeepAliveInterval: interval, KeepAliveTimeout: timeout}
 		s, p := rawServerSession(t, cfg)
-		// The raw peer answers nothing: the session must give up.
-		select {
-		case <-s.Done():
-		case <-time.After(5 * time.Second):
-			t.Fatal("session outlived a silent peer")
+		silentSince := time.Now() // the handshake was the peer's last frame
+		// The raw peer answers nothing: PINGs come, then GOAWAY TIMEOUT.
+		pings := 0
+		for {
+			f, err := p.read()
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			if f.Header.Type() == FramePing {
+				pings++
+				continue
+			}
+			if f.Header.Type() != FrameGoAway {
+				t.Fatalf("got %v, want PING or GOAWAY", f.Header.Type())
+			}
+			if _, code, _, _ := ParseGoAway(f.Payload); code != CodeTimeout {
+				t.Errorf("GOAWAY code %v, want TIMEOUT", code)
+			}
+			break
 		}
+		if d := time.Since(silentSince); d < timeout {
+			t.Errorf("GOAWAY TIMEOUT after %v of silence, before the %v timeout", d, timeout)
+		}
+		if pings < 2 {
+			t.Errorf("%d PINGs before the timeout, want one per interval of silence", pings)
+		}
+		<-s.Done()
 		if !errors.Is(s.Err(), ErrKeepAliveTimeout) {
 			t.Errorf("Err = %v, want keepalive timeout", s.Err())
-		}
-		f := p.expect(FrameGoAway)
-		if _, code, _, _ := ParseGoAway(f.Payload); code != CodeTimeout {
-			t.Errorf("GOAWAY code %v, want TIMEOUT", code)
 		}
 	})
 	t.Run("idle but alive", func(t *testing.T) {
@@ -441,6 +460,37 @@ func TestKeepAlive(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+// TestKeepAliveStep pins the keepalive schedule of docs/wire.md section 12:
+// a PING after each interval of silence, the end exactly at the timeout
+// (not at the next tick after it).
+func TestKeepAliveStep(t *testing.T) {
+	const iv, to = 15 * time.Second, 45 * time.Second
+	never := time.Duration(-1 << 62)
+	s := time.Second
+	tests := []struct {
+		name                string
+		now, recv, lastPing time.Duration
+		ping, expired       bool
+		wait                time.Duration
+	}{
+		{"busy", 10 * s, 9 * s, never, false, false, 14 * s},
+		{"first idle interval", 15 * s, 0, never, true, false, 15 * s},
+		{"pinged, still silent", 20 * s, 0, 15 * s, false, false, 10 * s},
+		{"second interval", 30 * s, 0, 15 * s, true, false, 15 * s},
+		{"third interval ends at the timeout", 44 * s, 0, 30 * s, false, false, 1 * s},
+		{"timeout exactly", 45 * s, 0, 30 * s, false, true, 0},
+		{"frame after a ping restarts", 31 * s, 30 * s, 15 * s, false, false, 14 * s},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ping, expired, wait := keepAliveStep(tt.now, tt.recv, tt.lastPing, iv, to)
+			if ping != tt.ping || expired != tt.expired || (!expired && wait != tt.wait) {
+				t.Errorf("keepAliveStep = ping %v, expired %v, wait %v; want %v, %v, %v", ping, expired, wait, tt.ping, tt.expired, tt.wait)
+			}
+		})
+	}
 }
 
 func TestHandshake(t *testing.T) {
@@ -780,10 +830,10 @@ func TestHostileInput(t *testing.T) {
 		{"malformed RESET", func(p *rawPeer) {
 			p.send(FrameOpen, 0, 1, []byte("x"))
 			p.send(FrameReset, 0, 1, []byte{0, 0})
-		}, want{FrameGoAway, CodeProtocol, true}},
+		}, want{FrameGoAway, CodeFrameSize, true}},
 		{"malformed GOAWAY", func(p *rawPeer) {
 			p.send(FrameGoAway, 0, 0, []byte{0, 0})
-		}, want{FrameGoAway, CodeProtocol, true}},
+		}, want{FrameGoAway, CodeFrameSize, true}},
 		{"zero WINDOW_UPDATE", func(p *rawPeer) {
 			p.send(FrameOpen, 0, 1, []byte("x"))
 			p.send(FrameWindowUpdate, 0, 1, []byte{0, 0, 0, 0})
@@ -864,13 +914,16 @@ func TestHostileLengthSession(t *testing.T) {
 }
 
 // TestPingFlood sends PINGs from a peer that never reads: the session must
-// cut it off instead of queueing PONGs without bound.
+// cut it off with ENHANCE_YOUR_CALM instead of queueing PONGs without bound,
+// and must do so in about a second of stalled replies however long its
+// WriteTimeout is: neither the stall nor the parting GOAWAY waits for it.
 func TestPingFlood(t *testing.T) {
+	const writeTimeout = time.Minute
 	c, sc := net.Pipe()
 	p := newRawPeer(t, c)
 	ch := make(chan *Session, 1)
 	go func() {
-		s, err := Server(sc, Config{KeepAliveInterval: -1, WriteTimeout: 5 * time.Second})
+		s, err := Server(sc, Config{KeepAliveInterval: -1, WriteTimeout: writeTimeout})
 		if err != nil {
 			t.Error(err)
 		}
@@ -884,22 +937,24 @@ func TestPingFlood(t *testing.T) {
 	defer s.Close()
 	start := time.Now()
 	ping := AppendFrame(nil, FramePing, 0, 0, make([]byte, 8))
-	for i := 0; i < 10*ctrlQueueSize; i++ {
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write(ping); err != nil {
-			break // the session hung up
+	go func() {
+		for i := 0; i < 10*ctrlQueueSize; i++ {
+			c.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := c.Write(ping); err != nil {
+				return // the session hung up
+			}
 		}
-	}
+	}()
 	select {
 	case <-s.Done():
-	case <-time.After(5 * time.Second):
+	case <-time.After(writeTimeout / 2):
 		t.Fatal("session kept absorbing a ping flood")
 	}
 	if CodeOf(s.Err()) != CodeEnhanceYourCalm {
 		t.Errorf("session error %v, want ENHANCE_YOUR_CALM", s.Err())
 	}
-	if d := time.Since(start); d > 4*time.Second {
-		t.Errorf("took %v to cut off the flood", d)
+	if d := time.Since(start); d > writeTimeout/4 {
+		t.Errorf("took %v to cut off the flood: the cut-off waited for WriteTimeout", d)
 	}
 }
 
@@ -932,29 +987,62 @@ func TestReaderFromWriterTo(t *testing.T) {
 }
 
 // TestClientRejectsBadAck checks the client's validation of HELLO_ACK.
+// TestClientRejectsBadAck checks that a client refuses a HELLO_ACK out of
+// range, or a server's first frame that is no frame at all, and tells the
+// server why with ERROR before it closes (docs/wire.md 7.3, 11.1).
 func TestClientRejectsBadAck(t *testing.T) {
+	ackFrame := func(a HelloAck) []byte { return AppendFrame(nil, FrameHelloAck, 0, 0, AppendHelloAck(nil, &a)) }
 	acks := []struct {
-		name string
-		ack  HelloAck
-		code ErrorCode
+		name  string
+		frame []byte
+		code  ErrorCode
 	}{
-		{"version 2", HelloAck{Version: 2, MaxFrameSize: 4096, InitialWindow: 4096}, CodeUnsupportedVersion},
-		{"tiny frames", HelloAck{Version: 1, MaxFrameSize: 10, InitialWindow: 4096}, CodeProtocol},
-		{"tiny window", HelloAck{Version: 1, MaxFrameSize: 4096, InitialWindow: 10}, CodeProtocol},
-		{"feature not offered", HelloAck{Version: 1, MaxFrameSize: 4096, InitialWindow: 4096, Features: FeatureZstd}, CodeProtocol},
+		{"version 2", ackFrame(HelloAck{Version: 2, MaxFrameSize: 4096, InitialWindow: 4096}), CodeUnsupportedVersion},
+		{"tiny frames", ackFrame(HelloAck{Version: 1, MaxFrameSize: 10, InitialWindow: 4096}), CodeProtocol},
+		{"tiny window", ackFrame(HelloAck{Version: 1, MaxFrameSize: 4096, InitialWindow: 10}), CodeProtocol},
+		{"feature not offered", ackFrame(HelloAck{Version: 1, MaxFrameSize: 4096, InitialWindow: 4096, Features: FeatureZstd}), CodeProtocol},
+		{"short HELLO_ACK", AppendFrame(nil, FrameHelloAck, 0, 0, make([]byte, 12)), CodeProtocol},
+		{"PING instead", AppendFrame(nil, FramePing, 0, 0, make([]byte, 8)), CodeProtocol},
+		{"not the protocol", []byte("SSH-2.0-OpenSSH_9.2p1 Debian\r\n"), CodeProtocol},
+		{"bad checksum", func() []byte {
+			b := ackFrame(HelloAck{Version: 1, MaxFrameSize: 4096, InitialWindow: 4096})
+			b[len(b)-1] ^= 1
+			return b
+		}(), CodeChecksum},
 	}
 	for _, a := range acks {
 		t.Run(a.name, func(t *testing.T) {
 			c, sc := tcpPair(t)
 			p := newRawPeer(t, sc)
+			got := make(chan error, 1)
 			go func() {
-				if _, err := p.read(); err == nil {
-					p.send(FrameHelloAck, 0, 0, AppendHelloAck(nil, &a.ack))
+				if _, err := p.read(); err != nil {
+					got <- err
+					return
 				}
+				p.sendRaw(a.frame)
+				f, err := p.read()
+				if err != nil {
+					got <- fmt.Errorf("want ERROR: %w", err)
+					return
+				}
+				code, _, _ := ParseCodeReason(f.Payload)
+				if f.Header.Type() != FrameError || code != a.code {
+					got <- fmt.Errorf("client sent %v code %v, want ERROR %v", f.Header.Type(), code, a.code)
+					return
+				}
+				if _, err := p.read(); err == nil {
+					got <- errors.New("client sent more after ERROR")
+					return
+				}
+				got <- nil
 			}()
 			_, err := Client(c, Config{Compression: []Compression{CompressionS2}})
 			if CodeOf(err) != a.code {
 				t.Errorf("Client = %v, want code %v", err, a.code)
+			}
+			if err := <-got; err != nil {
+				t.Error(err)
 			}
 		})
 	}

@@ -29,13 +29,24 @@ type Stream struct {
 	remoteClosed bool      // CLOSE received
 	localClosed  bool      // Close called
 	writeClosed  bool      // CloseWrite or Close called
-	sentEnd      bool      // CLOSE or RESET sent
+	sentEnd      bool      // CLOSE or RESET sent, or RESET received: send nothing more
 	recvEnd      bool      // CLOSE or RESET received
 	resetDone    bool      // reset either way
 	rerr         error     // returned by reads once the queue is empty
 	werr         error     // returned by writes
 	readWait     chan struct{}
 	writeWait    chan struct{}
+
+	// A Read parked for data offers its buffer (rwait); the read loop may
+	// claim it (rclaim) and put a payload straight into it (rgot bytes,
+	// freeing rcredit credit). A claimed buffer is never waited on for the
+	// connection, and the Read does not return while it is claimed.
+	rwait   []byte
+	rclaim  bool
+	rgot    int
+	rcredit int
+
+	wakeQueued bool // in the session's wake list; the read loop's alone
 
 	writeMu sync.Mutex // one Write (message) at a time
 	rdl     deadline
@@ -157,12 +168,31 @@ func (st *Stream) grant(inc uint32) {
 
 // Read reads stream data. It returns io.EOF after the peer's CLOSE and a
 // *StreamError after a RESET, once the data received before it is read.
+// While it waits, the session may read the next payload straight into p.
 func (st *Stream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	for {
 		st.mu.Lock()
+		if st.rclaim {
+			// The read loop is filling p without waiting on the network;
+			// it wakes us when done.
+			st.mu.Unlock()
+			<-st.readWait
+			continue
+		}
+		st.rwait = nil
+		if st.rgot > 0 {
+			// Data queued behind the payload put in p follows it.
+			k, credit := st.consumeLocked(p[st.rgot:])
+			n := st.rgot + k
+			inc := st.creditLocked(st.rcredit + credit)
+			st.rgot, st.rcredit = 0, 0
+			st.mu.Unlock()
+			st.grant(inc)
+			return n, nil
+		}
 		if st.localClosed {
 			st.mu.Unlock()
 			return 0, net.ErrClosed
@@ -191,12 +221,59 @@ func (st *Stream) Read(p []byte) (int, error) {
 			st.mu.Unlock()
 			return 0, err
 		}
+		st.rwait = p
 		st.mu.Unlock()
 		select {
 		case <-st.readWait:
 		case <-dl:
 		}
 	}
+}
+
+// claimRead lends the read loop the buffer of a Read parked on st, cut to
+// n, for a DATA payload of n bytes that may go there: nothing is queued
+// before it and it is within the window. It returns nil otherwise.
+func (st *Stream) claimRead(n int) []byte {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.rwait == nil || st.rclaim || st.rgot > 0 || st.q.len() > 0 || st.resetDone || st.remoteClosed ||
+		st.localClosed || n+DataFrameCost > st.recvWindow {
+		return nil
+	}
+	st.rclaim = true
+	p := st.rwait
+	st.rwait = nil
+	return p[:min(len(p), n)]
+}
+
+// abandonClaim gives a claimed buffer back untouched (as far as the Read
+// can tell: it returns nothing from it).
+func (st *Stream) abandonClaim() {
+	st.mu.Lock()
+	st.rclaim = false
+	st.mu.Unlock()
+	notify(st.readWait)
+}
+
+// deliverClaim completes a claim: the first k bytes of an n-byte payload
+// are in the Read's buffer, the rest (if any) in rest, queued behind.
+func (st *Stream) deliverClaim(n, k int, rest *[]byte, more bool) {
+	st.mu.Lock()
+	st.rclaim = false
+	st.recvWindow -= n + DataFrameCost
+	st.rgot = k
+	switch {
+	case rest == nil:
+		st.rcredit = k + DataFrameCost
+	case st.resetDone || st.localClosed:
+		st.rcredit = k
+		putBuf(rest)
+	default:
+		st.rcredit = k
+		st.q.push(chunk{b: rest, more: more})
+	}
+	st.mu.Unlock()
+	st.s.wakeLater(st)
 }
 
 // WriteTo writes the stream's data to w until EOF, without an intermediate
@@ -513,7 +590,9 @@ func (st *Stream) remoteReset(code ErrorCode, reason string) {
 		st.mu.Unlock()
 		return
 	}
-	st.resetDone, st.recvEnd = true, true
+	// The stream is finished: this side sends nothing more on it, not even
+	// the CLOSE a later Close would otherwise send (docs/wire.md 6.3).
+	st.resetDone, st.recvEnd, st.sentEnd = true, true, true
 	err := &StreamError{StreamID: st.id, Code: code, Reason: reason, Remote: true}
 	if st.rerr == nil {
 		st.rerr = err
@@ -588,7 +667,7 @@ func (st *Stream) pushData(bp *[]byte, more bool) ErrorCode {
 		st.recvWindow -= n + DataFrameCost
 		st.q.push(chunk{b: bp, more: more})
 		st.mu.Unlock()
-		notify(st.readWait)
+		st.s.wakeLater(st)
 		return CodeNoError
 	}
 	st.mu.Unlock()

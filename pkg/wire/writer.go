@@ -29,10 +29,21 @@ func (s *Session) lockWriteWithin(d time.Duration) bool {
 	return true
 }
 
-// armWrite sets the connection's write deadline before bytes may reach it.
+// armWrite sets the connection's write deadline before bytes may reach
+// it. Moving a deadline costs a timer update, so a deadline set less than
+// a sixteenth of WriteTimeout ago is kept: every write still gets at
+// least 15/16 of WriteTimeout.
 func (s *Session) armWrite() {
-	s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) //nolint:errcheck // a failing conn fails the write itself
+	now := time.Now()
+	if now.Sub(s.armedAt) < s.cfg.WriteTimeout/16 {
+		return
+	}
+	s.armedAt = now
+	s.conn.SetWriteDeadline(now.Add(s.cfg.WriteTimeout)) //nolint:errcheck // a failing conn fails the write itself
 }
+
+// disarmWrite forgets the armed deadline after another one was set.
+func (s *Session) disarmWrite() { s.armedAt = time.Time{} }
 
 // writeFrame writes one frame. Writers queue on wmu; the last one out
 // flushes, so concurrent writers share syscalls.
@@ -60,6 +71,9 @@ func (s *Session) writeLocked(t FrameType, f Flags, id uint32, payload []byte) e
 		_, err := s.bufs.WriteTo(s.conn)
 		s.iov = [3][]byte{}
 		s.wbuf = s.wbuf[:0]
+		if err == nil {
+			s.wroteOK()
+		}
 		return err
 	}
 	if len(s.wbuf)+len(payload)+Overhead > cap(s.wbuf) {
@@ -69,6 +83,9 @@ func (s *Session) writeLocked(t FrameType, f Flags, id uint32, payload []byte) e
 		if len(payload)+Overhead > cap(s.wbuf) {
 			s.armWrite()
 			_, err := s.conn.Write(appendFrameVersion(nil, s.version, t, f, id, payload))
+			if err == nil {
+				s.wroteOK()
+			}
 			return err
 		}
 	}
@@ -83,6 +100,9 @@ func (s *Session) flushLocked() error {
 	s.armWrite()
 	_, err := s.conn.Write(s.wbuf)
 	s.wbuf = s.wbuf[:0]
+	if err == nil {
+		s.wroteOK()
+	}
 	return err
 }
 
@@ -127,35 +147,98 @@ func (s *Session) writeReset(id uint32, code ErrorCode, reason string) error {
 	return s.writeFrame(FrameReset, 0, id, AppendCodeReason(nil, code, reason))
 }
 
-// enqueue hands a frame to the control writer without blocking; a peer
-// that provokes replies faster than they drain is cut off.
+// enqueue hands a frame to the control writer if the queue has room; the
+// keepalive's PINGs use it and are simply skipped when replies are queued.
 func (s *Session) enqueue(c ctrlFrame) {
 	select {
 	case s.ctrlCh <- c:
 	default:
-		s.overload.Store(true) // the read loop ends the session
 	}
 }
+
+// replyStall is how long the read loop waits for room in the reply queue
+// while the connection accepts no write at all, before it decides the peer
+// provokes replies it does not read (ENHANCE_YOUR_CALM).
+const replyStall = time.Second
+
+// reply queues an answer the read loop owes the peer (PONG, RESET). The
+// read loop never writes itself; when the queue is full it stops reading
+// until the control writer makes room, so a peer that reads its answers
+// gets every one of them, however many it provokes. Only when the
+// connection takes no write for replyStall (capped by WriteTimeout) is the
+// peer cut off.
+func (s *Session) reply(c ctrlFrame) {
+	select {
+	case s.ctrlCh <- c:
+		return
+	default:
+	}
+	stall := time.NewTimer(min(replyStall, s.cfg.WriteTimeout))
+	defer stall.Stop()
+	for {
+		select {
+		case s.ctrlCh <- c:
+			return
+		case <-s.wrote:
+			stall.Reset(min(replyStall, s.cfg.WriteTimeout))
+		case <-stall.C:
+			s.overload.Store(true) // the read loop ends the session
+			return
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// wroteOK records that a write to the connection completed.
+func (s *Session) wroteOK() {
+	select {
+	case s.wrote <- struct{}{}:
+	default:
+	}
+}
+
+// ctrlBatch bounds the replies the control writer puts in one flush.
+const ctrlBatch = 256
 
 func (s *Session) ctrlLoop() {
 	defer s.wg.Done()
 	for {
+		var c ctrlFrame
 		select {
 		case <-s.done:
 			return
-		case c := <-s.ctrlCh:
-			var err error
-			switch c.t {
-			case FramePong, FramePing:
-				err = s.writeU64(c.t, c.val)
-			case FrameReset:
-				err = s.writeReset(c.id, c.code, "")
+		case c = <-s.ctrlCh:
+		}
+		// Everything queued goes out under one lock and one flush.
+		s.writers.Add(1)
+		s.wmu.Lock()
+		err := s.writeCtrlLocked(c)
+		for i := 1; err == nil && i < ctrlBatch; i++ {
+			select {
+			case c = <-s.ctrlCh:
+				err = s.writeCtrlLocked(c)
+				continue
+			default:
 			}
-			if err != nil {
-				return
-			}
+			break
+		}
+		if s.endWrite(err) != nil {
+			return
 		}
 	}
+}
+
+func (s *Session) writeCtrlLocked(c ctrlFrame) error {
+	switch c.t {
+	case FramePong, FramePing:
+		binary.BigEndian.PutUint64(s.wscratch[:8], c.val)
+		return s.writeLocked(c.t, 0, 0, s.wscratch[:8])
+	case FrameReset:
+		binary.BigEndian.PutUint32(s.wscratch[:4], uint32(c.code))
+		return s.writeLocked(FrameReset, 0, c.id, s.wscratch[:4])
+	}
+	return nil
 }
 
 // writeData sends one DATA frame, compressed when that was negotiated and
