@@ -83,10 +83,25 @@ func defaults(cfg wire.Config) wire.Config {
 }
 
 // quicTLS returns tc set up for the QUIC mapping: TLS 1.3, ALPN.
+// A server configuration that picks its certificate per connection
+// (GetConfigForClient, as pkg/certs' reloader does) gets the same settings
+// on every configuration it returns.
 func quicTLS(tc *tls.Config) *tls.Config {
 	tc = tc.Clone()
 	tc.MinVersion = tls.VersionTLS13
 	tc.NextProtos = []string{ALPN}
+	if get := tc.GetConfigForClient; get != nil {
+		tc.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := get(hello)
+			if c == nil || err != nil {
+				return c, err
+			}
+			c = c.Clone()
+			c.MinVersion = tls.VersionTLS13
+			c.NextProtos = []string{ALPN}
+			return c, nil
+		}
+	}
 	return tc
 }
 

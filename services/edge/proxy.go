@@ -44,6 +44,7 @@ type proxy struct {
 	access   *accessLog
 	tracer   trace.Tracer // nil when spans are not exported
 	fallback *fallbackServer
+	wireWS   *wireWS // the wire protocol's WebSocket entrance, or nil (wire.go)
 
 	draining atomic.Bool     // responses close their connections (accept.go)
 	acc      acceptState     // accept loops and draining (accept.go)
