@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-net/switchboard/pkg/certs"
+	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
+	"github.com/switchboard-net/switchboard/services/edge"
+)
+
+// echoBackend echoes every connection until the client half-closes.
+func echoBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// realEdge runs an edge whose wire listeners (TCP or TLS on --wire-addr,
+// WebSocket at /wire on the HTTP(S) listener, QUIC when TLS is on) need
+// the token s3cret and tunnel to the service "echo". With TLS it returns
+// the CA file that signs the edge's certificates.
+func realEdge(t *testing.T, withTLS bool) (addrs map[string]string, caFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("services:\n  echo: [%q]\n", echoBackend(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--config=" + conf, "--allow-loopback", "--balancer-addr=", "--registry-addr=", "--prober-addr=",
+		"--runtime-socket=", "--http-addr=127.0.0.1:0", "--wire-addr=127.0.0.1:0", "--wire-token=s3cret",
+		"--wire-ws-path=/wire", "--wire-compression=zstd,s2"}
+	if withTLS {
+		ca, err := certs.NewCA(certs.CAOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		caFile = filepath.Join(dir, "ca.pem")
+		if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, k, err := ca.Issue(certs.CertOptions{Name: "edge", DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, kf := filepath.Join(dir, "edge.crt"), filepath.Join(dir, "edge.key")
+		if err := certs.WritePair(cf, kf, c, k, true); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--tls-cert="+cf, "--tls-key="+kf, "--wire-tls", "--wire-quic-addr=127.0.0.1:0",
+			"--https-addr=127.0.0.1:0", "--https-cert="+cf, "--https-key="+kf)
+	}
+	inst := servicetest.Start(t, edge.Spec(), args...)
+	return inst.Addrs, caFile
+}
+
+// startConnect starts `switchboard connect` with args and returns its local
+// address; it stops at the end of the test.
+func startConnect(t *testing.T, args ...string) string {
+	t.Helper()
+	ready := make(chan string, 1)
+	connectReady = func(a string) { ready <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	var out, errOut bytes.Buffer
+	go func() { code <- run(ctx, append([]string{"connect"}, args...), &out, &errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case c := <-code:
+			if c != 0 {
+				t.Errorf("connect exited %d: %s", c, errOut.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("connect did not stop")
+		}
+		connectReady = nil
+	})
+	select {
+	case a := <-ready:
+		return a
+	case c := <-code:
+		t.Fatalf("connect exited %d: %s", c, errOut.String())
+	case <-time.After(15 * time.Second):
+		t.Fatal("connect did not start")
+	}
+	return ""
+}
+
+// TestConnectTransports runs `switchboard connect` against a real edge
+// over every transport, with and without compression: a local
+// connection's bytes come back through the edge's echo service.
+func TestConnectTransports(t *testing.T) {
+	plain, _ := realEdge(t, false)
+	secure, ca := realEdge(t, true)
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"tcp", []string{"--edge", plain["wire"]}},
+		{"tcp, zstd", []string{"--edge", "tcp://" + plain["wire"], "--compress", "zstd"}},
+		{"ws", []string{"--edge", "ws://" + plain["http"] + "/wire"}},
+		{"tls", []string{"--edge", secure["wire"], "--tls", "--tls-ca", ca}},
+		{"tls url, s2", []string{"--edge", "tls://" + secure["wire"], "--tls-ca", ca, "--compress", "s2"}},
+		{"wss", []string{"--edge", "wss://" + secure["https"] + "/wire", "--tls-ca", ca}},
+		{"quic", []string{"--edge", "quic://" + secure["wire-quic"], "--tls-ca", ca}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			local := startConnect(t, append([]string{"echo", "--token", "s3cret"}, tt.args...)...)
+			for i := range 2 {
+				c, err := net.DialTimeout("tcp", local, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(15 * time.Second))
+				msg := strings.Repeat(fmt.Sprintf("connection %d over %s ", i, tt.name), 20000)
+				go func() {
+					io.WriteString(c, msg)
+					c.(*net.TCPConn).CloseWrite()
+				}()
+				got, err := io.ReadAll(c)
+				c.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(got) != msg {
+					t.Fatalf("connection %d: %d bytes back, want %d", i, len(got), len(msg))
+				}
+			}
+		})
+	}
+}
+
+// TestConnectTransportErrors: a wrong token is refused on every
+// transport, and impossible flag combinations are usage errors.
+func TestConnectTransportErrors(t *testing.T) {
+	secure, ca := realEdge(t, true)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"quic, wrong token", []string{"--edge", "quic://" + secure["wire-quic"], "--tls-ca", ca, "--token", "wrong"}, 1, "UNAUTHORIZED"},
+		{"wss, wrong token", []string{"--edge", "wss://" + secure["https"] + "/wire", "--tls-ca", ca, "--token", "wrong"}, 1, "UNAUTHORIZED"},
+		{"wss, wrong path", []string{"--edge", "wss://" + secure["https"] + "/nope", "--tls-ca", ca, "--token", "s3cret"}, 1, "websocket"},
+		{"quic, untrusted certificate", []string{"--edge", "quic://" + secure["wire-quic"], "--token", "s3cret"}, 1, "certificate"},
+		{"compression over quic", []string{"--edge", "quic://" + secure["wire-quic"], "--compress", "zstd"}, 2, "not available over quic"},
+		{"unknown compression", []string{"--edge", secure["wire"], "--compress", "gzip"}, 2, "zstd or s2"},
+		{"unknown scheme", []string{"--edge", "http://" + secure["http"]}, 2, "scheme"},
+		{"--tls-ca without TLS", []string{"--edge", "tcp://" + secure["wire"], "--tls-ca", ca}, 2, "need a TLS transport"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if c := run(ctx, append([]string{"connect", "echo", "--dial-timeout=5s"}, tt.args...), &out, &errOut); c != tt.code || !strings.Contains(errOut.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want %d mentioning %q", c, errOut.String(), tt.code, tt.want)
+			}
+		})
+	}
+}
