@@ -291,7 +291,7 @@ func startServer(l *link, srvTLS *tls.Config) (func(), error) {
 			}()
 		}
 	}()
-	return func() { ln.Close(); lowat.Close(); ql.Close(); pc.Close() }, nil
+	return func() { ln.Close(); lowat.Close(); ql.CloseAll(); pc.Close() }, nil
 }
 
 // setLowat keeps at most lowatBytes of unsent data in the kernel's send

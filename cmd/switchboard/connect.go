@@ -189,7 +189,9 @@ func (f *forwarder) forward(ctx context.Context, conn net.Conn) {
 }
 
 // open opens a stream, re-dialling the edge once if the session has ended
-// (for example after the edge restarted).
+// (for example after the edge restarted) or is going away (the edge is
+// draining: its streams finish on the old session, new ones go to a new
+// one).
 func (f *forwarder) open(ctx context.Context) (wiretransport.Stream, error) {
 	for attempt := 0; ; attempt++ {
 		s, err := f.session(ctx)
@@ -199,10 +201,16 @@ func (f *forwarder) open(ctx context.Context) (wiretransport.Stream, error) {
 		octx, cancel := context.WithTimeout(ctx, f.cfg.dialTimeout)
 		st, err := s.Open(octx, f.cfg.service)
 		cancel()
-		if err == nil || attempt > 0 || !sessionGone(s) {
+		switch {
+		case err == nil || attempt > 0:
 			return st, err
+		case errors.Is(err, wire.ErrGoAway):
+			f.detach(s)
+		case sessionGone(s):
+			f.dropSession(s)
+		default:
+			return nil, err
 		}
-		f.dropSession(s)
 	}
 }
 
@@ -228,6 +236,15 @@ func (f *forwarder) session(ctx context.Context) (wiretransport.Session, error) 
 	}
 	f.sess = s
 	return s, nil
+}
+
+// detach stops handing out s without closing it, so its streams finish.
+func (f *forwarder) detach(s wiretransport.Session) {
+	f.mu.Lock()
+	if f.sess == s {
+		f.sess = nil
+	}
+	f.mu.Unlock()
 }
 
 func (f *forwarder) dropSession(s wiretransport.Session) {

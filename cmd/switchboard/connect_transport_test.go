@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/switchboard-net/switchboard/pkg/certs"
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
+	"github.com/switchboard-net/switchboard/pkg/wire"
 	"github.com/switchboard-net/switchboard/services/edge"
 )
 
@@ -185,5 +187,64 @@ func TestConnectTransportErrors(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want %d mentioning %q", c, errOut.String(), tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// TestConnectFollowsGoAway: when the edge drains a session (GOAWAY), the
+// connection in flight finishes on it and the next local connection goes
+// over a new session instead of failing.
+func TestConnectFollowsGoAway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var sessions atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := sessions.Add(1)
+			go func() {
+				s, err := wire.Server(c, wire.Config{})
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				for {
+					st, err := s.Accept(context.Background())
+					if err != nil {
+						return
+					}
+					if n == 1 {
+						// Drain: announced before the first stream's answer.
+						s.GoAway(wire.CodeNoError, "draining")
+					}
+					go func() {
+						defer st.Close()
+						fmt.Fprintf(st, "session %d:", n)
+						io.Copy(st, st)
+						st.CloseWrite()
+					}()
+				}
+			}()
+		}
+	}()
+	local := startConnect(t, "echo", "--edge", ln.Addr().String())
+	for i, want := range []string{"session 1:hello", "session 2:hello"} {
+		c, err := net.DialTimeout("tcp", local, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "hello")
+		c.(*net.TCPConn).CloseWrite()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(got) != want {
+			t.Fatalf("connection %d: %q, %v; want %q", i, got, err, want)
+		}
 	}
 }

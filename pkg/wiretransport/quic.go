@@ -105,16 +105,58 @@ func quicTLS(tc *tls.Config) *tls.Config {
 	return tc
 }
 
-// ListenQUIC listens on UDP addr for QUIC connections of the wire mapping;
-// tc must hold the server certificate. Hand each accepted *quic.Conn to
-// ServeQUIC.
-func ListenQUIC(addr string, tc *tls.Config, cfg wire.Config) (*quic.Listener, error) {
-	return quic.ListenAddr(addr, quicTLS(tc), QUICConfig(cfg))
+// QUICListener accepts QUIC connections of the wire mapping. Close stops
+// accepting and leaves established connections running, so their
+// sessions can drain (Shutdown); CloseAll ends them too.
+type QUICListener struct {
+	tr *quic.Transport
+	ln *quic.Listener
 }
 
-// ListenQUICConn is ListenQUIC on a UDP socket the caller opened.
-func ListenQUICConn(pc net.PacketConn, tc *tls.Config, cfg wire.Config) (*quic.Listener, error) {
-	return quic.Listen(pc, quicTLS(tc), QUICConfig(cfg))
+// ListenQUIC listens on UDP addr; tc must hold the server certificate.
+// Hand each accepted *quic.Conn to ServeQUIC.
+func ListenQUIC(addr string, tc *tls.Config, cfg wire.Config) (*QUICListener, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, err
+	}
+	l, err := ListenQUICConn(pc, tc, cfg)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// ListenQUICConn is ListenQUIC on a UDP socket the caller opened and
+// closes.
+func ListenQUICConn(pc net.PacketConn, tc *tls.Config, cfg wire.Config) (*QUICListener, error) {
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(quicTLS(tc), QUICConfig(cfg))
+	if err != nil {
+		tr.Close()
+		return nil, err
+	}
+	return &QUICListener{tr: tr, ln: ln}, nil
+}
+
+// Accept waits for the next connection.
+func (l *QUICListener) Accept(ctx context.Context) (*quic.Conn, error) { return l.ln.Accept(ctx) }
+
+// Addr is the UDP address the listener is bound to.
+func (l *QUICListener) Addr() net.Addr { return l.ln.Addr() }
+
+// Close stops accepting connections; established ones carry on.
+func (l *QUICListener) Close() error { return l.ln.Close() }
+
+// CloseAll closes the listener and every connection it accepted.
+func (l *QUICListener) CloseAll() error {
+	l.ln.Close()
+	return l.tr.Close()
 }
 
 // DialQUIC connects to a wire server over QUIC and runs the handshake.
@@ -175,6 +217,7 @@ type QUICSession struct {
 	open       int // streams not yet closed or reset locally
 	goAwaySent bool
 	goAwayRecv bool
+	finishing  bool // closing after the peer's GOAWAY
 	streamGone chan struct{}
 
 	acceptCh  chan *quicStream
@@ -334,6 +377,7 @@ func (s *QUICSession) ctrlLoop() {
 				s.fail(&wire.SessionError{Code: code, Reason: reason, Remote: true})
 				return
 			}
+			s.finishIfIdle()
 		case wire.FrameError:
 			code, reason, _ := wire.ParseCodeReason(f.Payload)
 			s.fail(&wire.SessionError{Code: code, Reason: reason, Remote: true})
@@ -474,17 +518,17 @@ func (s *QUICSession) writeCtrl(t wire.FrameType, payload []byte) error {
 	return quicErr(err)
 }
 
-// Shutdown sends GOAWAY(NO_ERROR), waits until every stream has been
-// closed or reset locally, or ctx ends, then closes the connection.
+// Shutdown sends GOAWAY(NO_ERROR) and waits until every stream has been
+// closed or reset locally; then, as CONNECTION_CLOSE would discard stream
+// data not yet acknowledged, it waits for the peer to close the
+// connection (which it does once its own streams are done), at most the
+// WriteTimeout. It closes the connection itself when ctx ends first.
 func (s *QUICSession) Shutdown(ctx context.Context) error {
 	if err := s.GoAway(wire.CodeNoError, "shutdown"); err != nil {
 		s.Close()
 		return err
 	}
-	for {
-		if s.NumStreams() == 0 {
-			return s.Close()
-		}
+	for s.NumStreams() > 0 {
 		select {
 		case <-s.streamGone:
 		case <-s.done:
@@ -494,6 +538,36 @@ func (s *QUICSession) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	t := time.NewTimer(s.cfg.WriteTimeout)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		s.wg.Wait()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	case <-t.C:
+		return s.Close()
+	}
+}
+
+// finishIfIdle closes the connection once the peer has sent GOAWAY and
+// this side's streams are all done: the peer is waiting for that. It
+// lingers a few round trips first, for this side's last stream data to
+// be acknowledged.
+func (s *QUICSession) finishIfIdle() {
+	s.mu.Lock()
+	idle := s.goAwayRecv && s.open == 0 && !s.finishing
+	if idle {
+		s.finishing = true
+	}
+	s.mu.Unlock()
+	if !idle {
+		return
+	}
+	linger := min(max(4*s.conn.ConnectionStats().SmoothedRTT, 50*time.Millisecond), 2*time.Second)
+	time.AfterFunc(linger, func() { s.closeWith(wire.ErrSessionClosed) })
 }
 
 // NumStreams returns the streams not yet closed or reset locally.
@@ -554,6 +628,7 @@ func (s *QUICSession) streamDone() {
 	case s.streamGone <- struct{}{}:
 	default:
 	}
+	s.finishIfIdle()
 }
 
 // Done is closed when the session has ended.

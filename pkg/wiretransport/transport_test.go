@@ -63,8 +63,6 @@ type echoServer struct {
 	token   string
 	comp    []wire.Compression
 	held    chan error
-	mu      sync.Mutex
-	byKind  map[Kind]string
 	counted atomic.Int64 // bytes read from TCP connections by the server
 }
 
@@ -153,7 +151,7 @@ func (e *echoServer) start(pki testPKI) map[Kind]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ql.Close() })
+	t.Cleanup(func() { ql.CloseAll() })
 	urls[QUIC] = "quic://" + ql.Addr().String()
 	go func() {
 		for {
@@ -346,7 +344,7 @@ func TestQUICShutdownDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ql.Close()
+	defer ql.CloseAll()
 	accepted := make(chan Stream, 1)
 	shut := make(chan error, 1)
 	var server *QUICSession
@@ -366,6 +364,13 @@ func TestQUICShutdownDrains(t *testing.T) {
 			return
 		}
 		accepted <- st
+		for { // probes that beat the GOAWAY
+			st, err := server.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			st.Reset(wire.CodeRefused)
+		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -383,13 +388,14 @@ func TestQUICShutdownDrains(t *testing.T) {
 	go func() { shut <- server.Shutdown(ctx) }()
 	// The client learns of the GOAWAY and opens nothing more.
 	for {
-		_, err := client.Open(ctx, "echo")
+		probe, err := client.Open(ctx, "echo")
 		if errors.Is(err, wire.ErrGoAway) {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		probe.Close()
 		time.Sleep(10 * time.Millisecond)
 	}
 	// The open stream still works both ways.
@@ -402,6 +408,9 @@ func TestQUICShutdownDrains(t *testing.T) {
 		t.Fatalf("server read %q, %v", got, err)
 	}
 	sst.Close()
+	// Once the client's last stream is closed too, the client ends the
+	// connection (the server is waiting for that), and Shutdown returns.
+	st.Close()
 	select {
 	case err := <-shut:
 		if err != nil {

@@ -225,3 +225,58 @@ func TestWireCompressionOffByDefault(t *testing.T) {
 	}
 }
 
+
+// TestWireDrainOverEachTransport: on shutdown the edge sends GOAWAY on
+// every transport (no new streams) and lets a stream in flight finish —
+// closing the QUIC listener must not cut its established connections.
+func TestWireDrainOverEachTransport(t *testing.T) {
+	pki := newPKI(t)
+	for _, kind := range []string{"tcp", "ws", "quic"} {
+		t.Run(kind, func(t *testing.T) {
+			echo := tcpBackend(t, false)
+			inst, sock := startEdge(t, fmt.Sprintf("services:\n  echo: [%q]\n", echo), append([]string{"--allow-loopback",
+				"--wire-quic-addr=127.0.0.1:0", "--wire-ws-path=/wire"}, pki.serverFlags(true)...)...)
+			url := map[string]string{"tcp": "tcp://" + inst.Addrs["wire"], "ws": "ws://" + inst.Addrs["http"] + "/wire",
+				"quic": "quic://" + inst.Addrs["wire-quic"]}[kind]
+			s, err := dialEdge(t, url, pki.client(""), wire.Config{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := s.Open(ctx, "echo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.SetDeadline(time.Now().Add(15 * time.Second))
+			io.WriteString(st, "in flight")
+			eventually(t, 5*time.Second, "the tunnel", func() bool {
+				for _, line := range strings.Split(runtimeCmd(t, sock, "show backends echo"), "\n") {
+					if f := strings.Fields(line); len(f) > 6 && f[0] == "echo" {
+						return f[6] == "1"
+					}
+				}
+				return false
+			})
+			stopped := make(chan error, 1)
+			go func() { stopped <- inst.Stop() }()
+			eventually(t, 5*time.Second, "GOAWAY", func() bool {
+				probe, err := s.Open(ctx, "echo")
+				if err != nil {
+					return true
+				}
+				probe.Close()
+				return false
+			})
+			st.CloseWrite()
+			b, err := io.ReadAll(st)
+			if err != nil || string(b) != "IN FLIGHT|" {
+				t.Fatalf("stream in flight: %q %v (session: %v)", b, err, s.Err())
+			}
+			st.Close()
+			if err := <-stopped; err != nil {
+				t.Fatalf("stop: %v", err)
+			}
+		})
+	}
+}

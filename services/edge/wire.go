@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/switchboard-net/switchboard/pkg/access"
 	"github.com/switchboard-net/switchboard/pkg/balance"
 	"github.com/switchboard-net/switchboard/pkg/netx"
@@ -49,7 +47,7 @@ type wireServer struct {
 	allowAll    bool
 	allowSvc    map[string]bool
 
-	quic     *quic.Listener // --wire-quic-addr; nil when not set
+	quic     *wiretransport.QUICListener // --wire-quic-addr; nil when not set
 	quicAuth wireAuth
 	ws       *wireWS // --wire-ws-path; nil when not set
 
@@ -503,6 +501,9 @@ func (w *wireServer) drain(ctx context.Context) error {
 		go func() { defer wg.Done(); errs[i] = s.Shutdown(ctx) }()
 	}
 	wg.Wait()
+	if w.quic != nil {
+		w.quic.CloseAll() // the QUIC sessions have drained: free the socket's reader
+	}
 	return errors.Join(errs...)
 }
 
