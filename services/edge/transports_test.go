@@ -225,7 +225,6 @@ func TestWireCompressionOffByDefault(t *testing.T) {
 	}
 }
 
-
 // TestWireDrainOverEachTransport: on shutdown the edge sends GOAWAY on
 // every transport (no new streams) and lets a stream in flight finish —
 // closing the QUIC listener must not cut its established connections.
