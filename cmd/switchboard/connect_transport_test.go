@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -246,5 +247,90 @@ func TestConnectFollowsGoAway(t *testing.T) {
 		if err != nil || string(got) != want {
 			t.Fatalf("connection %d: %q, %v; want %q", i, got, err, want)
 		}
+	}
+}
+
+// TestConnectThroughHAProxy: a load balancer that speaks only HTTP (HAProxy
+// in mode http, terminating TLS) sits in front of the edge's HTTP
+// listener; `switchboard connect --edge wss://...` tunnels through it.
+func TestConnectThroughHAProxy(t *testing.T) {
+	haproxy := servicetest.Tool(t, "haproxy")
+	edgeAddrs, _ := realEdge(t, false)
+	dir := t.TempDir()
+	ca, err := certs.NewCA(certs.CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, k, err := ca.Issue(certs.CertOptions{Name: "lb", DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem := filepath.Join(dir, "lb.pem") // HAProxy wants certificate and key in one file
+	if err := os.WriteFile(pem, append(c, k...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lbAddr := ln.Addr().String()
+	ln.Close()
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	conf := fmt.Sprintf(`global
+  maxconn 100
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout tunnel 1h
+frontend fe
+  bind %s ssl crt %s
+  default_backend be
+backend be
+  server edge %s
+`, lbAddr, pem, edgeAddrs["http"])
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, haproxy, "-db", "-f", cfg)
+	var lbLog bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &lbLog, &lbLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", lbAddr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy did not listen on %s: %s", lbAddr, lbLog.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	local := startConnect(t, "echo", "--edge", "wss://"+lbAddr+"/wire", "--tls-ca", caFile, "--token", "s3cret", "--compress", "s2")
+	conn, err := net.DialTimeout("tcp", local, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	msg := strings.Repeat("through the load balancer ", 40000)
+	go func() {
+		io.WriteString(conn, msg)
+		conn.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(conn)
+	if err != nil || string(got) != msg {
+		t.Fatalf("%d bytes back (%v), want %d; haproxy: %s", len(got), err, len(msg), lbLog.String())
 	}
 }
