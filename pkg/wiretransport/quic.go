@@ -83,13 +83,25 @@ func defaults(cfg wire.Config) wire.Config {
 }
 
 // quicTLS returns tc set up for the QUIC mapping: TLS 1.3, ALPN.
-// A server configuration that picks its certificate per connection
-// (GetConfigForClient, as pkg/certs' reloader does) gets the same settings
-// on every configuration it returns.
-func quicTLS(tc *tls.Config) *tls.Config {
+func quicTLS(tc *tls.Config) *tls.Config { return serverTLS(tc, tls.VersionTLS13, ALPN) }
+
+// WithALPN returns a copy of the server configuration tc that negotiates
+// protos. A configuration that picks its certificate per connection
+// (GetConfigForClient, as pkg/certs' reloader does) gets them on every
+// configuration it returns too.
+func WithALPN(tc *tls.Config, protos ...string) *tls.Config { return serverTLS(tc, 0, protos...) }
+
+// serverTLS is WithALPN that also raises the minimum version to
+// minVersion when it is not 0.
+func serverTLS(tc *tls.Config, minVersion uint16, protos ...string) *tls.Config {
+	set := func(c *tls.Config) {
+		c.NextProtos = protos
+		if minVersion != 0 {
+			c.MinVersion = minVersion
+		}
+	}
 	tc = tc.Clone()
-	tc.MinVersion = tls.VersionTLS13
-	tc.NextProtos = []string{ALPN}
+	set(tc)
 	if get := tc.GetConfigForClient; get != nil {
 		tc.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			c, err := get(hello)
@@ -97,8 +109,7 @@ func quicTLS(tc *tls.Config) *tls.Config {
 				return c, err
 			}
 			c = c.Clone()
-			c.MinVersion = tls.VersionTLS13
-			c.NextProtos = []string{ALPN}
+			set(c)
 			return c, nil
 		}
 	}

@@ -114,6 +114,19 @@ func TestWireTransports(t *testing.T) {
 			}
 		})
 	}
+	// The TLS listener negotiates the spec's ALPN id (and the older one).
+	for _, proto := range []string{wiretransport.ALPN, "switchboard-wire"} {
+		tc := pki.client("")
+		tc.NextProtos = []string{proto}
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addrs["wire"], tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ConnectionState().NegotiatedProtocol; got != proto {
+			t.Errorf("ALPN %q: negotiated %q", proto, got)
+		}
+		c.Close()
+	}
 	// Any other path on the HTTP listener is not the tunnel.
 	if code, _ := rawRequest(t, addrs["http"], "GET /other HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"); code == 101 {
 		t.Fatal("an Upgrade on another path became a wire session")

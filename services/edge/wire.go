@@ -142,10 +142,11 @@ func (e *Edge) startWire(rt *service.Runtime) (*wireServer, error) {
 	}
 	if cfg.WireAddr != "" {
 		if cfg.WireTLS {
-			if w.tls = rt.ServerTLS(false); w.tls == nil {
+			tc := rt.ServerTLS(false)
+			if tc == nil {
 				return nil, &service.FlagError{Err: errors.New("--wire-tls needs the service certificate: --tls-cert and --tls-key")}
 			}
-			w.tls.NextProtos = wireALPN
+			w.tls = wiretransport.WithALPN(tc, wireALPN...)
 		}
 		if err := rt.RequireTLS("wire (--wire-addr)", cfg.WireAddr, w.tls != nil); err != nil {
 			return nil, err
