@@ -63,6 +63,7 @@ export SWITCHBOARD_EDGE_PORT=${SWITCHBOARD_EDGE_PORT:-28080}
 export SWITCHBOARD_EDGE_GRPC_PORT=${SWITCHBOARD_EDGE_GRPC_PORT:-27500}
 export SWITCHBOARD_EDGE_ADMIN_PORT=${SWITCHBOARD_EDGE_ADMIN_PORT:-27501}
 export SWITCHBOARD_WIRE_PORT=${SWITCHBOARD_WIRE_PORT:-27900}
+export SWITCHBOARD_WIRE_QUIC_PORT=${SWITCHBOARD_WIRE_QUIC_PORT:-27902}
 
 project=switchboard-e2e
 dc() { "${compose[@]}" -p "$project" -f "$root/deploy/compose.yaml" "$@"; }
@@ -417,9 +418,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 --cacert "$secrets/ca.pem" "h
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 --cacert "$secrets/ca.pem" "https://127.0.0.1:$SWITCHBOARD_EDGE_ADMIN_PORT/metrics" || true)
 [ "$code" = 200 ] || fail "the edge's /metrics without a client certificate answered $code, want 200"
 log "ok: the dashboard refuses a caller without a client certificate (403; /metrics 200)"
-# The wire listener (TLS): `switchboard connect` from the image, on the
-# host's network, reaches demo with the viewer token (a stream needs read
-# on its service) and is refused without a token.
+# The wire listeners: `switchboard connect` from the image, on the host's
+# network, reaches demo with the viewer token (a stream needs read on its
+# service) over TLS (with zstd compression) and over QUIC, and is refused
+# without a token on both.
 wire_connect() { # DOCKER-RUN-OPTIONS... -- CONNECT-FLAGS...
 	local opts=()
 	while [ "$1" != -- ]; do
@@ -428,17 +430,28 @@ wire_connect() { # DOCKER-RUN-OPTIONS... -- CONNECT-FLAGS...
 	done
 	shift
 	docker run "${opts[@]}" --network host --user 65532:65532 -v "$secrets/ca.pem:/ca.pem:ro" "$image" \
-		connect demo --edge "127.0.0.1:$SWITCHBOARD_WIRE_PORT" --tls --tls-ca /ca.pem "$@"
+		connect demo --tls-ca /ca.pem "$@"
 }
-refused "a wire connection without a token" wire_connect --rm -- --listen 127.0.0.1:0
+wire_tls=(--edge "127.0.0.1:$SWITCHBOARD_WIRE_PORT" --tls)
+wire_quic=(--edge "quic://127.0.0.1:$SWITCHBOARD_WIRE_QUIC_PORT")
+refused "a wire connection without a token" wire_connect --rm -- "${wire_tls[@]}" --listen 127.0.0.1:0
 grep -q "UNAUTHORIZED" <<<"$last" || fail "a wire connection without a token: want UNAUTHORIZED, got: $last"
+refused "a QUIC wire connection without a token" wire_connect --rm -- "${wire_quic[@]}" --listen 127.0.0.1:0
+grep -q "UNAUTHORIZED" <<<"$last" || fail "a QUIC wire connection without a token: want UNAUTHORIZED, got: $last"
 wire_port=${SWITCHBOARD_E2E_CONNECT_PORT:-27901}
-wire_connect -d --name "$project-connect" -- --token "$(cat "$secrets/viewer.token")" --listen "127.0.0.1:$wire_port" >/dev/null ||
-	fail "switchboard connect with the viewer token"
-through_wire() { curl -fsS -m 5 "http://127.0.0.1:$wire_port/" | grep -q "hello from demo-1"; }
-poll 10 "demo-1 through the wire listener" through_wire || fail "demo through the wire listener"
-docker rm -f "$project-connect" >/dev/null 2>&1 || true
-log "ok: the wire listener (TLS) carries a connection with the viewer token and refuses one without ($last)"
+for transport in tls quic; do
+	if [ "$transport" = tls ]; then
+		flags=("${wire_tls[@]}" --compress zstd)
+	else
+		flags=("${wire_quic[@]}")
+	fi
+	wire_connect -d --name "$project-connect" -- "${flags[@]}" --token "$(cat "$secrets/viewer.token")" --listen "127.0.0.1:$wire_port" >/dev/null ||
+		fail "switchboard connect over $transport with the viewer token"
+	through_wire() { curl -fsS -m 5 "http://127.0.0.1:$wire_port/" | grep -q "hello from demo-1"; }
+	poll 10 "demo-1 through the wire listener ($transport)" through_wire || fail "demo through the wire listener over $transport"
+	docker rm -f "$project-connect" >/dev/null 2>&1 || true
+done
+log "ok: switchboard connect carries a connection with the viewer token over TLS (zstd) and QUIC, and is refused without one ($last)"
 consul=http://127.0.0.1:$SWITCHBOARD_CONSUL_PORT
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X PUT -d '{"Name":"intruder"}' "$consul/v1/agent/service/register" || true)
 [ "$code" = 403 ] || fail "Consul answered an anonymous service registration with $code, want 403"

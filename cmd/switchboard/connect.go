@@ -15,12 +15,15 @@ import (
 
 	"github.com/switchboard-net/switchboard/pkg/netx"
 	"github.com/switchboard-net/switchboard/pkg/wire"
+	"github.com/switchboard-net/switchboard/pkg/wiretransport"
 )
 
 // connectConfig is the connect command's flags.
 type connectConfig struct {
 	service     string
 	edge        string
+	endpoint    wiretransport.Endpoint
+	compress    string
 	listen      string
 	token       string
 	useTLS      bool
@@ -33,13 +36,12 @@ type connectConfig struct {
 // forwarder carries local connections as streams over one wire session to
 // an edge, re-dialling the edge when the session ends.
 type forwarder struct {
-	cfg    connectConfig
-	dialer netx.Dialer
-	tls    *tls.Config
-	log    io.Writer
+	cfg  connectConfig
+	dial wiretransport.DialOptions
+	log  io.Writer
 
 	mu   sync.Mutex
-	sess *wire.Session
+	sess wiretransport.Session
 }
 
 // connectReady, when set (by tests), gets the bound listen address.
@@ -50,13 +52,14 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard connect SERVICE --edge HOST:PORT [--listen ADDR] [flags]")
+		fmt.Fprintln(stderr, "usage: switchboard connect SERVICE --edge HOST:PORT|tcp://|tls://|wss://HOST/PATH|quic://HOST:PORT [--listen ADDR] [flags]")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.edge, "edge", "", "the edge's wire address, host:port (required)")
+	fs.StringVar(&c.edge, "edge", "", "the edge's wire address (required): host:port (TCP, or TLS with --tls), tcp://host:port, tls://host:port, ws://host/path or wss://host/path (WebSocket on the edge's HTTP(S) listener at --wire-ws-path, through $HTTPS_PROXY if set), quic://host:port (--wire-quic-addr)")
+	fs.StringVar(&c.compress, "compress", "", "ask the edge to compress DATA: zstd or s2 (the edge must allow it with --wire-compression; not over quic)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:0", "local address to accept connections on (\":PORT\" listens on every interface)")
 	fs.StringVar(&c.token, "token", os.Getenv("SWITCHBOARD_WIRE_TOKEN"), "auth token sent in HELLO (default $SWITCHBOARD_WIRE_TOKEN)")
-	fs.BoolVar(&c.useTLS, "tls", false, "speak TLS to the edge")
+	fs.BoolVar(&c.useTLS, "tls", false, "speak TLS to the edge (with --edge host:port; tls://, wss:// and quic:// always do)")
 	fs.StringVar(&c.caFile, "tls-ca", "", "PEM file of CAs that sign the edge's certificate (default: the system's)")
 	fs.StringVar(&c.serverName, "tls-server-name", "", "name to verify in the edge's certificate (default: the edge's host)")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "bound on connecting to the edge")
@@ -82,17 +85,34 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case c.edge == "":
 		return usageError{errors.New("--edge HOST:PORT is required")}
 	}
-	if _, _, err := net.SplitHostPort(c.edge); err != nil {
-		return usageError{fmt.Errorf("--edge %q: %w", c.edge, err)}
+	ep, err := wiretransport.ParseEndpoint(c.edge, c.useTLS)
+	if err != nil {
+		return usageError{fmt.Errorf("--edge: %w", err)}
 	}
-
-	f := &forwarder{cfg: c, dialer: netx.Dialer{Timeout: c.dialTimeout}, log: stderr}
-	if c.useTLS {
+	c.endpoint = ep
+	f := &forwarder{cfg: c, log: stderr, dial: wiretransport.DialOptions{
+		Timeout: c.dialTimeout,
+		Dial:    (&netx.Dialer{Timeout: c.dialTimeout}).DialContext,
+		Wire:    wire.Config{Token: []byte(c.token), HandshakeTimeout: c.dialTimeout},
+	}}
+	switch wire.Compression(c.compress) {
+	case wire.CompressionNone:
+	case wire.CompressionZstd, wire.CompressionS2:
+		if ep.Kind == wiretransport.QUIC {
+			return usageError{errors.New("--compress: not available over quic (QUIC streams carry no DATA frames to compress)")}
+		}
+		f.dial.Wire.Compression = []wire.Compression{wire.Compression(c.compress)}
+	default:
+		return usageError{fmt.Errorf("--compress %q: want zstd or s2", c.compress)}
+	}
+	if ep.Secure() {
 		tc, err := clientTLS(c)
 		if err != nil {
 			return err
 		}
-		f.tls = tc
+		f.dial.TLS = tc
+	} else if c.caFile != "" || c.serverName != "" {
+		return usageError{fmt.Errorf("--tls-ca and --tls-server-name need a TLS transport: --tls, or --edge tls://, wss:// or quic://")}
 	}
 	// Connect once up front so a wrong address or token fails at once.
 	if _, err := f.session(ctx); err != nil {
@@ -104,7 +124,7 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("listen %s: %w", c.listen, err)
 	}
 	defer ln.Close()
-	fmt.Fprintf(stdout, "forwarding %s -> service %q via edge %s\n", ln.Addr(), c.service, c.edge)
+	fmt.Fprintf(stdout, "forwarding %s -> service %q via edge %s (%s)\n", ln.Addr(), c.service, c.edge, c.endpoint.Kind)
 	if connectReady != nil {
 		connectReady(ln.Addr().String())
 	}
@@ -114,7 +134,7 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func clientTLS(c connectConfig) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
 	if tc.ServerName == "" {
-		tc.ServerName, _, _ = net.SplitHostPort(c.edge)
+		tc.ServerName, _, _ = net.SplitHostPort(c.endpoint.Host)
 	}
 	if c.caFile != "" {
 		pem, err := os.ReadFile(c.caFile)
@@ -169,8 +189,10 @@ func (f *forwarder) forward(ctx context.Context, conn net.Conn) {
 }
 
 // open opens a stream, re-dialling the edge once if the session has ended
-// (for example after the edge restarted).
-func (f *forwarder) open(ctx context.Context) (*wire.Stream, error) {
+// (for example after the edge restarted) or is going away (the edge is
+// draining: its streams finish on the old session, new ones go to a new
+// one).
+func (f *forwarder) open(ctx context.Context) (wiretransport.Stream, error) {
 	for attempt := 0; ; attempt++ {
 		s, err := f.session(ctx)
 		if err != nil {
@@ -179,14 +201,20 @@ func (f *forwarder) open(ctx context.Context) (*wire.Stream, error) {
 		octx, cancel := context.WithTimeout(ctx, f.cfg.dialTimeout)
 		st, err := s.Open(octx, f.cfg.service)
 		cancel()
-		if err == nil || attempt > 0 || !sessionGone(s) {
+		switch {
+		case err == nil || attempt > 0:
 			return st, err
+		case errors.Is(err, wire.ErrGoAway):
+			f.detach(s)
+		case sessionGone(s):
+			f.dropSession(s)
+		default:
+			return nil, err
 		}
-		f.dropSession(s)
 	}
 }
 
-func sessionGone(s *wire.Session) bool {
+func sessionGone(s wiretransport.Session) bool {
 	select {
 	case <-s.Done():
 		return true
@@ -196,37 +224,30 @@ func sessionGone(s *wire.Session) bool {
 }
 
 // session returns the live session, dialling the edge when there is none.
-func (f *forwarder) session(ctx context.Context) (*wire.Session, error) {
+func (f *forwarder) session(ctx context.Context) (wiretransport.Session, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sess != nil && !sessionGone(f.sess) {
 		return f.sess, nil
 	}
-	conn, err := f.dialer.DialContext(ctx, "tcp", f.cfg.edge)
+	s, err := wiretransport.Dial(ctx, f.cfg.endpoint, f.dial)
 	if err != nil {
-		return nil, fmt.Errorf("edge %s: %w", f.cfg.edge, err)
-	}
-	if f.tls != nil {
-		tc := tls.Client(conn, f.tls)
-		hctx, cancel := context.WithTimeout(ctx, f.cfg.dialTimeout)
-		err := tc.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("edge %s: tls: %w", f.cfg.edge, err)
-		}
-		conn = tc
-	}
-	s, err := wire.Client(conn, wire.Config{Token: []byte(f.cfg.token)})
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("edge %s: %w", f.cfg.edge, err)
+		return nil, err
 	}
 	f.sess = s
 	return s, nil
 }
 
-func (f *forwarder) dropSession(s *wire.Session) {
+// detach stops handing out s without closing it, so its streams finish.
+func (f *forwarder) detach(s wiretransport.Session) {
+	f.mu.Lock()
+	if f.sess == s {
+		f.sess = nil
+	}
+	f.mu.Unlock()
+}
+
+func (f *forwarder) dropSession(s wiretransport.Session) {
 	f.mu.Lock()
 	if f.sess == s {
 		f.sess = nil

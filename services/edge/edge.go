@@ -39,17 +39,21 @@ type Config struct {
 	RegistryAddr  string
 	ProberAddr    string
 	WireToken     string
-	DataDir       string
-	RuntimeSocket string
-	RuntimeAddr   string
-	AccessLog     string
-	AccessQuery   bool
-	RateLimit     float64
-	RateBurst     int
-	ReportEvery   time.Duration
-	ReportBatch   int
-	Pprof         bool
-	HTTP          HTTPOptions
+	// Wire transports and compression (wire.go).
+	WireQUICAddr    string
+	WireWSPath      string
+	WireCompression string
+	DataDir         string
+	RuntimeSocket   string
+	RuntimeAddr     string
+	AccessLog       string
+	AccessQuery     bool
+	RateLimit       float64
+	RateBurst       int
+	ReportEvery     time.Duration
+	ReportBatch     int
+	Pprof           bool
+	HTTP            HTTPOptions
 
 	// Stopping and restarting (restart.go).
 	DrainDelay     time.Duration
@@ -71,6 +75,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.HTTPSKeys, "https-key", "private key file (PEM), paired in order with --https-cert")
 	fs.StringVar(&c.WireAddr, "wire-addr", "127.0.0.1:7900", "wire protocol listen address (empty disables)")
 	fs.BoolVar(&c.WireTLS, "wire-tls", false, "serve the wire listener over TLS with the service certificate (--tls-cert); with --tls-ca, client certificates are verified when given")
+	fs.StringVar(&c.WireQUICAddr, "wire-quic-addr", "", "wire protocol over QUIC: UDP listen address (TLS 1.3 with the service certificate, ALPN switchboard-wire/1; empty disables)")
+	fs.StringVar(&c.WireWSPath, "wire-ws-path", "", "wire protocol over WebSocket: the path on the HTTP listeners where an Upgrade request becomes a wire session (for example /wire; empty disables). Served on --https-addr, and on --http-addr when it is loopback or with --insecure")
+	fs.StringVar(&c.WireCompression, "wire-compression", "", "DATA compression the wire listeners accept, in preference order: zstd, s2 or both comma-separated (empty: none); a client asks for it in HELLO")
 	fs.BoolVar(&c.AllowLoopback, "allow-loopback", false, "let endpoints from the registry on loopback and link-local addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, unspecified) get traffic, on every protocol")
 	fs.StringVar(&c.ConfigFile, "config", "", "static routes and TCP/UDP listeners (YAML or JSON file)")
 	fs.StringVar(&c.BalancerAddr, "balancer-addr", "localhost:7200", "balancer gRPC address (empty: static routes only)")
@@ -238,6 +245,16 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		return err
 	}
 
+	// The wire server first: its WebSocket entrance rides on the HTTP
+	// listeners.
+	if cfg.wireEnabled() {
+		ws, err := e.startWire(rt)
+		if err != nil {
+			return err
+		}
+		e.wire = ws
+		p.wireWS = ws.ws
+	}
 	var closers []io.Closer
 	if cfg.HTTPAddr != "" {
 		ln, err := rt.Listen("http", cfg.HTTPAddr)
@@ -280,13 +297,6 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 			return err
 		}
 		e.udp = append(e.udp, up)
-	}
-	if cfg.WireAddr != "" {
-		ws, err := e.startWire(rt)
-		if err != nil {
-			return err
-		}
-		e.wire = ws
 	}
 	if err := e.startRuntime(rt); err != nil {
 		return err

@@ -208,6 +208,11 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 		return keep && h.bodyDone(), false
 	}
 
+	if ws := p.wireWS; ws != nil && req.connUpgrade && ws.wsUpgrade(path, h.tls) {
+		// A wire session over WebSocket: net/http runs the upgrade.
+		h.handOffTo(ws.ln)
+		return false, true
+	}
 	rt := p.routes.Load().match(h.host, path, req.get)
 	if rt == nil && p.awaitFirstSet(nil) {
 		rt = p.routes.Load().match(h.host, path, req.get)
@@ -872,7 +877,11 @@ func (h *h1conn) tunnel(uc *upConn, code int) attemptResult {
 }
 
 // handOff passes the connection to the net/http server (h2c).
-func (h *h1conn) handOff() {
+func (h *h1conn) handOff() { h.handOffTo(h.p.fallback.ln) }
+
+// handOffTo passes the connection, replaying what was read, to the
+// net/http server behind ln.
+func (h *h1conn) handOffTo(ln *chanListener) {
 	pre := append([]byte(nil), h.req.buf...)
 	if n := h.br.Buffered(); n > 0 {
 		b, _ := h.br.Peek(n)
@@ -881,7 +890,9 @@ func (h *h1conn) handOff() {
 	h.c.SetDeadline(time.Time{})
 	h.state.Store(stClosed)
 	h.p.untrack(h)
-	h.p.fallback.serve(&replayConn{Conn: h.c, pre: pre})
+	if !ln.push(&replayConn{Conn: h.c, pre: pre}) {
+		h.c.Close()
+	}
 }
 
 // replayConn replays bytes already read before reading the connection.

@@ -49,6 +49,7 @@ type proxy struct {
 	// no route waits for it instead of getting 404 (awaitFirstSet).
 	firstSet  <-chan struct{}
 	warmUntil time.Time
+	wireWS    *wireWS // the wire protocol's WebSocket entrance, or nil (wire.go)
 
 	draining atomic.Bool     // responses close their connections (accept.go)
 	acc      acceptState     // accept loops and draining (accept.go)

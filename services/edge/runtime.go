@@ -265,8 +265,16 @@ func (e *Edge) listRoutes() []RouteInfo {
 	for _, u := range e.udp {
 		out = append(out, RouteInfo{Protocol: "udp", Host: u.pc.LocalAddr().String(), Service: u.svc.name, Source: "config"})
 	}
-	if e.wire != nil {
-		out = append(out, RouteInfo{Protocol: "wire", Host: e.wire.ln.Addr().String(), Service: "*", Source: "registry"})
+	if w := e.wire; w != nil {
+		if w.ln != nil {
+			out = append(out, RouteInfo{Protocol: "wire", Host: w.ln.Addr().String(), Service: "*", Source: "registry"})
+		}
+		if w.quic != nil {
+			out = append(out, RouteInfo{Protocol: "wire-quic", Host: w.quic.Addr().String(), Service: "*", Source: "registry"})
+		}
+		if w.ws != nil {
+			out = append(out, RouteInfo{Protocol: "wire-ws", PathPrefix: w.ws.path, Service: "*", Source: "registry"})
+		}
 	}
 	return out
 }
