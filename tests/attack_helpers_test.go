@@ -401,7 +401,7 @@ func (l *attackLab) instance(t *testing.T, service, id string) *registryv1.Insta
 
 // metric reads one sample of a service's /metrics (over TLS on its
 // loopback admin port); series is the name with its labels as exposed,
-// e.g. `prober_discovery_dropped_total{reason="unauthenticated"}`. An
+// e.g. `switchboard_prober_discovery_dropped_total{reason="unauthenticated"}`. An
 // absent series is 0.
 func (l *attackLab) metric(t *testing.T, service, series string) float64 {
 	t.Helper()

@@ -464,7 +464,7 @@ func (l *attackLab) registryAsConfusedDeputy(t *testing.T) {
 			t.Fatalf("register %s/%s as the deployer: %v", in.GetService(), in.GetId(), err)
 		}
 	}
-	refused := `prober_health_checks_refused_total{service="shop-secret"}`
+	refused := `switchboard_prober_health_checks_refused_total{service="shop-secret"}`
 	pollFor(t, 10*time.Second, "the prober checks control-1 (critical) and refuses secret-1", func() (bool, string) {
 		c := l.instance(t, "shop-control", "control-1")
 		n := l.metric(t, "prober", refused)
@@ -615,7 +615,7 @@ func (l *attackLab) spoofedDiscovery(t *testing.T) {
 		}
 	}
 	dropped := func(reason string) float64 {
-		return l.metric(t, "prober", `prober_discovery_dropped_total{reason="`+reason+`"}`)
+		return l.metric(t, "prober", `switchboard_prober_discovery_dropped_total{reason="`+reason+`"}`)
 	}
 
 	before := dropped("unauthenticated")

@@ -31,28 +31,28 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	job := []string{"job", "kind"}
+	job := []string{"job_id", "kind"}
 	m := &metrics{
-		success:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_probe_success", Help: "Whether the scheduled job's last run succeeded (1) or not (0)."}, job),
-		duration:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_probe_duration_seconds", Help: "How long the scheduled job's last run took."}, job),
-		rtt:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_ping_rtt_seconds", Help: "The ping job's last RTT summary (stat = min, avg, max, mdev)."}, []string{"job", "stat"}),
-		loss:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_ping_loss_ratio", Help: "The ping job's last loss, 0-1."}, []string{"job"}),
-		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_tls_cert_expiry_timestamp_seconds", Help: "The https check's leaf certificate expiry (Unix time)."}, []string{"job"}),
-		openPorts:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_scan_open_ports", Help: "Open ports the scan job last found."}, []string{"job"}),
-		bandwidth:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_bandwidth_bits_per_second", Help: "The bandwidth job's last throughput."}, []string{"job"}),
-		runs:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_jobs_total", Help: "Jobs run (one-off and scheduled) by kind and result."}, []string{"kind", "result"}),
-		runTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "prober_job_duration_seconds", Help: "Job run time by kind.",
+		success:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_probe_success", Help: "Whether the scheduled job's last run succeeded (1) or not (0)."}, job),
+		duration:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_probe_duration_seconds", Help: "How long the scheduled job's last run took."}, job),
+		rtt:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_ping_rtt_seconds", Help: "The ping job's last RTT summary (stat = min, avg, max, mdev)."}, []string{"job_id", "stat"}),
+		loss:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_ping_loss_ratio", Help: "The ping job's last loss, 0-1."}, []string{"job_id"}),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_tls_cert_expiry_timestamp_seconds", Help: "The https check's leaf certificate expiry (Unix time)."}, []string{"job_id"}),
+		openPorts:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_scan_open_ports", Help: "Open ports the scan job last found."}, []string{"job_id"}),
+		bandwidth:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_bandwidth_bits_per_second", Help: "The bandwidth job's last throughput."}, []string{"job_id"}),
+		runs:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_prober_jobs_total", Help: "Jobs run (one-off and scheduled) by kind and result."}, []string{"kind", "result"}),
+		runTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchboard_prober_job_duration_seconds", Help: "Job run time by kind.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"kind"}),
-		rttHist: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "prober_ping_reply_rtt_seconds", Help: "RTT of every ping reply.",
+		rttHist: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchboard_prober_ping_reply_rtt_seconds", Help: "RTT of every ping reply.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 12)}),
-		checks:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_health_checks_total", Help: "Instance health checks run by the health loop, by result."}, []string{"result"}),
-		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_health_transitions_total", Help: "Health changes reported to the registry, by new status."}, []string{"status"}),
-		instanceUp:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "prober_instance_up", Help: "Whether the health loop considers an instance passing (1) or critical (0)."}, []string{"service", "id"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_health_checks_refused_total",
+		checks:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_prober_health_checks_total", Help: "Instance health checks run by the health loop, by result."}, []string{"result"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_prober_health_transitions_total", Help: "Health changes reported to the registry, by new status."}, []string{"status"}),
+		instanceUp:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "switchboard_prober_instance_up", Help: "Whether the health loop considers an instance passing (1) or critical (0)."}, []string{"service", "id"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_prober_health_checks_refused_total",
 			Help: "Instance health checks the health loop skipped because the allowlist does not permit the instance's address, by service."}, []string{"service"}),
-		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_probe_requests_total",
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_prober_probe_requests_total",
 			Help: "Checks run for /probe scrapes, by module and result."}, []string{"module", "result"}),
-		discoveryDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prober_discovery_dropped_total",
+		discoveryDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_prober_discovery_dropped_total",
 			Help: "Discovery datagrams dropped, by reason (unauthenticated, stale, replayed, malformed, overflow)."}, []string{"reason"}),
 	}
 	reg.MustRegister(m.success, m.duration, m.rtt, m.loss, m.certExpiry, m.openPorts, m.bandwidth, m.runs, m.runTime, m.rttHist,
@@ -112,9 +112,9 @@ func (m *metrics) observe(kind, id string, res *proberv1.JobResult) {
 // forget drops an unscheduled job's gauges.
 func (m *metrics) forget(id string) {
 	for _, g := range []*prometheus.GaugeVec{m.success, m.duration} {
-		g.DeletePartialMatch(prometheus.Labels{"job": id})
+		g.DeletePartialMatch(prometheus.Labels{"job_id": id})
 	}
 	for _, g := range []*prometheus.GaugeVec{m.rtt, m.loss, m.certExpiry, m.openPorts, m.bandwidth} {
-		g.DeletePartialMatch(prometheus.Labels{"job": id})
+		g.DeletePartialMatch(prometheus.Labels{"job_id": id})
 	}
 }

@@ -395,7 +395,7 @@ func TestScheduleResultsAndPersistence(t *testing.T) {
 		t.Fatalf("results not newest first or failed: %v", results)
 	}
 	body := get(t, "http://"+inst.Addrs["admin"]+"/metrics")
-	for _, want := range []string{`prober_probe_success{job="lo-ping",kind="ping"} 1`, `prober_ping_rtt_seconds{job="lo-ping",stat="avg"}`, `prober_ping_loss_ratio{job="lo-ping"} 0`, `prober_jobs_total{kind="ping",result="success"}`} {
+	for _, want := range []string{`switchboard_prober_probe_success{job_id="lo-ping",kind="ping"} 1`, `switchboard_prober_ping_rtt_seconds{job_id="lo-ping",stat="avg"}`, `switchboard_prober_ping_loss_ratio{job_id="lo-ping"} 0`, `switchboard_prober_jobs_total{kind="ping",result="success"}`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
@@ -473,7 +473,7 @@ func TestHealthLoopFlipsInstance(t *testing.T) {
 		}
 	}
 	body := get(t, "http://"+inst.Addrs["admin"]+"/metrics")
-	if !strings.Contains(body, `prober_instance_up{id="w1",service="web"} 1`) || !strings.Contains(body, `prober_health_checks_total{result="fail"}`) {
+	if !strings.Contains(body, `switchboard_prober_instance_up{id="w1",service="web"} 1`) || !strings.Contains(body, `switchboard_prober_health_checks_total{result="fail"}`) {
 		t.Errorf("/metrics lacks health loop series")
 	}
 }

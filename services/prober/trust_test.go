@@ -247,7 +247,7 @@ func TestHealthLoopGoesThroughTheAllowlist(t *testing.T) {
 				Health: registryv1.HealthStatus_HEALTH_STATUS_PASSING, Check: &registryv1.HealthCheck{Kind: tt.kind, Interval: every, Timeout: every}})
 			inst, _ := start(t, "--registry-addr="+addr, "--allow="+tt.allow)
 			refused := func() float64 {
-				return metricValue(t, inst.Addrs["admin"], `prober_health_checks_refused_total{service="web"}`)
+				return metricValue(t, inst.Addrs["admin"], `switchboard_prober_health_checks_refused_total{service="web"}`)
 			}
 			if tt.permitted {
 				waitFor(t, 15*time.Second, "the permitted instance to be dialled", func() bool { return accepts.Load() > 0 })
