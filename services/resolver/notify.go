@@ -1,0 +1,169 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// NOTIFY (RFC 1996) to the secondaries of --notify on every zone change.
+//
+// A change only records the zone's new SOA for each secondary and wakes
+// the sender: it never waits. Per zone and secondary one sender at a time
+// sends the newest SOA over UDP, retrying a bounded number of times, each
+// attempt with a timeout; changes made meanwhile are coalesced into one
+// NOTIFY of the latest serial. The pending set is bounded by zones times
+// secondaries.
+
+// notifyTimeout bounds each NOTIFY attempt; notifyAttempts bounds the
+// attempts per change and secondary (RFC 1996 §3.6 asks for a few
+// retries, each after a timeout), with the wait between them doubling
+// from notifyRetryWait.
+const (
+	notifyTimeout   = time.Second
+	notifyAttempts  = 5
+	notifyRetryWait = 500 * time.Millisecond
+)
+
+// notifyKey is one zone at one secondary.
+type notifyKey struct {
+	zone, target string
+}
+
+// notifier sends NOTIFY messages.
+type notifier struct {
+	log     *slog.Logger
+	targets []string
+	key     *tsigKey
+	timeout time.Duration
+	retry   time.Duration
+
+	mu      sync.Mutex
+	pending map[notifyKey]*dns.SOA // the newest SOA not yet sent
+	busy    map[notifyKey]bool     // a sender runs for the key
+	wake    chan struct{}
+	sent    func(notifyKey, uint32, error) // called after each NOTIFY's last attempt (tests)
+}
+
+func newNotifier(log *slog.Logger, targets []string, key *tsigKey) *notifier {
+	return &notifier{
+		log: log, targets: targets, key: key,
+		timeout: notifyTimeout, retry: notifyRetryWait,
+		pending: map[notifyKey]*dns.SOA{},
+		busy:    map[notifyKey]bool{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// changed queues NOTIFY of the zones' new SOAs to every secondary; it
+// does not block.
+func (n *notifier) changed(zones []committed) {
+	if n == nil || len(zones) == 0 || len(n.targets) == 0 {
+		return
+	}
+	n.mu.Lock()
+	for _, z := range zones {
+		for _, t := range n.targets {
+			n.pending[notifyKey{z.origin, t}] = z.soa
+		}
+	}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run starts a sender for each pending key without one, until ctx ends,
+// and waits for the senders.
+func (n *notifier) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.wake:
+		}
+		n.mu.Lock()
+		for k := range n.pending {
+			if n.busy[k] {
+				continue
+			}
+			n.busy[k] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.send(ctx, k)
+			}()
+		}
+		n.mu.Unlock()
+	}
+}
+
+// send notifies one secondary of one zone until nothing newer is pending.
+func (n *notifier) send(ctx context.Context, k notifyKey) {
+	for {
+		n.mu.Lock()
+		soa := n.pending[k]
+		delete(n.pending, k)
+		if soa == nil || ctx.Err() != nil {
+			delete(n.busy, k)
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Unlock()
+		err := n.notify(ctx, k, soa)
+		if err != nil {
+			n.log.Warn("NOTIFY not acknowledged; the secondary will refresh on its SOA timer", "zone", k.zone, "secondary", k.target, "serial", soa.Serial, "err", err)
+		} else {
+			n.log.Debug("NOTIFY acknowledged", "zone", k.zone, "secondary", k.target, "serial", soa.Serial)
+		}
+		if n.sent != nil {
+			n.sent(k, soa.Serial, err)
+		}
+	}
+}
+
+// notify sends one NOTIFY with bounded retries and returns the last error.
+func (n *notifier) notify(ctx context.Context, k notifyKey, soa *dns.SOA) error {
+	c := &dns.Client{Net: "udp", Timeout: n.timeout}
+	if n.key != nil {
+		c.TsigProvider = n.key
+	}
+	wait := n.retry
+	var err error
+	for attempt := range notifyAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			wait *= 2
+		}
+		m := new(dns.Msg)
+		m.SetNotify(k.zone)
+		m.Answer = []dns.RR{soa} // the new serial (RFC 1996 §3.7)
+		if n.key != nil {
+			m.SetTsig(n.key.name, n.key.alg, tsigFudge, time.Now().Unix())
+		}
+		actx, cancel := context.WithTimeout(ctx, n.timeout)
+		var r *dns.Msg
+		r, _, err = c.ExchangeContext(actx, m, k.target)
+		cancel()
+		switch {
+		case err != nil:
+			err = fmt.Errorf("attempt %d: %w", attempt+1, err)
+		case r.Opcode != dns.OpcodeNotify || r.Rcode != dns.RcodeSuccess:
+			err = fmt.Errorf("attempt %d: answered %s (opcode %s)", attempt+1, dns.RcodeToString[r.Rcode], dns.OpcodeToString[r.Opcode])
+		default:
+			return nil
+		}
+	}
+	return err
+}
