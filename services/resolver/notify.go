@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -34,6 +35,16 @@ type notifyKey struct {
 	zone, target string
 }
 
+// notifyState is what is to be sent for one key.
+type notifyState struct {
+	soa     *dns.SOA      // the newest SOA not yet sent; nil: none
+	running bool          // a sender runs for the key
+	newer   chan struct{} // a newer SOA arrived while the sender waits to retry
+}
+
+// errSuperseded ends the retries of a NOTIFY when a newer one is due.
+var errSuperseded = errors.New("superseded by a newer serial")
+
 // notifier sends NOTIFY messages.
 type notifier struct {
 	log     *slog.Logger
@@ -42,20 +53,18 @@ type notifier struct {
 	timeout time.Duration
 	retry   time.Duration
 
-	mu      sync.Mutex
-	pending map[notifyKey]*dns.SOA // the newest SOA not yet sent
-	busy    map[notifyKey]bool     // a sender runs for the key
-	wake    chan struct{}
-	sent    func(notifyKey, uint32, error) // called after each NOTIFY's last attempt (tests)
+	mu     sync.Mutex
+	states map[notifyKey]*notifyState // at most zones × targets
+	wake   chan struct{}
+	sent   func(notifyKey, uint32, error) // called after each NOTIFY's last attempt (tests)
 }
 
 func newNotifier(log *slog.Logger, targets []string, key *tsigKey) *notifier {
 	return &notifier{
 		log: log, targets: targets, key: key,
 		timeout: notifyTimeout, retry: notifyRetryWait,
-		pending: map[notifyKey]*dns.SOA{},
-		busy:    map[notifyKey]bool{},
-		wake:    make(chan struct{}, 1),
+		states: map[notifyKey]*notifyState{},
+		wake:   make(chan struct{}, 1),
 	}
 }
 
@@ -68,7 +77,19 @@ func (n *notifier) changed(zones []committed) {
 	n.mu.Lock()
 	for _, z := range zones {
 		for _, t := range n.targets {
-			n.pending[notifyKey{z.origin, t}] = z.soa
+			k := notifyKey{z.origin, t}
+			st := n.states[k]
+			if st == nil {
+				st = &notifyState{newer: make(chan struct{}, 1)}
+				n.states[k] = st
+			}
+			st.soa = z.soa
+			if st.running {
+				select {
+				case st.newer <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}
 	n.mu.Unlock()
@@ -78,8 +99,8 @@ func (n *notifier) changed(zones []committed) {
 	}
 }
 
-// run starts a sender for each pending key without one, until ctx ends,
-// and waits for the senders.
+// run starts a sender for each key with something to send and no sender,
+// until ctx ends, and waits for the senders.
 func (n *notifier) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -90,15 +111,15 @@ func (n *notifier) run(ctx context.Context) error {
 		case <-n.wake:
 		}
 		n.mu.Lock()
-		for k := range n.pending {
-			if n.busy[k] {
+		for k, st := range n.states {
+			if st.running || st.soa == nil {
 				continue
 			}
-			n.busy[k] = true
+			st.running = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				n.send(ctx, k)
+				n.send(ctx, k, st)
 			}()
 		}
 		n.mu.Unlock()
@@ -106,21 +127,28 @@ func (n *notifier) run(ctx context.Context) error {
 }
 
 // send notifies one secondary of one zone until nothing newer is pending.
-func (n *notifier) send(ctx context.Context, k notifyKey) {
+func (n *notifier) send(ctx context.Context, k notifyKey, st *notifyState) {
 	for {
 		n.mu.Lock()
-		soa := n.pending[k]
-		delete(n.pending, k)
+		soa := st.soa
+		st.soa = nil
+		select {
+		case <-st.newer:
+		default:
+		}
 		if soa == nil || ctx.Err() != nil {
-			delete(n.busy, k)
+			delete(n.states, k)
 			n.mu.Unlock()
 			return
 		}
 		n.mu.Unlock()
-		err := n.notify(ctx, k, soa)
-		if err != nil {
+		err := n.notify(ctx, k, soa, st.newer)
+		switch {
+		case errors.Is(err, errSuperseded):
+			continue
+		case err != nil:
 			n.log.Warn("NOTIFY not acknowledged; the secondary will refresh on its SOA timer", "zone", k.zone, "secondary", k.target, "serial", soa.Serial, "err", err)
-		} else {
+		default:
 			n.log.Debug("NOTIFY acknowledged", "zone", k.zone, "secondary", k.target, "serial", soa.Serial)
 		}
 		if n.sent != nil {
@@ -129,8 +157,9 @@ func (n *notifier) send(ctx context.Context, k notifyKey) {
 	}
 }
 
-// notify sends one NOTIFY with bounded retries and returns the last error.
-func (n *notifier) notify(ctx context.Context, k notifyKey, soa *dns.SOA) error {
+// notify sends one NOTIFY with bounded retries and returns the last error,
+// or errSuperseded when newer fires while it waits to retry.
+func (n *notifier) notify(ctx context.Context, k notifyKey, soa *dns.SOA, newer <-chan struct{}) error {
 	c := &dns.Client{Net: "udp", Timeout: n.timeout}
 	if n.key != nil {
 		c.TsigProvider = n.key
@@ -139,10 +168,15 @@ func (n *notifier) notify(ctx context.Context, k notifyKey, soa *dns.SOA) error 
 	var err error
 	for attempt := range notifyAttempts {
 		if attempt > 0 {
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return ctx.Err()
-			case <-time.After(wait):
+			case <-newer:
+				t.Stop()
+				return errSuperseded
+			case <-t.C:
 			}
 			wait *= 2
 		}
