@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
+	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
 // testTSIG is the key of the TSIG tests (32 random bytes, base64).
@@ -97,6 +99,11 @@ func TestTransferAllow(t *testing.T) {
 		r := e.query(t, "tcp", q("example.test.", dns.TypeIXFR))
 		if r.Rcode != dns.RcodeRefused {
 			t.Fatalf("IXFR without --transfer-allow: %s, want REFUSED", dns.RcodeToString[r.Rcode])
+		}
+		// No key configured: a signed query cannot verify (RFC 8945 §5.2.1).
+		out = e.xdig(t, "-y", "hmac-sha256:xfr-key:"+testTSIGSecret, "www.example.test.", "A")
+		if !strings.Contains(out, "BADKEY") || len(records(out)) != 0 {
+			t.Fatalf("signed query without a configured key: want BADKEY:\n%s", out)
 		}
 	})
 	e := startEnv(t, "--transfer-allow=127.0.0.2/32,10.0.0.0/8")
@@ -343,6 +350,27 @@ func TestTransferTSIG(t *testing.T) {
 	}
 }
 
+// TestTSIGFailureReplyUnpacks: the NOTAUTH reply to a TSIG with an empty
+// algorithm (a malformed request) is a record that unpacks.
+func TestTSIGFailureReplyUnpacks(t *testing.T) {
+	key, err := parseTSIGKey(testTSIG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alg := range []string{"", ".", dns.HmacSHA256} {
+		r := q("nope.", dns.TypeA)
+		r.Extra = []dns.RR{&dns.TSIG{Hdr: dns.RR_Header{Name: testTSIGName, Rrtype: dns.TypeTSIG, Class: dns.ClassANY}, Algorithm: alg, Fudge: 300}}
+		b, err := tsigFailure(r, key, dns.ErrSecret)
+		if err != nil {
+			t.Fatalf("algorithm %q: %v", alg, err)
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(b); err != nil || m.Rcode != dns.RcodeNotAuth || m.IsTsig() == nil || m.IsTsig().Error != dns.RcodeBadKey {
+			t.Fatalf("algorithm %q: reply %v: %v", alg, m, err)
+		}
+	}
+}
+
 // TestTransferFlags: bad transfer flags stop the resolver with a message
 // naming the flag.
 func TestTransferFlags(t *testing.T) {
@@ -376,6 +404,7 @@ func TestParseTSIGKey(t *testing.T) {
 		{in: testTSIG, name: "xfr-key.", alg: dns.HmacSHA256},
 		{in: "Xfr.Example.:HMAC-SHA512:" + testTSIGSecret, name: "xfr.example.", alg: dns.HmacSHA512},
 		{in: "k:hmac-sha1.:" + testTSIGSecret, name: "k.", alg: dns.HmacSHA1},
+		{in: `a"b:hmac-sha256:` + testTSIGSecret, name: `a\"b.`, alg: dns.HmacSHA256},
 		{in: "k:hmac-sha256", wantErr: "name:algorithm:secret"},
 		{in: ":hmac-sha256:" + testTSIGSecret, wantErr: "empty key name"},
 		{in: "a..b:hmac-sha256:" + testTSIGSecret, wantErr: "not a domain name"},
@@ -404,6 +433,7 @@ func FuzzParseTSIGKey(f *testing.F) {
 	f.Add("k:hmac-sha1:" + testTSIGSecret)
 	f.Add("a:b:c:d")
 	f.Add("::")
+	f.Add(`":hmAC-shA256:000000000000000000000000`) // a name that needs escapes on the wire
 	f.Fuzz(func(t *testing.T, v string) {
 		k, err := parseTSIGKey(v)
 		if err != nil {
@@ -417,6 +447,127 @@ func FuzzParseTSIGKey(f *testing.F) {
 		}
 		if err := dns.TsigVerifyWithProvider(b, k, "", false); err != nil {
 			t.Fatalf("%q: verifying its own signature: %v", v, err)
+		}
+	})
+}
+
+// TestZoneSerials: the service zone's serial is the registry's index, so
+// a restarted resolver does not go back (a secondary would otherwise keep
+// its copy); a managed record moves the serial of the zone it lands in,
+// the service zone's or a zone file's.
+func TestZoneSerials(t *testing.T) {
+	reg, regAddr := startFakeRegistry(t)
+	startResolver := func() *testEnv {
+		inst := servicetest.Start(t, Spec(), "--dns-addr=127.0.0.1:0", "--registry-addr="+regAddr, "--zone-file=testdata/example.zone")
+		return &testEnv{reg: reg, inst: inst, dns: inst.Addrs["dns"]}
+	}
+	e := startResolver()
+	register(e, "web", "web-1", "10.0.0.1", 8080)
+	e.waitAnswers(t, "web.service.switchboard.", dns.TypeA, 1)
+	s1 := e.soaSerial(t, "switchboard.")
+	e.reg.mu.Lock()
+	index := e.reg.index
+	e.reg.mu.Unlock()
+	if uint64(s1) != index {
+		t.Fatalf("service zone serial %d, want the registry index %d", s1, index)
+	}
+	if _, err := e.reg.PutRecord(t.Context(), &registryv1.PutRecordRequest{Record: &registryv1.Record{Name: "txt.switchboard.", Type: "TXT", Ttl: 60, Data: `"hello"`}}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAnswers(t, "txt.switchboard.", dns.TypeTXT, 1)
+	s2 := e.soaSerial(t, "switchboard.")
+	if !serialNewer(s2, s1) {
+		t.Fatalf("serial %d after a managed record, was %d: want newer", s2, s1)
+	}
+	f1 := e.soaSerial(t, "example.test.")
+	if _, err := e.reg.PutRecord(t.Context(), &registryv1.PutRecordRequest{Record: &registryv1.Record{Name: "new.example.test.", Type: "A", Ttl: 60, Data: "192.0.2.99"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAnswers(t, "new.example.test.", dns.TypeA, 1)
+	if f2 := e.soaSerial(t, "example.test."); f2 != f1+1 {
+		t.Fatalf("zone file zone serial %d after a managed record in it, was %d: want one more", f2, f1)
+	}
+
+	// The resolver restarts: the service zone's serial does not go back.
+	if err := e.inst.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e = startResolver()
+	e.waitAnswers(t, "txt.switchboard.", dns.TypeTXT, 1)
+	if s3 := e.soaSerial(t, "switchboard."); serialNewer(s2, s3) {
+		t.Fatalf("serial %d after a restart, was %d: a secondary would keep its copy", s3, s2)
+	}
+}
+
+// FuzzTransfer: any packet from a client allowed to transfer, to a server
+// with a key and a journal, through the UDP path and the TCP transfer
+// builder, never panics; every reply parses with the query's ID, and a
+// transfer over TCP starts and ends with the zone's SOA when it succeeds.
+func FuzzTransfer(f *testing.F) {
+	s := fuzzServer(f)
+	key, err := parseTSIGKey(testTSIG)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s.xfrAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	s.xfrKey = key
+	s.journal = newJournal(5, defaultJournalBytes)
+	s.mu.Lock()
+	if err := s.rebuildLocked(); err != nil {
+		f.Fatal(err)
+	}
+	s.mu.Unlock()
+	s.setInstances(2, nil) // a change: IXFR from serial 1 has something to send
+	for _, zone := range []string{"switchboard.", "example.test.", "example.", "nope."} {
+		for _, qt := range []uint16{dns.TypeAXFR, dns.TypeIXFR} {
+			for _, signed := range []bool{false, true} {
+				m := q(zone, qt)
+				if qt == dns.TypeIXFR {
+					m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET}, Serial: 1}}
+				}
+				var pkt []byte
+				if signed {
+					m.SetTsig(testTSIGName, dns.HmacSHA256, 300, time.Now().Unix())
+					pkt, _, _ = dns.TsigGenerateWithProvider(m, key, "", false)
+				} else {
+					pkt, _ = m.Pack()
+				}
+				f.Add(pkt)
+			}
+		}
+	}
+	// Once a reply whose TSIG did not unpack (an empty algorithm echoed).
+	f.Add([]byte("\x00\x00\x01\x00\x00\x01\x00\x00\x00\x01\x00\x00\x04nope\x00\x00\xfb\x00\x01\x04nope\x00\x00\xe8\x00\x01\x00\x00\x00\x00\x00\x14\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\axfr-key\x00\x00\xff\x00\x00\xf8\xf8\x00\x00\x00k\x0fʼ\x01,\x00\x00\x00\x00ha256\x00\x00\x00k\x0fʛ\x01,\x00 \xbb1\xb9\x01L~\x12?\xb4@\x049\x15\x14]\xa6Cٻ\xd7x\x8f\x8a\xfb\x8e\x0ft$\xd6l\xc3\bg@\x00\x00\x00\x00"))
+	client := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		if len(pkt) < hdrLen {
+			return
+		}
+		id := uint16(pkt[0])<<8 | uint16(pkt[1])
+		if out := s.serveWire(pkt, client, true, false); out != nil {
+			r := new(dns.Msg)
+			if err := r.Unpack(out); err != nil || r.Id != id || !r.Response {
+				t.Fatalf("UDP reply %v (id %d, want %d): %v\nquery %q\nreply %q", r, r.Id, id, err, pkt, out)
+			}
+		}
+		m := new(dns.Msg)
+		if m.Unpack(pkt) != nil || !isTransfer(m) {
+			return
+		}
+		msgs := s.transfer(m, client, false)
+		if len(msgs) == 0 {
+			t.Fatal("no reply to a transfer")
+		}
+		for _, r := range msgs {
+			if _, err := r.Pack(); err != nil || r.Id != m.Id {
+				t.Fatalf("TCP transfer reply does not pack (%v) or has id %d, want %d", err, r.Id, m.Id)
+			}
+		}
+		if msgs[0].Rcode == dns.RcodeSuccess {
+			first, last := msgs[0].Answer, msgs[len(msgs)-1].Answer
+			if len(first) == 0 || first[0].Header().Rrtype != dns.TypeSOA || last[len(last)-1].Header().Rrtype != dns.TypeSOA {
+				t.Fatalf("transfer does not start and end with the SOA: %v", msgs)
+			}
 		}
 	})
 }

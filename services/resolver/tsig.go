@@ -52,8 +52,8 @@ func parseTSIGKey(v string) (*tsigKey, error) {
 	if name == "" {
 		return nil, errors.New("empty key name")
 	}
-	fq := strings.ToLower(dns.Fqdn(name))
-	if _, ok := dns.IsDomainName(fq); !ok || fq == "." {
+	fq, err := canonicalName(name)
+	if err != nil || fq == "." {
 		return nil, fmt.Errorf("key name %q is not a domain name", name)
 	}
 	canon, ok := tsigAlgorithms[strings.TrimSuffix(strings.ToLower(alg), ".")]
@@ -68,6 +68,26 @@ func parseTSIGKey(v string) (*tsigKey, error) {
 		return nil, fmt.Errorf("secret is %d bytes, want at least 16 (RFC 8945 §6.1 advises the hash's size)", len(raw))
 	}
 	return &tsigKey{name: fq, alg: canon, secret: secret}, nil
+}
+
+// canonicalName is name as it reads back from the wire: lower case, fully
+// qualified, with the escapes miekg/dns writes (a key named `"` is `\"`
+// in a TSIG record unpacked from a request), so names compare as text.
+func canonicalName(name string) (string, error) {
+	fq := dns.Fqdn(name)
+	if _, ok := dns.IsDomainName(fq); !ok {
+		return "", errors.New("not a domain name")
+	}
+	buf := make([]byte, 256)
+	off, err := dns.PackDomainName(fq, buf, 0, nil, false)
+	if err != nil {
+		return "", err
+	}
+	back, _, err := dns.UnpackDomainName(buf[:off], 0)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(back), nil
 }
 
 // loadTSIGKey reads a key file: one line "name:algorithm:secret"; blank
@@ -160,25 +180,17 @@ func tsigErrorCode(err error) uint16 {
 	}
 }
 
-// signedReply signs the packed response out to the request r (whose TSIG
-// is rt, already verified) with k: unpacked, given a TSIG record and packed
-// again with its MAC (RFC 8945 §5.3). requestMAC is rt's MAC for the first
-// message of a response and the previous message's MAC after it, with
-// timersOnly set (RFC 8945 §5.3.1). It returns the message and its MAC.
-func signedReply(out []byte, rt *dns.TSIG, k *tsigKey, requestMAC string, timersOnly bool) ([]byte, string, error) {
-	m := new(dns.Msg)
-	if err := m.Unpack(out); err != nil {
-		return nil, "", fmt.Errorf("signing a reply: %w", err)
-	}
-	return signMsg(m, rt, k, requestMAC, timersOnly, 0)
-}
-
 // signMsg appends a TSIG record for the request's key to m (with tsigErr,
-// unsigned for BADKEY and BADSIG) and packs it signed.
+// unsigned for BADKEY and BADSIG) and packs it signed (RFC 8945 §5.3).
+// requestMAC is the request's MAC for the first message of a reply and
+// the previous message's MAC after it, with timersOnly set (RFC 8945
+// §5.3.1). It returns the message and its MAC.
 func signMsg(m *dns.Msg, rt *dns.TSIG, k *tsigKey, requestMAC string, timersOnly bool, tsigErr uint16) ([]byte, string, error) {
 	t := &dns.TSIG{
-		Hdr:        dns.RR_Header{Name: rt.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
-		Algorithm:  rt.Algorithm,
+		// Fqdn: a request's empty algorithm (a malformed TSIG) would
+		// pack as a record whose length does not match its data.
+		Hdr:        dns.RR_Header{Name: dns.Fqdn(rt.Hdr.Name), Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+		Algorithm:  dns.Fqdn(rt.Algorithm),
 		Fudge:      tsigFudge,
 		TimeSigned: uint64(time.Now().Unix()),
 		OrigId:     m.Id,
