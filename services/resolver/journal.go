@@ -26,6 +26,9 @@ import (
 // Once the snapshot is in service the journal records the change (commit):
 // the records deleted and added, bounded per zone by count and bytes, the
 // oldest dropped first.
+//
+// The journal is kept only when transfers are on (--transfer-allow or
+// --notify); without it each zone serves its source's serial.
 
 // zoneVersion is one zone's content at one serial; immutable.
 type zoneVersion struct {
@@ -79,9 +82,22 @@ type journalPlan struct {
 	zones []plannedZone
 }
 
-// contentKey identifies a record in a zone's content: its text, TTL
-// included (a TTL change is a change a secondary must see).
-func contentKey(rr dns.RR) string { return rr.String() }
+// contentKey identifies a record in a zone's content: its uncompressed
+// wire form, TTL included (a TTL change is a change a secondary must
+// see); buf is scratch space. The wire form is several times cheaper to
+// make than the text.
+func contentKey(rr dns.RR, buf []byte) (string, []byte) {
+	for {
+		off, err := dns.PackRR(rr, buf, 0, nil, false)
+		if err == nil {
+			return string(buf[:off]), buf
+		}
+		if len(buf) >= dns.MaxMsgSize {
+			return rr.String(), buf // cannot happen: a record fits a message
+		}
+		buf = make([]byte, 2*len(buf)+512)
+	}
+}
 
 // plan reads each zone's content from the builder, decides its serial and
 // writes it into the zone's SOA (positive and negative), before the
@@ -89,8 +105,13 @@ func contentKey(rr dns.RR) string { return rr.String() }
 // versioned (the service zone before the registry's first snapshot): it
 // keeps its source serial and is not journaled.
 func (j *journal) plan(b *authorityBuilder, skip *zone) *journalPlan {
+	if j == nil {
+		return nil // transfers off: zones serve their sources' serials
+	}
 	content := make(map[*zone]map[string]dns.RR, len(b.zones))
 	rrs := make(map[*zone][]dns.RR, len(b.zones))
+	buf := make([]byte, 512)
+	var key string
 	for _, z := range b.zones {
 		content[z] = map[string]dns.RR{}
 	}
@@ -101,7 +122,8 @@ func (j *journal) plan(b *authorityBuilder, skip *zone) *journalPlan {
 				continue
 			}
 			for _, rr := range set.rrs {
-				c[contentKey(rr)] = rr
+				key, buf = contentKey(rr, buf)
+				c[key] = rr
 				rrs[n.zone] = append(rrs[n.zone], rr)
 			}
 		}
@@ -161,6 +183,9 @@ type committed struct {
 // commit makes the plan's versions current, journals the changes and
 // forgets zones no longer served. It returns the zones that changed.
 func (j *journal) commit(p *journalPlan) []committed {
+	if j == nil {
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var out []committed
@@ -215,6 +240,9 @@ func (j *journal) commit(p *journalPlan) []committed {
 // current returns the zone's current version, or nil for a zone not
 // served.
 func (j *journal) current(origin string) *zoneVersion {
+	if j == nil {
+		return nil
+	}
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	if h := j.zones[origin]; h != nil {
@@ -228,6 +256,9 @@ func (j *journal) current(origin string) *zoneVersion {
 // to serial (or the zone is not served), and an empty list when serial is
 // current.
 func (j *journal) since(origin string, serial uint32) (cur *zoneVersion, changes []zoneChange, ok bool) {
+	if j == nil {
+		return nil, nil, false
+	}
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	h := j.zones[origin]

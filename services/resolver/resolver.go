@@ -195,6 +195,11 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	}
 	s := newServer(ctx, rt.Log, cfg, static, allow, advertise)
 	s.xfrAllow, s.xfrKey = xfr.allow, xfr.key
+	if len(xfr.allow) > 0 || len(xfr.notify) > 0 {
+		// Only secondaries see serials move with content and need the
+		// changes: without them the rebuild skips the journal's work.
+		s.journal = newJournal(cfg.Transfer.Journal, defaultJournalBytes)
+	}
 	if len(xfr.notify) > 0 {
 		s.notifier = newNotifier(rt.Log, xfr.notify, xfr.key)
 		rt.Go("notify", s.notifier.run)

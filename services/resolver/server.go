@@ -36,7 +36,7 @@ type server struct {
 	svcSynced bool        // a service snapshot has arrived (under mu)
 	synced    atomic.Bool // a service snapshot has arrived and is served
 
-	journal  *journal  // zone versions, serials, IXFR changes
+	journal  *journal  // zone versions, serials, IXFR changes; nil: transfers off
 	notifier *notifier // nil: no --notify
 	xfrAllow []netip.Prefix
 	xfrKey   *tsigKey // nil: no TSIG
@@ -81,7 +81,6 @@ func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*sta
 		allow:      allow,
 		ctx:        ctx,
 		flights:    map[cacheKey]*flight{},
-		journal:    newJournal(cfg.Transfer.Journal, defaultJournalBytes),
 	}
 	if len(cfg.Upstreams) > 0 {
 		s.fwd = newForwarder(cfg.Upstreams, cfg.UpstreamTimeout, cfg.UpstreamRandomizeCase)

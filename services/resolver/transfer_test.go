@@ -458,7 +458,8 @@ func FuzzParseTSIGKey(f *testing.F) {
 func TestZoneSerials(t *testing.T) {
 	reg, regAddr := startFakeRegistry(t)
 	startResolver := func() *testEnv {
-		inst := servicetest.Start(t, Spec(), "--dns-addr=127.0.0.1:0", "--registry-addr="+regAddr, "--zone-file=testdata/example.zone")
+		inst := servicetest.Start(t, Spec(), "--dns-addr=127.0.0.1:0", "--registry-addr="+regAddr, "--zone-file=testdata/example.zone",
+			"--transfer-allow=127.0.0.1/32")
 		return &testEnv{reg: reg, inst: inst, dns: inst.Addrs["dns"]}
 	}
 	e := startResolver()
