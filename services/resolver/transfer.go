@@ -294,7 +294,11 @@ func (s *server) transfer(r *dns.Msg, client netip.Addr, udp bool) []*dns.Msg {
 		rrs = axfrRecords(cur) // the journal does not reach back
 	}
 	msgs := transferMessages(r, rrs)
-	if udp && (len(msgs) > 1 || msgs[0].Len() > udpLimit(r)) {
+	limit := udpLimit(r)
+	if rt := r.IsTsig(); rt != nil {
+		limit -= dns.Len(rt) // the reply's TSIG: the same key and algorithm
+	}
+	if udp && (len(msgs) > 1 || msgs[0].Len() > limit) {
 		msgs = transferMessages(r, []dns.RR{cur.soa})
 	}
 	return msgs
