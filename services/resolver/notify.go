@@ -17,8 +17,9 @@ import (
 // the sender: it never waits. Per zone and secondary one sender at a time
 // sends the newest SOA over UDP, retrying a bounded number of times, each
 // attempt with a timeout; changes made meanwhile are coalesced into one
-// NOTIFY of the latest serial. The pending set is bounded by zones times
-// secondaries.
+// NOTIFY of the latest serial, sent as soon as the one in flight is
+// answered, or notifyAbortAfter after it was sent if it is not. The
+// pending set is bounded by zones times secondaries.
 
 // notifyTimeout bounds each NOTIFY attempt; notifyAttempts bounds the
 // attempts per change and secondary (RFC 1996 §3.6 asks for a few
@@ -28,6 +29,9 @@ const (
 	notifyTimeout   = time.Second
 	notifyAttempts  = 5
 	notifyRetryWait = 500 * time.Millisecond
+	// notifyAbortAfter is how long an unanswered NOTIFY is waited for
+	// once a newer serial is due.
+	notifyAbortAfter = 100 * time.Millisecond
 )
 
 // notifyKey is one zone at one secondary.
@@ -186,10 +190,12 @@ func (n *notifier) notify(ctx context.Context, k notifyKey, soa *dns.SOA, newer 
 		if n.key != nil {
 			m.SetTsig(n.key.name, n.key.alg, tsigFudge, time.Now().Unix())
 		}
-		actx, cancel := context.WithTimeout(ctx, n.timeout)
 		var r *dns.Msg
-		r, _, err = c.ExchangeContext(actx, m, k.target)
-		cancel()
+		var superseded bool
+		r, superseded, err = n.exchange(ctx, c, m, k.target, newer)
+		if superseded {
+			return errSuperseded
+		}
 		switch {
 		case err != nil:
 			err = fmt.Errorf("attempt %d: %w", attempt+1, err)
@@ -200,4 +206,50 @@ func (n *notifier) notify(ctx context.Context, k notifyKey, soa *dns.SOA, newer 
 		}
 	}
 	return err
+}
+
+// exchange sends m and reads the answer within n.timeout; a newer serial
+// aborts the wait notifyAbortAfter after sending (superseded), ctx ending
+// at once.
+func (n *notifier) exchange(ctx context.Context, c *dns.Client, m *dns.Msg, target string, newer <-chan struct{}) (r *dns.Msg, superseded bool, err error) {
+	actx, cancel := context.WithTimeout(ctx, n.timeout)
+	defer cancel()
+	co, err := c.DialContext(actx, target)
+	if err != nil {
+		return nil, false, err
+	}
+	defer co.Close()
+	done := make(chan struct{})
+	aborted := make(chan bool, 1)
+	start := time.Now()
+	go func() {
+		select {
+		case <-newer:
+			// Past a round trip the answer is late (a secondary busy
+			// with a transfer may not answer at all): NOTIFY the newer
+			// serial instead. At most one NOTIFY per notifyAbortAfter
+			// while changes keep coming.
+			t := time.NewTimer(time.Until(start.Add(notifyAbortAfter)))
+			defer t.Stop()
+			select {
+			case <-t.C:
+				aborted <- true
+				_ = co.SetDeadline(time.Now())
+			case <-done:
+			case <-actx.Done():
+				_ = co.SetDeadline(time.Now())
+			}
+		case <-actx.Done():
+			_ = co.SetDeadline(time.Now())
+		case <-done:
+		}
+	}()
+	r, _, err = c.ExchangeWithConnContext(actx, m, co)
+	close(done)
+	select {
+	case <-aborted:
+		return nil, true, nil
+	default:
+	}
+	return r, false, err
 }
