@@ -236,7 +236,11 @@ func (s *server) transfer(r *dns.Msg, client netip.Addr, udp bool) []*dns.Msg {
 	q := r.Question[0]
 	origin := lowerASCII(dns.Fqdn(q.Name))
 	fail := func(rcode int) []*dns.Msg {
-		s.qRefuse.Inc()
+		if rcode == dns.RcodeFormatError || rcode == dns.RcodeServerFailure {
+			s.qOther.Inc()
+		} else {
+			s.qRefuse.Inc()
+		}
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)
 		m.Extra = nil
@@ -273,14 +277,13 @@ func (s *server) transfer(r *dns.Msg, client netip.Addr, udp bool) []*dns.Msg {
 		have, _ = r.Ns[0].(*dns.SOA)
 	}
 	if have == nil || !strings.EqualFold(dns.Fqdn(have.Hdr.Name), origin) {
-		s.qOther.Inc()
 		return fail(dns.RcodeFormatError)
 	}
-	s.qAuth.Inc()
 	cur, changes, ok := s.journal.since(origin, have.Serial)
 	if cur == nil {
 		return fail(dns.RcodeNotAuth) // the zone went away meanwhile
 	}
+	s.qAuth.Inc()
 	var rrs []dns.RR
 	switch {
 	case !serialNewer(cur.soa.Serial, have.Serial):

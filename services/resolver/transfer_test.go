@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -609,4 +610,25 @@ func FuzzTransfer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTransferBeforeRegistrySnapshot: until the registry's first snapshot
+// the service zone has no serial to give: its transfer is SERVFAIL, while
+// zone files' zones transfer.
+func TestTransferBeforeRegistrySnapshot(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a registry that never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	inst := servicetest.Start(t, Spec(), "--dns-addr=127.0.0.1:0", "--registry-addr="+ln.Addr().String(),
+		"--zone-file=testdata/example.zone", "--transfer-allow=127.0.0.1/32")
+	e := &testEnv{inst: inst, dns: inst.Addrs["dns"]}
+	e.host, e.port, _ = net.SplitHostPort(e.dns)
+	if out := e.xdig(t, "AXFR", "switchboard."); !strings.Contains(out, "SERVFAIL") || len(records(out)) != 0 {
+		t.Fatalf("AXFR of the service zone before the registry's snapshot: want SERVFAIL:\n%s", out)
+	}
+	if got := records(e.xdig(t, "AXFR", "example.test.")); !sameRecords(got, exampleZoneAXFR) {
+		t.Fatalf("AXFR of a zone file's zone: %q", got)
+	}
 }
