@@ -35,6 +35,6 @@ func (s *server) watchRecords(ctx context.Context, reg registryv1.RegistryClient
 	return follow(ctx, s, "records", watch.Stream(func(ctx context.Context) (watch.Receiver[*registryv1.WatchRecordsResponse], error) {
 		return reg.WatchRecords(ctx, &registryv1.WatchRecordsRequest{})
 	}, func(resp *registryv1.WatchRecordsResponse) {
-		s.setManaged(resp.GetRecords())
+		s.setManaged(resp.GetIndex(), resp.GetRecords())
 	}))
 }

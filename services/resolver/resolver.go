@@ -64,6 +64,8 @@ type Config struct {
 	UpstreamTimeout time.Duration
 	// UDPSockets is how many UDP sockets share the DNS port (Linux).
 	UDPSockets int
+	// Transfer configures zone transfers and NOTIFY (transfer.go).
+	Transfer TransferConfig
 }
 
 // listFlag is a repeatable flag; each value may also be a comma-separated list.
@@ -100,6 +102,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", 2*time.Second, "timeout of each upstream attempt")
 	fs.BoolVar(&c.UpstreamRandomizeCase, "upstream-randomize-case", false, "send forwarded names in random letter case (0x20) and accept only replies echoing it exactly; needs upstreams that keep the question's case")
 	fs.IntVar(&c.UDPSockets, "udp-sockets", runtime.GOMAXPROCS(0), "UDP sockets sharing the DNS port with SO_REUSEPORT, one reader each (Linux)")
+	c.Transfer.registerTransferFlags(fs)
 }
 
 // Spec returns the resolver service, ready for service.Main or service.Run.
@@ -173,6 +176,10 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	if err != nil {
 		return &service.FlagError{Err: err}
 	}
+	xfr, err := cfg.Transfer.validate()
+	if err != nil {
+		return &service.FlagError{Err: err}
+	}
 	var static []*staticZone
 	for _, v := range cfg.ZoneFiles {
 		src, _ := parseZoneSource(v) // validated
@@ -187,6 +194,16 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		rt.Log.Warn(warn)
 	}
 	s := newServer(ctx, rt.Log, cfg, static, allow, advertise)
+	s.xfrAllow, s.xfrKey = xfr.allow, xfr.key
+	if len(xfr.allow) > 0 || len(xfr.notify) > 0 {
+		// Only secondaries see serials move with content and need the
+		// changes: without them the rebuild skips the journal's work.
+		s.journal = newJournal(cfg.Transfer.Journal, defaultJournalBytes)
+	}
+	if len(xfr.notify) > 0 {
+		s.notifier = newNotifier(rt.Log, xfr.notify, xfr.key)
+		rt.Go("notify", s.notifier.run)
+	}
 	s.mu.Lock()
 	err = s.rebuildLocked()
 	s.mu.Unlock()
@@ -247,6 +264,9 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	servers["dns-tcp"] = &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: 1000}
+	if xfr.key != nil {
+		servers["dns-tcp"].TsigProvider = xfr.key // verified here, signed by serveSpecial
+	}
 	for name, srv := range servers {
 		rt.Go(name, func(context.Context) error { return srv.ActivateAndServe() })
 		rt.OnShutdown(func(ctx context.Context) error { return srv.ShutdownContext(ctx) })

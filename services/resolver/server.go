@@ -31,8 +31,15 @@ type server struct {
 	static    []*staticZone // the zone files as served, in flag order
 	instances []*registryv1.Instance
 	svcIndex  uint64
+	recIndex  uint64 // the registry index of managed
 	managed   []*registryv1.Record
-	synced    atomic.Bool // a service snapshot has arrived
+	svcSynced bool        // a service snapshot has arrived (under mu)
+	synced    atomic.Bool // a service snapshot has arrived and is served
+
+	journal  *journal  // zone versions, serials, IXFR changes; nil: transfers off
+	notifier *notifier // nil: no --notify
+	xfrAllow []netip.Prefix
+	xfrKey   *tsigKey // nil: no TSIG
 
 	auth  atomic.Pointer[authority]
 	cache *cache
@@ -113,7 +120,10 @@ func (s *server) rebuildLocked() error {
 	for i, z := range s.static {
 		files[i] = b.addZone(z.soa, "zonefile:"+z.src.path)
 	}
-	svc := b.addZone(serviceSOA(s.origin, s.nsName, uint32(s.svcIndex), s.serviceTTL), "service")
+	// The service zone's serial is the registry's index (persisted by
+	// the registry, so it does not go back when the resolver restarts);
+	// the journal moves it on when the zone changes without the index.
+	svc := b.addZone(serviceSOA(s.origin, s.nsName, uint32(max(s.svcIndex, s.recIndex)), s.serviceTTL), "service")
 	for i, z := range s.static {
 		for j, rr := range z.rrs {
 			err := b.add(sourced{rr: rr, source: "zonefile:" + z.src.path}, files[i])
@@ -151,11 +161,17 @@ func (s *server) rebuildLocked() error {
 			}
 		}
 	}
+	var unversioned *zone
+	if !s.svcSynced && svc.source == "service" {
+		unversioned = svc // no serial to give it before the registry's snapshot
+	}
+	plan := s.journal.plan(b, unversioned)
 	a, err := b.build()
 	if err != nil {
 		return err
 	}
 	s.auth.Store(a)
+	s.notifier.changed(s.journal.commit(plan))
 	return nil
 }
 
@@ -163,18 +179,18 @@ func (s *server) rebuildLocked() error {
 func (s *server) setInstances(index uint64, ins []*registryv1.Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.instances, s.svcIndex = ins, index
+	s.instances, s.svcIndex, s.svcSynced = ins, index, true
 	if err := s.rebuildLocked(); err != nil {
 		s.log.Error("rebuilding zones", "err", err)
 	}
 	s.synced.Store(true)
 }
 
-// setManaged replaces the managed record set.
-func (s *server) setManaged(recs []*registryv1.Record) {
+// setManaged replaces the managed record set, at the registry's index.
+func (s *server) setManaged(index uint64, recs []*registryv1.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.managed = recs
+	s.managed, s.recIndex = recs, index
 	if err := s.rebuildLocked(); err != nil {
 		s.log.Error("rebuilding zones", "err", err)
 	}
@@ -206,7 +222,8 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	if opcode := int(h.Bits>>11) & 0xF; opcode != dns.OpcodeQuery {
 		return dns.MsgRejectNotImplemented
 	}
-	if h.Qdcount != 1 || h.Ancount != 0 || h.Nscount != 0 || h.Arcount > 2 {
+	// One record in the authority section: the client's SOA of an IXFR.
+	if h.Qdcount != 1 || h.Ancount != 0 || h.Nscount > 1 || h.Arcount > 2 {
 		return dns.MsgReject
 	}
 	return dns.MsgAccept
@@ -240,6 +257,9 @@ func (s *server) recursionAllowed(client netip.Addr) bool {
 // ServeDNS answers one query.
 func (s *server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	client, udp := clientOf(w.RemoteAddr())
+	if s.serveSpecial(w, r, client, udp) {
+		return
+	}
 	slip := false
 	if s.rrl != nil && udp {
 		switch s.rrl.check(client, time.Now()) {
@@ -292,7 +312,7 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 	if slip {
 		rep.maxSize = 0
 	}
-	if len(r.Question) != 1 || nOpt > 1 {
+	if len(r.Question) != 1 || nOpt > 1 || len(r.Ns) > 0 {
 		s.qOther.Inc()
 		return s.rcodeReply(dst, r, &rep, dns.RcodeFormatError)
 	}

@@ -268,6 +268,9 @@ func (s *server) serveWire(pkt []byte, client netip.Addr, udp, slip bool) []byte
 		s.qOther.Inc()
 		return headerReply(pkt, dns.RcodeFormatError)
 	}
+	if out, ok := s.serveWireSpecial(pkt, m, client, udp); ok {
+		return out
+	}
 	out, _, err := s.respond(nil, m, client, udp, slip)
 	if err != nil {
 		s.log.Debug("answering", "err", err)
