@@ -99,7 +99,7 @@ func FuzzQuery(f *testing.F) {
 				t.Fatalf("%s path: reply id %d response %v", path, r.Id, r.Response)
 			}
 		}
-		if out, ok := s.fast(nil, pkt, client, nil); ok {
+		if out, ok := s.fast(nil, pkt, client, nil, s.met.shared()); ok {
 			check(out, "fast")
 		}
 		check(s.serveWire(pkt, netip.AddrFrom4([4]byte{192, 0, 2, 1}), true, false), "full")

@@ -196,7 +196,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	// SIGHUP reloads the zone files (and is harmless without any).
 	hup := subscribeHUP()
 	rt.Go("zone-files", func(ctx context.Context) error { return s.watchZoneFiles(ctx, hup) })
-	rt.Metrics.MustRegister(s.queries, s.mismatched)
+	rt.Metrics.MustRegister(s.collectors()...)
 
 	cc, err := rt.Dial(cfg.RegistryAddr)
 	if err != nil {
