@@ -195,3 +195,42 @@ func BenchmarkFastUDPCacheHit(b *testing.B) {
 func BenchmarkFastUDPReferral(b *testing.B) {
 	benchFast(b, benchServer(b), "Ns.Sub.Example.", dns.TypeA)
 }
+
+// BenchmarkFastUDPWildcard is an answer a wildcard synthesizes, from the
+// raw packet: built by lookup once, then kept for the snapshot.
+func BenchmarkFastUDPWildcard(b *testing.B) {
+	benchFast(b, benchServer(b), "Host3.Example.", dns.TypeMX)
+}
+
+// BenchmarkFastUDPNXDOMAIN is a missing name asked again: kept.
+func BenchmarkFastUDPNXDOMAIN(b *testing.B) {
+	benchFast(b, benchServer(b), "nope.example.test.", dns.TypeA)
+}
+
+// BenchmarkFastUDPNXDOMAINDistinct is a flood of distinct missing names
+// (a random-subdomain attack): each one built by lookup and kept, the
+// store full and replacing.
+func BenchmarkFastUDPNXDOMAINDistinct(b *testing.B) {
+	s := benchServer(b)
+	r := new(dns.Msg)
+	r.SetQuestion("r00000000.example.test.", dns.TypeA)
+	pkt, err := r.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	out := make([]byte, 0, 4096)
+	nameBuf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		// The label's eight digits (after its length byte and "r").
+		for j, v := 0, i; j < 8; j, v = j+1, v/10 {
+			pkt[hdrLen+9-j] = byte('0' + v%10)
+		}
+		var ok bool
+		if out, ok = s.fast(out[:0], pkt, client, nameBuf, s.met.shared()); !ok {
+			b.Fatal("not answered on the fast path")
+		}
+	}
+}

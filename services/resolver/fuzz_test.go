@@ -106,7 +106,7 @@ func FuzzQuery(f *testing.F) {
 	})
 }
 
-func fuzzServer(f *testing.F) *server {
+func fuzzServer(f testing.TB) *server {
 	var zs []*staticZone
 	for _, path := range []string{"testdata/example.zone", "testdata/knot/example.zone"} {
 		z, err := loadZoneFile(zoneSource{path: path})

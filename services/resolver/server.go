@@ -312,7 +312,7 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 			p = n.answer(q.Qtype)
 		}
 		if p == nil {
-			if p, err = a.prepareLookup(name, q.Qtype); err != nil {
+			if p, err = a.synthesized(name, q.Qtype); err != nil {
 				return dst, false, err
 			}
 		}

@@ -182,10 +182,16 @@ func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte, qc *query
 	// The name is only looked up, never kept: no copy needed.
 	key := unsafe.String(unsafe.SliceData(name), len(name))
 	a := s.auth.Load()
+	var p *prepared
 	if n := a.nodes[key]; n != nil {
-		p := n.answer(qtype)
+		p = n.answer(qtype)
+	}
+	if ours := p != nil || a.zoneOf(key) != nil; ours {
 		if p == nil {
-			return dst, false
+			var err error
+			if p, err = a.synthesized(key, qtype); err != nil {
+				return dst, false // SERVFAIL, the full way
+			}
 		}
 		out, err := p.appendTo(dst, &rep)
 		if err != nil {
@@ -194,8 +200,8 @@ func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte, qc *query
 		qc.count(protoUDP, qtype, int(out[3]&0x0F))
 		return out, true
 	}
-	if !rep.ra || !rep.rd || a.zoneOf(key) != nil {
-		return dst, false // refused (see respond) or answered from our zones
+	if !rep.ra || !rep.rd {
+		return dst, false // refused (see respond)
 	}
 	p, elapsed := s.cache.get(key, qtype, time.Now())
 	if p == nil {
