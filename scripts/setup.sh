@@ -10,6 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 debs=(
 	dnsutils knot-dnsutils dnsperf unbound   # dig, kdig, DNS load, DNS peer
 	knot                                     # the reference authoritative server in resolver tests
+	nsd                                      # authoritative peer in bench/resolver -mode auth
 	etcd-server                              # the etcd backend's real etcd
 	haproxy nginx-light wrk iperf3 nmap      # proxy and network peers
 	iproute2 iputils-ping nftables curl      # namespaces, reference ping, loss rules
@@ -28,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian services must not run in the background and hold our ports.
-for svc in unbound haproxy nginx etcd knot; do
+for svc in unbound haproxy nginx etcd knot nsd; do
 	if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
 		systemctl stop "$svc" || true
 	fi

@@ -14,6 +14,12 @@
 // (dnsperf -v at -p99-qps for -latency-duration), also one per server,
 // set and round, interleaved, medians reported.
 //
+// With -mode auth (auth.go) it measures instead the resolver against Knot
+// DNS, NSD and CoreDNS as authoritative servers of the same zones (a
+// static zone with a wildcard, a delegation and CNAME chains, and the
+// service zone), each pinned to one core, dnsperf pinned to another,
+// every round reported with its ratio to NSD.
+//
 // Run it with bench/resolver/run.sh, which builds what it needs; with
 // -coredns "" (run.sh: NO_COREDNS=1) CoreDNS is left out.
 package main
