@@ -25,6 +25,7 @@ import (
 // authConfig is what -mode auth takes from the flags.
 type authConfig struct {
 	resolver, coredns, knotd, nsd string
+	baseline                      string // another resolver build, measured beside it
 	services                      int
 	duration, latDur              time.Duration
 	rounds, clients, latQPS       int
@@ -156,10 +157,16 @@ func runAuth(c authConfig) {
 
 	// The resolver: the static zone from the file, the service zone from
 	// the registry's Watch.
-	rp := freePort()
-	args := append([]string{c.resolver, "--dns-addr=127.0.0.1:" + rp, "--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
-		"--registry-addr=" + regAddr, "--zone-file=" + benchFile, "--log-level=warn"}, c.extra...)
-	start("switchboard", nil, pin(args...)...).port = rp
+	for _, r := range [][2]string{{"switchboard", c.resolver}, {"baseline", c.baseline}} {
+		name, bin := r[0], r[1]
+		if bin == "" {
+			continue
+		}
+		rp := freePort()
+		args := append([]string{bin, "--dns-addr=127.0.0.1:" + rp, "--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
+			"--registry-addr=" + regAddr, "--zone-file=" + benchFile, "--log-level=warn"}, c.extra...)
+		start(name, nil, pin(args...)...).port = rp
+	}
 
 	if c.knotd != "" {
 		kp := freePort()
@@ -273,7 +280,7 @@ switchboard.:%[1]s {
 				}
 			}
 			log.Printf("answers: %s agrees with the reference on %d of %d distinct questions", s.name, len(distinct)-diffs, len(distinct))
-			if diffs > 0 && s.name == "switchboard" {
+			if diffs > 0 && (s.name == "switchboard" || s.name == "baseline") {
 				fatalf("the resolver answers %d questions differently from the reference", diffs)
 			}
 		}

@@ -71,6 +71,7 @@ func main() {
 		serverCPU   = flag.String("server-cpu", "0", "CPU the servers are pinned to (-mode auth)")
 		clientCPU   = flag.String("client-cpu", "1", "CPU dnsperf is pinned to (-mode auth)")
 		profile     = flag.String("profile", "", "-mode auth: perf record the resolver during round 1 into this file")
+		baseline    = flag.String("baseline", "", "-mode auth: another resolver binary (an earlier build) measured beside -resolver as \"baseline\"")
 	)
 	flag.Parse()
 	if *resolverBin == "" {
@@ -79,7 +80,8 @@ func main() {
 	if *mode == "auth" {
 		runAuth(authConfig{resolver: *resolverBin, coredns: *corednsBin, knotd: *knotdBin, nsd: *nsdBin,
 			services: *services, duration: *duration, latDur: *latDur, rounds: *rounds, clients: *clients,
-			latQPS: *p99QPS, serverCPU: *serverCPU, clientCPU: *clientCPU, extra: strings.Fields(*extra), profile: *profile})
+			latQPS: *p99QPS, serverCPU: *serverCPU, clientCPU: *clientCPU, extra: strings.Fields(*extra), profile: *profile,
+			baseline: *baseline})
 		return
 	}
 	if *mode != "forward" {

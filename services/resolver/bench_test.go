@@ -234,3 +234,23 @@ func BenchmarkFastUDPNXDOMAINDistinct(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCountQuery is what counting adds to each answered query.
+func BenchmarkCountQuery(b *testing.B) {
+	qc := newMetrics().shared()
+	b.ReportAllocs()
+	for i := range b.N {
+		qc.count(protoUDP, dns.TypeA+uint16(i&1)*(dns.TypeSRV-dns.TypeA), i&3)
+	}
+}
+
+// BenchmarkObserveBatch is what the latency histogram adds to each UDP
+// batch (one clock reading and one observation for the whole batch).
+func BenchmarkObserveBatch(b *testing.B) {
+	m := newMetrics()
+	start := time.Now()
+	b.ReportAllocs()
+	for range b.N {
+		m.latency[protoUDP].observe(time.Since(start)&0xFFFFF, 32)
+	}
+}
