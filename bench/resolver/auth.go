@@ -31,7 +31,7 @@ type authConfig struct {
 	rounds, clients, latQPS       int
 	serverCPU, clientCPU          string
 	extra                         []string
-	profile                       string // write the resolver's CPU profile of round 1 here
+	profile                       string // perf record each server in round 1 into <profile>.<server>
 }
 
 // benchZone is the static zone every server loads from one file: apex
@@ -304,8 +304,8 @@ switchboard.:%[1]s {
 		rot := append(slices.Clone(servers[r%len(servers):]), servers[:r%len(servers)]...)
 		for _, s := range rot {
 			stop := func() {}
-			if r == 0 && s.name == "switchboard" && c.profile != "" {
-				stop = startProfile(s.pid, c.profile)
+			if r == 0 && c.profile != "" {
+				stop = startProfile(s.pid, c.profile+"."+s.name)
 			}
 			cpu0 := treeCPUSeconds(s.pid)
 			q, rc, err := pinnedDnsperf(c.clientCPU, s.port, qFile, c.duration, c.clients)
@@ -435,7 +435,11 @@ func startProfile(pid int, out string) func() {
 		log.Printf("no perf: -profile ignored")
 		return func() {}
 	}
-	cmd := exec.Command(perf, "record", "-g", "-p", strconv.Itoa(pid), "-o", out)
+	var pids []string
+	for _, p := range treePIDs(pid) {
+		pids = append(pids, strconv.Itoa(p))
+	}
+	cmd := exec.Command(perf, "record", "-g", "-p", strings.Join(pids, ","), "-o", out)
 	if err := cmd.Start(); err != nil {
 		log.Printf("perf: %v", err)
 		return func() {}
@@ -444,11 +448,20 @@ func startProfile(pid int, out string) func() {
 }
 
 // treeCPUSeconds is the user+system CPU time of pid and every process
-// descended from it (NSD and Knot fork their workers), from /proc.
+// descended from it (NSD forks its workers), from /proc.
 func treeCPUSeconds(pid int) float64 {
+	total := 0.0
+	for _, p := range treePIDs(pid) {
+		total += cpuSeconds(p)
+	}
+	return total
+}
+
+// treePIDs returns pid and every process descended from it, from /proc.
+func treePIDs(pid int) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return nil
 	}
 	parent := map[int]int{}
 	for _, e := range entries {
@@ -466,14 +479,14 @@ func treeCPUSeconds(pid int) float64 {
 			parent[p], _ = strconv.Atoi(f[1])
 		}
 	}
-	total := 0.0
+	var tree []int
 	for p := range parent {
 		for q := p; q > 1; q = parent[q] {
 			if q == pid {
-				total += cpuSeconds(p)
+				tree = append(tree, p)
 				break
 			}
 		}
 	}
-	return total
+	return tree
 }

@@ -70,7 +70,7 @@ func main() {
 		nsdBin      = flag.String("nsd", "nsd", "path of nsd (-mode auth; empty: left out)")
 		serverCPU   = flag.String("server-cpu", "0", "CPU the servers are pinned to (-mode auth)")
 		clientCPU   = flag.String("client-cpu", "1", "CPU dnsperf is pinned to (-mode auth)")
-		profile     = flag.String("profile", "", "-mode auth: perf record the resolver during round 1 into this file")
+		profile     = flag.String("profile", "", "-mode auth: perf record each server's throughput run of round 1 into <profile>.<server> (perf report -i)")
 		baseline    = flag.String("baseline", "", "-mode auth: another resolver binary (an earlier build) measured beside -resolver as \"baseline\"")
 	)
 	flag.Parse()
