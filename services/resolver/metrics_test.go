@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -239,6 +240,37 @@ func TestQueryCountsLabels(t *testing.T) {
 	} {
 		if got := rcodeNames[rcodeIndex(tt.rcode)]; got != tt.want {
 			t.Errorf("rcode %d: label %q, want %q", tt.rcode, got, tt.want)
+		}
+	}
+}
+
+// TestTransferAndNotifyCounts: the hooks zone transfers and NOTIFY call
+// count under the right labels, beside the zeros exported from start.
+func TestTransferAndNotifyCounts(t *testing.T) {
+	s := newTestServer()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s.collectors()...)
+	s.met.transfer(transferIXFR, resultFailed)
+	s.met.transfer(transferAXFR, resultOK)
+	s.met.transfer(transferAXFR, resultOK)
+	s.met.notify(resultRefused)
+	got, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gathering: %v", err)
+	}
+	fams := map[string]*dto.MetricFamily{}
+	for _, f := range got {
+		fams[f.GetName()] = f
+	}
+	for name, want := range map[string]map[string]float64{
+		"switchboard_resolver_transfers_total": {
+			"result=ok,type=axfr": 2, "result=refused,type=axfr": 0, "result=failed,type=axfr": 0,
+			"result=ok,type=ixfr": 0, "result=refused,type=ixfr": 0, "result=failed,type=ixfr": 1,
+		},
+		"switchboard_resolver_notifies_total": {"result=ok": 0, "result=refused": 1, "result=failed": 0},
+	} {
+		if g := samples(fams, name); !sameSamples(g, want) {
+			t.Errorf("%s = %v, want %v", name, g, want)
 		}
 	}
 }
