@@ -330,6 +330,21 @@ func replyRcode(out []byte) int {
 	return rcode
 }
 
+// acceptTCP is acceptQuery for miekg/dns's TCP server, counting what it
+// rejects from the header alone (FORMERR, NOTIMP: the server answers
+// those without calling ServeDNS; qtype "other", as the question is not
+// read).
+func (s *server) acceptTCP(h dns.Header) dns.MsgAcceptAction {
+	act := acceptQuery(h)
+	switch act {
+	case dns.MsgReject:
+		s.met.shared().count(protoTCP, 0, dns.RcodeFormatError)
+	case dns.MsgRejectNotImplemented:
+		s.met.shared().count(protoTCP, 0, dns.RcodeNotImplemented)
+	}
+	return act
+}
+
 // collectors are every metric of the server, to register.
 func (s *server) collectors() []prometheus.Collector {
 	return append(cacheCollectors(s.cache), s.met, s.met.rateLimited, s.met.overloaded,

@@ -116,6 +116,15 @@ func TestMetricsAfterQueries(t *testing.T) {
 	if r := e.query(t, "udp", bv); r.Rcode != dns.RcodeBadVers {
 		t.Fatalf("EDNS version 1: %v", r)
 	}
+	// Two questions: FORMERR from the header alone, over UDP (the full
+	// path) and TCP (miekg/dns's server, before the handler).
+	for _, network := range []string{"udp", "tcp"} {
+		two := q("www.example.test.", dns.TypeA)
+		two.Question = append(two.Question, two.Question[0])
+		if r := e.query(t, network, two); r.Rcode != dns.RcodeFormatError {
+			t.Fatalf("two questions over %s: %v", network, r)
+		}
+	}
 	// Forwarding: a miss, then a hit; then a name in the same cache shard
 	// evicts it (one entry per shard, never hit since it was stored).
 	for range 2 {
@@ -144,8 +153,11 @@ func TestMetricsAfterQueries(t *testing.T) {
 			"protocol=udp,qtype=other,rcode=NOERROR": 1,
 			"protocol=tcp,qtype=TXT,rcode=REFUSED":   1,
 			"protocol=udp,qtype=A,rcode=BADVERS":     1,
+			"protocol=udp,qtype=A,rcode=FORMERR":     1,
+			"protocol=tcp,qtype=other,rcode=FORMERR": 1,
 		},
-		"switchboard_resolver_query_duration_seconds": {"protocol=udp": 9, "protocol=tcp": 3},
+		// The TCP FORMERR never reached the handler: not timed.
+		"switchboard_resolver_query_duration_seconds": {"protocol=udp": 10, "protocol=tcp": 3},
 		"switchboard_resolver_cache_hits_total":       {"": 1},
 		"switchboard_resolver_cache_misses_total":     {"": 2},
 		"switchboard_resolver_cache_evictions_total":  {"": 1},

@@ -244,7 +244,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		rt.Go(name, u.serve)
 	}
 	rt.AddListener("dns-tcp", ln.Addr(), ln)
-	servers["dns-tcp"] = &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
+	servers["dns-tcp"] = &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: s.acceptTCP,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: 1000}
 	for name, srv := range servers {
