@@ -71,6 +71,7 @@ func main() {
 		serverCPU   = flag.String("server-cpu", "0", "CPU the servers are pinned to (-mode auth)")
 		clientCPU   = flag.String("client-cpu", "1", "CPU dnsperf is pinned to (-mode auth)")
 		profile     = flag.String("profile", "", "-mode auth: perf record each server's throughput run of round 1 into <profile>.<server> (perf report -i)")
+		realtime    = flag.Bool("realtime", false, "-mode auth: run the servers and dnsperf under SCHED_FIFO (chrt -f 1), for a machine shared with other work")
 		baseline    = flag.String("baseline", "", "-mode auth: another resolver binary (an earlier build) measured beside -resolver as \"baseline\"")
 	)
 	flag.Parse()
@@ -81,7 +82,7 @@ func main() {
 		runAuth(authConfig{resolver: *resolverBin, coredns: *corednsBin, knotd: *knotdBin, nsd: *nsdBin,
 			services: *services, duration: *duration, latDur: *latDur, rounds: *rounds, clients: *clients,
 			latQPS: *p99QPS, serverCPU: *serverCPU, clientCPU: *clientCPU, extra: strings.Fields(*extra), profile: *profile,
-			baseline: *baseline})
+			baseline: *baseline, realtime: *realtime})
 		return
 	}
 	if *mode != "forward" {
