@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # Debian packages the tests and benchmarks use.
 debs=(
 	dnsutils knot-dnsutils dnsperf unbound   # dig, kdig, DNS load, DNS peer
-	knot nsd                                 # reference authoritative servers (and secondaries) in resolver tests
+	knot nsd                                 # reference authoritative servers: resolver tests (secondaries too), bench/resolver
 	etcd-server                              # the etcd backend's real etcd
 	haproxy nginx-light wrk iperf3 nmap      # proxy and network peers
 	iproute2 iputils-ping nftables curl      # namespaces, reference ping, loss rules

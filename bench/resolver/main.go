@@ -14,6 +14,12 @@
 // (dnsperf -v at -p99-qps for -latency-duration), also one per server,
 // set and round, interleaved, medians reported.
 //
+// With -mode auth (auth.go) it measures instead the resolver against Knot
+// DNS, NSD and CoreDNS as authoritative servers of the same zones (a
+// static zone with a wildcard, a delegation and CNAME chains, and the
+// service zone), each pinned to one core, dnsperf pinned to another,
+// every round reported with its ratio to NSD.
+//
 // Run it with bench/resolver/run.sh, which builds what it needs; with
 // -coredns "" (run.sh: NO_COREDNS=1) CoreDNS is left out.
 package main
@@ -59,10 +65,28 @@ func main() {
 		throughput  = flag.Bool("throughput", true, "run the throughput (unpaced) measurements")
 		threads     = flag.Int("unbound-threads", 2, "unbound num-threads (the machine's cores)")
 		extra       = flag.String("resolver-args", "", "extra resolver flags, space-separated")
+		mode        = flag.String("mode", "forward", "forward: against CoreDNS and unbound (service zone, cache hits); auth: against Knot, NSD and CoreDNS serving the same zones, one core each")
+		knotdBin    = flag.String("knotd", "knotd", "path of knotd (-mode auth; empty: left out)")
+		nsdBin      = flag.String("nsd", "nsd", "path of nsd (-mode auth; empty: left out)")
+		serverCPU   = flag.String("server-cpu", "0", "CPU the servers are pinned to (-mode auth)")
+		clientCPU   = flag.String("client-cpu", "1", "CPU dnsperf is pinned to (-mode auth)")
+		profile     = flag.String("profile", "", "-mode auth: perf record each server's throughput run of round 1 into <profile>.<server> (perf report -i)")
+		realtime    = flag.Bool("realtime", false, "-mode auth: run the servers and dnsperf under SCHED_FIFO (chrt -f 1), for a machine shared with other work")
+		baseline    = flag.String("baseline", "", "-mode auth: another resolver binary (an earlier build) measured beside -resolver as \"baseline\"")
 	)
 	flag.Parse()
 	if *resolverBin == "" {
 		log.Fatal("-resolver is required (run.sh sets it)")
+	}
+	if *mode == "auth" {
+		runAuth(authConfig{resolver: *resolverBin, coredns: *corednsBin, knotd: *knotdBin, nsd: *nsdBin,
+			services: *services, duration: *duration, latDur: *latDur, rounds: *rounds, clients: *clients,
+			latQPS: *p99QPS, serverCPU: *serverCPU, clientCPU: *clientCPU, extra: strings.Fields(*extra), profile: *profile,
+			baseline: *baseline, realtime: *realtime})
+		return
+	}
+	if *mode != "forward" {
+		log.Fatalf("-mode: %q is neither forward nor auth", *mode)
 	}
 	dir, err := os.MkdirTemp("", "resolver-bench-")
 	must(err)
@@ -355,8 +379,13 @@ type latencies struct {
 // latency runs dnsperf -v paced at qps for d with the given clients and
 // returns percentiles of its per-query latencies.
 func latency(port, file string, qps int, d time.Duration, clients int) (latencies, error) {
-	cmd := exec.Command("dnsperf", "-s", "127.0.0.1", "-p", port, "-d", file, "-l", strconv.Itoa(int(d.Seconds())),
-		"-Q", strconv.Itoa(qps), "-c", strconv.Itoa(clients), "-v")
+	return latencyCmd(exec.Command("dnsperf", "-s", "127.0.0.1", "-p", port, "-d", file, "-l", strconv.Itoa(int(d.Seconds())),
+		"-Q", strconv.Itoa(qps), "-c", strconv.Itoa(clients), "-v"))
+}
+
+// latencyCmd runs a dnsperf -v command and returns percentiles of its
+// per-query latencies.
+func latencyCmd(cmd *exec.Cmd) (latencies, error) {
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return latencies{}, fmt.Errorf("dnsperf: %w", err)

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Resolver benchmark: Switchboard's resolver next to CoreDNS (file + cache +
-# forward) and unbound (local-data + forward-zone), with dnsperf, in one run.
-# Needs dnsperf and unbound (Debian: apt-get install dnsperf unbound).
-# CoreDNS is built from its Go module, outside the repository, into the
-# user cache (~/.cache/switchboard/coredns-<version>) the first time.
-# Extra arguments go to the driver (main.go), e.g. -duration 10s -rounds 5.
+# Resolver benchmark, with dnsperf, in one run:
+#   run.sh [-mode forward] ...  Switchboard's resolver next to CoreDNS (file +
+#       cache + forward) and unbound (local-data + forward-zone);
+#   run.sh -mode auth ...       the resolver, Knot DNS, NSD and CoreDNS serving
+#       the same zones, each pinned to one core, dnsperf on another.
+# Needs dnsperf, unbound, knot and nsd (Debian: apt-get install dnsperf
+# unbound knot nsd) and taskset. CoreDNS is built from its Go module,
+# outside the repository, into the user cache
+# (~/.cache/switchboard/coredns-<version>) the first time, unless
+# COREDNS=path names a binary. Extra arguments go to the driver (main.go),
+# e.g. -mode auth -duration 10s -rounds 5.
 # NO_COREDNS=1 leaves CoreDNS out (not built, not measured).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard"
-coredns="$cache/coredns-$COREDNS_VERSION/coredns"
+coredns="${COREDNS:-$cache/coredns-$COREDNS_VERSION/coredns}"
 
-for tool in dnsperf unbound go; do
-	command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (apt-get install dnsperf unbound)" >&2; exit 1; }
+PATH="$PATH:/usr/sbin:/usr/local/sbin" # knotd and nsd
+for tool in dnsperf unbound knotd nsd taskset go; do
+	command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (apt-get install dnsperf unbound knot nsd)" >&2; exit 1; }
 done
 
 if [[ -n "${NO_COREDNS:-}" ]]; then
@@ -36,4 +42,5 @@ bin="$(mktemp -d)"
 trap 'rm -rf "$bin"' EXIT
 (cd "$root" && go build -o "$bin/resolver" ./services/resolver/cmd/resolver)
 (cd "$here" && GOWORK=off go build -o "$bin/resolver-bench" .)
-"$bin/resolver-bench" -resolver "$bin/resolver" -coredns "$coredns" -unbound "$(command -v unbound)" "$@"
+"$bin/resolver-bench" -resolver "$bin/resolver" -coredns "$coredns" -unbound "$(command -v unbound)" \
+	-knotd "$(command -v knotd)" -nsd "$(command -v nsd)" "$@"

@@ -162,13 +162,13 @@ func benchFast(b *testing.B, s *server, name string, qtype uint16) {
 	client := netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	out := make([]byte, 0, 4096)
 	nameBuf := make([]byte, 0, 256)
-	if _, ok := s.fast(out, pkt, client, nameBuf); !ok {
+	if _, ok := s.fast(out, pkt, client, nameBuf, s.met.shared()); !ok {
 		b.Fatal("not answered on the fast path")
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		out, _ = s.fast(out[:0], pkt, client, nameBuf)
+		out, _ = s.fast(out[:0], pkt, client, nameBuf, s.met.shared())
 	}
 }
 
@@ -194,4 +194,63 @@ func BenchmarkFastUDPCacheHit(b *testing.B) {
 // BenchmarkFastUDPReferral is a precomputed referral from the raw packet.
 func BenchmarkFastUDPReferral(b *testing.B) {
 	benchFast(b, benchServer(b), "Ns.Sub.Example.", dns.TypeA)
+}
+
+// BenchmarkFastUDPWildcard is an answer a wildcard synthesizes, from the
+// raw packet: built by lookup once, then kept for the snapshot.
+func BenchmarkFastUDPWildcard(b *testing.B) {
+	benchFast(b, benchServer(b), "Host3.Example.", dns.TypeMX)
+}
+
+// BenchmarkFastUDPNXDOMAIN is a missing name asked again: kept.
+func BenchmarkFastUDPNXDOMAIN(b *testing.B) {
+	benchFast(b, benchServer(b), "nope.example.test.", dns.TypeA)
+}
+
+// BenchmarkFastUDPNXDOMAINDistinct is a flood of distinct missing names
+// (a random-subdomain attack): each one built by lookup and kept, the
+// store full and replacing.
+func BenchmarkFastUDPNXDOMAINDistinct(b *testing.B) {
+	s := benchServer(b)
+	r := new(dns.Msg)
+	r.SetQuestion("r00000000.example.test.", dns.TypeA)
+	pkt, err := r.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	out := make([]byte, 0, 4096)
+	nameBuf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		// The label's eight digits (after its length byte and "r").
+		for j, v := 0, i; j < 8; j, v = j+1, v/10 {
+			pkt[hdrLen+9-j] = byte('0' + v%10)
+		}
+		var ok bool
+		if out, ok = s.fast(out[:0], pkt, client, nameBuf, s.met.shared()); !ok {
+			b.Fatal("not answered on the fast path")
+		}
+	}
+}
+
+// BenchmarkCountQuery is what counting adds to each answered query.
+func BenchmarkCountQuery(b *testing.B) {
+	qc := newMetrics().shared()
+	b.ReportAllocs()
+	for i := range b.N {
+		qc.count(protoUDP, dns.TypeA+uint16(i&1)*(dns.TypeSRV-dns.TypeA), i&3)
+	}
+}
+
+// BenchmarkObserveBatch is what the latency histogram adds to each UDP
+// batch (one clock reading and one observation for the whole batch).
+func BenchmarkObserveBatch(b *testing.B) {
+	m := newMetrics()
+	start := time.Now()
+	b.ReportAllocs()
+	for range b.N {
+		m.latency[protoUDP].observe(time.Since(start)&0xFFFFF, 32)
+	}
 }

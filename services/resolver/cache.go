@@ -72,7 +72,9 @@ func (c *cache) shard(name string) *cacheShard {
 }
 
 // get returns the entry for (name, qtype) and the whole seconds since it
-// was stored, or nil.
+// was stored, or nil. It counts hits; the caller counts a miss (miss) when
+// it goes upstream, so a query that misses on the UDP fast path and again
+// on the full path is one miss.
 func (c *cache) get(name string, qtype uint16, now time.Time) (*prepared, uint32) {
 	if c.perShard == 0 {
 		return nil, 0
@@ -91,7 +93,6 @@ func (c *cache) get(name string, qtype uint16, now time.Time) (*prepared, uint32
 			}
 			s.mu.Unlock()
 		}
-		c.misses.Add(1)
 		return nil, 0
 	}
 	if !e.used.Load() {
@@ -102,6 +103,9 @@ func (c *cache) get(name string, qtype uint16, now time.Time) (*prepared, uint32
 	c.hits.Add(1)
 	return p, uint32((ns - stored) / int64(time.Second))
 }
+
+// miss counts a name asked upstream for want of a cache entry.
+func (c *cache) miss() { c.misses.Add(1) }
 
 func (c *cache) removeLocked(s *cacheShard, e *cacheEntry) {
 	delete(s.m, e.key)

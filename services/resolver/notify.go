@@ -46,6 +46,20 @@ type notifyState struct {
 	newer   chan struct{} // a newer SOA arrived while the sender waits to retry
 }
 
+// notifyOutcome is the metrics' result label of a NOTIFY's last attempt.
+func notifyOutcome(err error) string {
+	switch {
+	case err == nil:
+		return resultOK
+	case errors.Is(err, errRefusedNotify):
+		return resultRefused
+	}
+	return resultFailed
+}
+
+// errRefusedNotify is a secondary answering a NOTIFY with an error rcode.
+var errRefusedNotify = errors.New("refused")
+
 // errSuperseded ends the retries of a NOTIFY when a newer one is due.
 var errSuperseded = errors.New("superseded by a newer serial")
 
@@ -61,6 +75,7 @@ type notifier struct {
 	states map[notifyKey]*notifyState // at most zones × targets
 	wake   chan struct{}
 	sent   func(notifyKey, uint32, error) // called after each NOTIFY's last attempt (tests)
+	count  func(result string)            // counts each NOTIFY's outcome (metrics); may be nil
 }
 
 func newNotifier(log *slog.Logger, targets []string, key *tsigKey) *notifier {
@@ -155,6 +170,9 @@ func (n *notifier) send(ctx context.Context, k notifyKey, st *notifyState) {
 		default:
 			n.log.Debug("NOTIFY acknowledged", "zone", k.zone, "secondary", k.target, "serial", soa.Serial)
 		}
+		if n.count != nil {
+			n.count(notifyOutcome(err))
+		}
 		if n.sent != nil {
 			n.sent(k, soa.Serial, err)
 		}
@@ -200,7 +218,7 @@ func (n *notifier) notify(ctx context.Context, k notifyKey, soa *dns.SOA, newer 
 		case err != nil:
 			err = fmt.Errorf("attempt %d: %w", attempt+1, err)
 		case r.Opcode != dns.OpcodeNotify || r.Rcode != dns.RcodeSuccess:
-			err = fmt.Errorf("attempt %d: answered %s (opcode %s)", attempt+1, dns.RcodeToString[r.Rcode], dns.OpcodeToString[r.Opcode])
+			err = fmt.Errorf("attempt %d: answered %s (opcode %s): %w", attempt+1, dns.RcodeToString[r.Rcode], dns.OpcodeToString[r.Opcode], errRefusedNotify)
 		default:
 			return nil
 		}

@@ -202,6 +202,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	}
 	if len(xfr.notify) > 0 {
 		s.notifier = newNotifier(rt.Log, xfr.notify, xfr.key)
+		s.notifier.count = s.met.notify
 		rt.Go("notify", s.notifier.run)
 	}
 	s.mu.Lock()
@@ -213,7 +214,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	// SIGHUP reloads the zone files (and is harmless without any).
 	hup := subscribeHUP()
 	rt.Go("zone-files", func(ctx context.Context) error { return s.watchZoneFiles(ctx, hup) })
-	rt.Metrics.MustRegister(s.queries, s.mismatched)
+	rt.Metrics.MustRegister(s.collectors()...)
 
 	cc, err := rt.Dial(cfg.RegistryAddr)
 	if err != nil {
@@ -261,7 +262,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		rt.Go(name, u.serve)
 	}
 	rt.AddListener("dns-tcp", ln.Addr(), ln)
-	servers["dns-tcp"] = &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
+	servers["dns-tcp"] = &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: s.acceptTCP,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: 1000}
 	if xfr.key != nil {

@@ -52,13 +52,7 @@ type server struct {
 	ctx      context.Context
 	bufs     sync.Pool
 
-	queries *prometheus.CounterVec
-	qAuth   prometheus.Counter
-	qCache  prometheus.Counter
-	qFwd    prometheus.Counter
-	qRefuse prometheus.Counter
-	qOther  prometheus.Counter
-	qRRL    prometheus.Counter
+	met *metrics
 	// mismatched exports the forwarder's count of dropped upstream replies.
 	mismatched prometheus.CounterFunc
 }
@@ -89,16 +83,7 @@ func newServer(ctx context.Context, log *slog.Logger, cfg *Config, static []*sta
 		s.rrl = newLimiter(cfg.RRLRate, cfg.RRLExemptLoopback)
 	}
 	s.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
-	s.queries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "switchboard_resolver_queries_total",
-		Help: "DNS queries answered, by how they were answered.",
-	}, []string{"answer"})
-	s.qAuth = s.queries.WithLabelValues("authoritative")
-	s.qCache = s.queries.WithLabelValues("cache")
-	s.qFwd = s.queries.WithLabelValues("forwarded")
-	s.qRefuse = s.queries.WithLabelValues("refused")
-	s.qOther = s.queries.WithLabelValues("error")
-	s.qRRL = s.queries.WithLabelValues("rate_limited")
+	s.met = newMetrics()
 	s.mismatched = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "switchboard_resolver_forward_mismatched_total",
 		Help: "Upstream replies dropped because they did not answer the query sent (ID, QR, opcode or question differ, or malformed): forged or stray.",
@@ -254,33 +239,45 @@ func (s *server) recursionAllowed(client netip.Addr) bool {
 	return false
 }
 
-// ServeDNS answers one query.
+// ServeDNS answers one query (TCP; UDP goes through udpServer).
 func (s *server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	start := time.Now()
 	client, udp := clientOf(w.RemoteAddr())
+	proto := protoTCP
+	if udp {
+		proto = protoUDP
+	}
 	if s.serveSpecial(w, r, client, udp) {
 		return
 	}
 	slip := false
 	if s.rrl != nil && udp {
-		switch s.rrl.check(client, time.Now()) {
+		switch s.rrl.check(client, start) {
 		case rrlDrop:
-			s.qRRL.Inc()
+			s.met.rrlDrop.Inc()
 			return
 		case rrlSlip:
-			s.qRRL.Inc()
+			s.met.rrlSlip.Inc()
 			slip = true
 		}
 	}
 	bp := s.bufs.Get().(*[]byte)
 	out, _, err := s.respond(*bp, r, client, udp, slip)
+	var qtype uint16
+	if len(r.Question) > 0 {
+		qtype = r.Question[0].Qtype
+	}
 	if err != nil {
 		s.log.Debug("answering", "err", err)
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeServerFailure)
 		_ = w.WriteMsg(m)
+		s.met.shared().count(proto, qtype, dns.RcodeServerFailure)
 	} else {
 		_, _ = w.Write(out)
+		s.met.shared().count(proto, qtype, replyRcode(out))
 	}
+	s.met.latency[proto].observe(time.Since(start), 1)
 	if cap(out) <= 64<<10 {
 		*bp = out[:0]
 		s.bufs.Put(bp)
@@ -313,7 +310,6 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 		rep.maxSize = 0
 	}
 	if len(r.Question) != 1 || nOpt > 1 || len(r.Ns) > 0 {
-		s.qOther.Inc()
 		return s.rcodeReply(dst, r, &rep, dns.RcodeFormatError)
 	}
 	q := r.Question[0]
@@ -321,11 +317,9 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 	rep.ra = s.recursionAllowed(client)
 	switch {
 	case q.Qtype == dns.TypeOPT:
-		s.qOther.Inc()
 		return s.rcodeReply(dst, r, &rep, dns.RcodeFormatError)
 	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY,
 		q.Qtype == dns.TypeAXFR, q.Qtype == dns.TypeIXFR:
-		s.qRefuse.Inc()
 		return s.rcodeReply(dst, r, &rep, dns.RcodeRefused)
 	}
 	name := lowerASCII(q.Name)
@@ -333,13 +327,12 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 	if a.zoneOf(name) != nil {
 		// Our zones: the precomputed answer of the name's node, or lookup
 		// (names that do not exist, wildcards, CNAMEs of other types).
-		s.qAuth.Inc()
 		var p *prepared
 		if n := a.nodes[name]; n != nil {
 			p = n.answer(q.Qtype)
 		}
 		if p == nil {
-			if p, err = a.prepareLookup(name, q.Qtype); err != nil {
+			if p, err = a.synthesized(name, q.Qtype); err != nil {
 				return dst, false, err
 			}
 		}
@@ -352,17 +345,15 @@ func (s *server) respond(dst []byte, r *dns.Msg, client netip.Addr, udp, slip bo
 		// query is neither forwarded nor answered from the cache (which
 		// would tell anyone what our clients looked up): REFUSED, with RA
 		// still saying whether this client may ask recursively.
-		s.qRefuse.Inc()
 		return s.rcodeReply(dst, r, &rep, dns.RcodeRefused)
 	}
 	now := time.Now()
 	if p, elapsed := s.cache.get(name, q.Qtype, now); p != nil {
-		s.qCache.Inc()
 		rep.elapsed = elapsed
 		out, err = p.appendTo(dst, &rep)
 		return out, true, err
 	}
-	s.qFwd.Inc()
+	s.cache.miss()
 	p, err := s.forward(name, q.Qtype, now)
 	if err != nil {
 		s.log.Debug("forwarding", "name", name, "err", err)
@@ -399,8 +390,10 @@ func (s *server) forward(name string, qtype uint16, now time.Time) (*prepared, e
 		s.flightMu.Unlock()
 		close(f.done)
 	}()
+	s.met.forwarded.Inc()
 	resp, err := s.fwd.exchange(s.ctx, name, qtype)
 	if err != nil {
+		s.met.fwdErrors.Inc()
 		f.err = err
 		return nil, err
 	}

@@ -173,8 +173,16 @@ func (s *server) serveWireSpecial(pkt []byte, r *dns.Msg, client netip.Addr, udp
 // when the request was; over UDP there is one.
 func (s *server) special(r *dns.Msg, client netip.Addr, udp bool, verr error, write func([]byte) error) {
 	rt := r.IsTsig()
+	proto := protoTCP
+	if udp {
+		proto = protoUDP
+	}
 	if rt != nil && verr != nil {
-		s.qRefuse.Inc()
+		if typ, ok := transferType(r); ok {
+			s.met.transfer(typ, resultRefused)
+		} else {
+			s.met.shared().count(proto, r.Question[0].Qtype, dns.RcodeNotAuth)
+		}
 		b, err := tsigFailure(r, s.xfrKey, verr)
 		if err != nil {
 			s.log.Debug("tsig failure reply", "err", err)
@@ -200,6 +208,7 @@ func (s *server) special(r *dns.Msg, client netip.Addr, udp bool, verr error, wr
 			m = new(dns.Msg)
 			m.SetRcode(r, dns.RcodeServerFailure)
 		}
+		s.met.shared().count(proto, r.Question[0].Qtype, m.Rcode)
 		msgs = []*dns.Msg{m}
 	}
 	mac := ""
@@ -227,6 +236,21 @@ func (s *server) special(r *dns.Msg, client netip.Addr, udp bool, verr error, wr
 	}
 }
 
+// transferType is the type label of a transfer request, and whether r is
+// one.
+func transferType(r *dns.Msg) (string, bool) {
+	if len(r.Question) != 1 {
+		return "", false
+	}
+	switch r.Question[0].Qtype {
+	case dns.TypeAXFR:
+		return transferAXFR, true
+	case dns.TypeIXFR:
+		return transferIXFR, true
+	}
+	return "", false
+}
+
 // transferChunk is the size of records past which a transfer message ends.
 const transferChunk = 16 << 10
 
@@ -235,11 +259,12 @@ const transferChunk = 16 << 10
 func (s *server) transfer(r *dns.Msg, client netip.Addr, udp bool) []*dns.Msg {
 	q := r.Question[0]
 	origin := lowerASCII(dns.Fqdn(q.Name))
+	typ, _ := transferType(r)
 	fail := func(rcode int) []*dns.Msg {
 		if rcode == dns.RcodeFormatError || rcode == dns.RcodeServerFailure {
-			s.qOther.Inc()
+			s.met.transfer(typ, resultFailed)
 		} else {
-			s.qRefuse.Inc()
+			s.met.transfer(typ, resultRefused)
 		}
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)
@@ -268,7 +293,7 @@ func (s *server) transfer(r *dns.Msg, client netip.Addr, udp bool) []*dns.Msg {
 		if udp {
 			return fail(dns.RcodeNotImplemented)
 		}
-		s.qAuth.Inc()
+		s.met.transfer(typ, resultOK)
 		return transferMessages(r, axfrRecords(cur))
 	}
 	// IXFR: the client's version is the SOA in the authority section.
@@ -283,7 +308,7 @@ func (s *server) transfer(r *dns.Msg, client netip.Addr, udp bool) []*dns.Msg {
 	if cur == nil {
 		return fail(dns.RcodeNotAuth) // the zone went away meanwhile
 	}
-	s.qAuth.Inc()
+	s.met.transfer(typ, resultOK)
 	var rrs []dns.RR
 	switch {
 	case !serialNewer(cur.soa.Serial, have.Serial):

@@ -139,6 +139,20 @@ func TestTransferAllow(t *testing.T) {
 			}
 		})
 	}
+	t.Run("transfers counted", func(t *testing.T) {
+		// So far: 3 refused from 127.0.0.1 (2 AXFR, 1 IXFR); from
+		// 127.0.0.2 one AXFR sent and three refused (over UDP, two zones
+		// not served).
+		for name, want := range map[string]float64{
+			`switchboard_resolver_transfers_total{result="ok",type="axfr"}`:      1,
+			`switchboard_resolver_transfers_total{result="refused",type="axfr"}`: 5,
+			`switchboard_resolver_transfers_total{result="refused",type="ixfr"}`: 1,
+		} {
+			if got := metricValue(t, e.inst, name); got != want {
+				t.Errorf("%s = %v, want %v", name, got, want)
+			}
+		}
+	})
 	t.Run("dig AXFR of the service zone", func(t *testing.T) {
 		register(e, "web", "web-1", "10.0.0.1", 8080)
 		e.waitAnswers(t, "web.service.switchboard.", dns.TypeA, 1)

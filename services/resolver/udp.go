@@ -23,14 +23,15 @@ const maxSlowInflight = 1024
 // inline from the raw packet without unpacking it; everything else is
 // unpacked with miekg/dns and answered on a bounded goroutine.
 type udpServer struct {
-	s    *server
-	pc   *net.UDPConn
-	slow chan struct{}
-	wg   sync.WaitGroup
+	s      *server
+	pc     *net.UDPConn
+	slow   chan struct{}
+	wg     sync.WaitGroup
+	counts *queryCounts // this reader's fast-path query counts
 }
 
 func newUDPServer(s *server, pc *net.UDPConn) *udpServer {
-	return &udpServer{s: s, pc: pc, slow: make(chan struct{}, maxSlowInflight)}
+	return &udpServer{s: s, pc: pc, slow: make(chan struct{}, maxSlowInflight), counts: s.met.newCounts()}
 }
 
 // batchSize is how many datagrams one recvmmsg/sendmmsg call moves.
@@ -90,35 +91,36 @@ func (u *udpServer) serve(ctx context.Context) error {
 			if u.s.rrl != nil {
 				switch u.s.rrl.check(client, now) {
 				case rrlDrop:
-					u.s.qRRL.Inc()
+					u.s.met.rrlDrop.Inc()
 					continue
 				case rrlSlip:
-					u.s.qRRL.Inc()
+					u.s.met.rrlSlip.Inc()
 					slip = true
 				}
 			}
 			if !slip {
-				if b, ok := u.s.fast(bc.replyBuf(k), pkt, client, name); ok {
+				if b, ok := u.s.fast(bc.replyBuf(k), pkt, client, name, u.counts); ok {
 					bc.setReply(k, i, b)
 					k++
 					continue
 				}
 			}
-			u.slowPath(pkt, from, slip)
+			u.slowPath(pkt, from, slip, now)
 		}
 		if k > 0 {
 			// An error means the socket is closing, or the kernel dropped
 			// the replies: UDP.
 			_ = bc.write(k)
+			u.s.met.latency[protoUDP].observe(time.Since(now), uint64(k))
 		}
 	}
 }
 
-func (u *udpServer) slowPath(pkt []byte, from netip.AddrPort, slip bool) {
+func (u *udpServer) slowPath(pkt []byte, from netip.AddrPort, slip bool, received time.Time) {
 	select {
 	case u.slow <- struct{}{}:
 	default:
-		u.s.qOther.Inc() // overloaded: drop, the client retries
+		u.s.met.overloaded.Inc() // drop, the client retries
 		return
 	}
 	cp := append([]byte(nil), pkt...)
@@ -127,14 +129,16 @@ func (u *udpServer) slowPath(pkt []byte, from netip.AddrPort, slip bool) {
 		defer func() { <-u.slow; u.wg.Done() }()
 		if out := u.s.serveWire(cp, from.Addr().Unmap(), true, slip); out != nil {
 			_, _ = u.pc.WriteToUDPAddrPort(out, from)
+			u.s.met.latency[protoUDP].observe(time.Since(received), 1)
 		}
 	}()
 }
 
 // fast answers a plain query (one question, class IN, at most an OPT) for
 // a name with a precomputed answer or a forwarding-cache entry, straight
-// from the packet. ok is false when the query needs the full path.
-func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte) (out []byte, ok bool) {
+// from the packet, and counts it in qc. ok is false when the query needs
+// the full path.
+func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte, qc *queryCounts) (out []byte, ok bool) {
 	if pkt[2]&0xF8 != 0 { // QR set or an opcode other than QUERY
 		return dst, false
 	}
@@ -178,20 +182,26 @@ func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte) (out []by
 	// The name is only looked up, never kept: no copy needed.
 	key := unsafe.String(unsafe.SliceData(name), len(name))
 	a := s.auth.Load()
+	var p *prepared
 	if n := a.nodes[key]; n != nil {
-		p := n.answer(qtype)
+		p = n.answer(qtype)
+	}
+	if ours := p != nil || a.zoneOf(key) != nil; ours {
 		if p == nil {
-			return dst, false
+			var err error
+			if p, err = a.synthesized(key, qtype); err != nil {
+				return dst, false // SERVFAIL, the full way
+			}
 		}
 		out, err := p.appendTo(dst, &rep)
 		if err != nil {
 			return dst, false
 		}
-		s.qAuth.Inc()
+		qc.count(protoUDP, qtype, int(out[3]&0x0F))
 		return out, true
 	}
-	if !rep.ra || !rep.rd || a.zoneOf(key) != nil {
-		return dst, false // refused (see respond) or answered from our zones
+	if !rep.ra || !rep.rd {
+		return dst, false // refused (see respond)
 	}
 	p, elapsed := s.cache.get(key, qtype, time.Now())
 	if p == nil {
@@ -202,7 +212,7 @@ func (s *server) fast(dst, pkt []byte, client netip.Addr, name []byte) (out []by
 	if err != nil {
 		return dst, false
 	}
-	s.qCache.Inc()
+	qc.count(protoUDP, qtype, int(out[3]&0x0F))
 	return out, true
 }
 
@@ -245,6 +255,10 @@ func lowerName(pkt, name []byte) ([]byte, int, bool) {
 // serveWire answers a raw query the full way: miekg/dns unpacks it, and
 // the header checks of acceptQuery apply. It returns nil to send nothing.
 func (s *server) serveWire(pkt []byte, client netip.Addr, udp, slip bool) []byte {
+	proto := protoTCP
+	if udp {
+		proto = protoUDP
+	}
 	h := dns.Header{
 		Id:      binary.BigEndian.Uint16(pkt),
 		Bits:    binary.BigEndian.Uint16(pkt[2:]),
@@ -253,20 +267,28 @@ func (s *server) serveWire(pkt []byte, client netip.Addr, udp, slip bool) []byte
 		Nscount: binary.BigEndian.Uint16(pkt[8:]),
 		Arcount: binary.BigEndian.Uint16(pkt[10:]),
 	}
+	var out []byte
 	switch acceptQuery(h) {
 	case dns.MsgIgnore:
 		return nil
 	case dns.MsgReject:
-		s.qOther.Inc()
-		return headerReply(pkt, dns.RcodeFormatError)
+		out = headerReply(pkt, dns.RcodeFormatError)
 	case dns.MsgRejectNotImplemented:
-		s.qOther.Inc()
-		return headerReply(pkt, dns.RcodeNotImplemented)
+		out = headerReply(pkt, dns.RcodeNotImplemented)
+	}
+	if out != nil {
+		s.met.shared().count(proto, rawQtype(pkt), replyRcode(out))
+		return out
 	}
 	m := new(dns.Msg)
 	if err := m.Unpack(pkt); err != nil {
-		s.qOther.Inc()
-		return headerReply(pkt, dns.RcodeFormatError)
+		out = headerReply(pkt, dns.RcodeFormatError)
+		s.met.shared().count(proto, rawQtype(pkt), dns.RcodeFormatError)
+		return out
+	}
+	var qtype uint16
+	if len(m.Question) > 0 {
+		qtype = m.Question[0].Qtype
 	}
 	if out, ok := s.serveWireSpecial(pkt, m, client, udp); ok {
 		return out
@@ -274,9 +296,23 @@ func (s *server) serveWire(pkt []byte, client netip.Addr, udp, slip bool) []byte
 	out, _, err := s.respond(nil, m, client, udp, slip)
 	if err != nil {
 		s.log.Debug("answering", "err", err)
-		return headerReply(pkt, dns.RcodeServerFailure)
+		out = headerReply(pkt, dns.RcodeServerFailure)
 	}
+	s.met.shared().count(proto, qtype, replyRcode(out))
 	return out
+}
+
+// rawQtype is the type of a raw query's first question, or 0 when the
+// packet holds none that parses.
+func rawQtype(pkt []byte) uint16 {
+	if len(pkt) < hdrLen || binary.BigEndian.Uint16(pkt[4:]) == 0 {
+		return 0
+	}
+	off, err := skipName(pkt, hdrLen)
+	if err != nil || off+2 > len(pkt) {
+		return 0
+	}
+	return binary.BigEndian.Uint16(pkt[off:])
 }
 
 // headerReply is a reply of header only: the query's ID, opcode and RD,

@@ -93,6 +93,7 @@ func (n *node) answer(qtype uint16) *prepared {
 type authority struct {
 	zones []*zone // longest origin first
 	nodes map[string]*node
+	synth *synthCache // answers built for names without a precomputed one
 }
 
 // zoneOf returns the zone that name (lower case) falls in, or nil.
@@ -279,7 +280,7 @@ func (b *authorityBuilder) hasNS(z *zone) bool {
 // build links the tree (wildcards, zone cuts), precomputes every answer
 // and returns the snapshot.
 func (b *authorityBuilder) build() (*authority, error) {
-	a := &authority{nodes: b.nodes}
+	a := &authority{nodes: b.nodes, synth: newSynthCache()}
 	for _, z := range b.zones {
 		a.zones = append(a.zones, z)
 		// The apex exists and holds the SOA.
