@@ -43,7 +43,9 @@ Run 'switchboard bootstrap -h' or 'switchboard bootstrap consul -h' for the flag
 //
 // The rules are least privilege for what each one calls:
 //   - registry: calls no other service.
-//   - balancer: registry Watch of every service.
+//   - balancer: registry Watch of every service, WatchConfig of the
+//     policies, and PutConfig of the policies its own SetPolicy callers
+//     (operators, checked first) set: service write.
 //   - resolver: registry Watch of every service, WatchRecords, and
 //     PutRecord/DeleteRecord on behalf of its own UpsertRecord and
 //     DeleteRecord, whose callers it has checked for records write first.
@@ -56,8 +58,8 @@ Run 'switchboard bootstrap -h' or 'switchboard bootstrap consul -h' for the flag
 //   - viewer: reads everything, changes nothing.
 var stackIdentities = []stackIdentity{
 	{name: "registry", server: true, why: "calls no other service"},
-	{name: "balancer", server: true, why: "watches every service's instances in the registry",
-		rules: []aclRule{{"service", "*", "read"}}},
+	{name: "balancer", server: true, why: "watches every service's instances and policies in the registry; stores the policies its operators set",
+		rules: []aclRule{{"service", "*", "write"}}},
 	{name: "resolver", server: true, why: "watches every service and the DNS records; stores the record changes its own callers are allowed to make",
 		rules: []aclRule{{"service", "*", "read"}, {"records", "*", "write"}}},
 	{name: "prober", server: true, why: "watches every instance and reports its health (SetHealth)",

@@ -287,7 +287,7 @@ func TestBootstrapACL(t *testing.T) {
 		{"registry", demoRead, false},
 		{"registry", operator, false},
 		{"balancer", svcAllRead, true},
-		{"balancer", demoWrite, false},
+		{"balancer", demoWrite, true}, // stores the policies its operators set
 		{"balancer", recordsRead, false},
 		{"balancer", operator, false},
 		{"resolver", svcAllRead, true},
