@@ -298,7 +298,7 @@ func TestBootstrapACL(t *testing.T) {
 		{"prober", svcAllRead, true},
 		{"prober", webWrite, true}, // SetHealth on any service
 		{"prober", recordsRead, false},
-		{"prober", operator, false},
+		{"prober", operator, true}, // the scheduled jobs in the registry
 		{"edge", svcAllRead, true},
 		{"edge", webWrite, true}, // balancer Report
 		{"edge", recordsRead, false},
