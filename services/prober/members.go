@@ -213,4 +213,3 @@ func (m *membership) run(ctx context.Context) error {
 		}
 	}
 }
-
