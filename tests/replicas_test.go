@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/switchboard-net/switchboard/pkg/service/servicetest"
@@ -365,5 +367,65 @@ func TestDeadProbersShareMovesAfterItsTTL(t *testing.T) {
 	t.Logf("share %d of %d before; all %d checked %v after the last heartbeat (TTL 2s)", share, n, n, took)
 	if took > 2*time.Second+4*time.Second {
 		t.Errorf("took %v: want about the TTL (2s) and one check interval (1s)", took)
+	}
+}
+
+// TestProberStartsFromItsJobCacheWithoutRegistry: jobs.json is the
+// start-up cache of the registry's job list: a prober that starts while
+// the registry is unreachable lists the cached jobs as stale, runs the
+// ones it ran last, and refuses Schedule (Unavailable) rather than keep a
+// job no other prober would know.
+func TestProberStartsFromItsJobCacheWithoutRegistry(t *testing.T) {
+	reg := servicetest.Start(t, registry.Spec(), "--store=embedded", "--data-dir="+t.TempDir())
+	dir := t.TempDir()
+	args := []string{"--id=solo", "--member-ttl=1s", "--data-dir=" + dir, "--discovery-group=", "--bandwidth-addr=", "--allow=loopback"}
+	p := servicetest.Start(t, proberpkg.Spec(), append(args, "--registry-addr="+reg.Addrs["grpc"])...)
+	c := proberv1.NewProberClient(p.Conn(t))
+	ctx := context.Background()
+	target := startAcceptCounter(t)
+	job := &proberv1.Job{Id: "cached", Interval: durationpb.New(time.Second), Spec: &proberv1.JobSpec{Kind: &proberv1.JobSpec_Check{Check: &proberv1.CheckSpec{
+		Kind: "tcp", Target: fmt.Sprintf("127.0.0.1:%d", target.port())}}}}
+	if _, err := c.Schedule(ctx, &proberv1.ScheduleRequest{Job: job}); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "the job listed with its runner", func() error {
+		list, err := c.ListJobs(ctx, &proberv1.ListJobsRequest{})
+		if err != nil {
+			return err
+		}
+		if len(list.Jobs) != 1 || list.Jobs[0].Runner != "solo" || list.Stale {
+			return fmt.Errorf("jobs %v stale %v", list.Jobs, list.Stale)
+		}
+		return nil
+	})
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The registry's address now refuses connections.
+	p2 := servicetest.Start(t, proberpkg.Spec(), append(args, "--registry-addr="+reg.Addrs["grpc"])...)
+	c2 := proberv1.NewProberClient(p2.Conn(t))
+	list, err := c2.ListJobs(ctx, &proberv1.ListJobsRequest{})
+	if err != nil || len(list.Jobs) != 1 || list.Jobs[0].Id != "cached" || !list.Stale {
+		t.Fatalf("ListJobs without the registry = %v, %v; want the cached job, stale", list, err)
+	}
+	before := target.count.Load()
+	until(t, "the cached job running", func() error {
+		resp, err := c2.Results(ctx, &proberv1.ResultsRequest{Id: "cached"})
+		if err != nil {
+			return err
+		}
+		if len(resp.Results) == 0 || target.count.Load() == before {
+			return fmt.Errorf("%d results, %d connections", len(resp.Results), target.count.Load()-before)
+		}
+		return nil
+	})
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	job.Id = "new"
+	if _, err := c2.Schedule(sctx, &proberv1.ScheduleRequest{Job: job}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("Schedule without the registry = %v, want Unavailable", err)
 	}
 }
