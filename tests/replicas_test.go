@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-net/switchboard/services/balancer"
 	proberpkg "github.com/switchboard-net/switchboard/services/prober"
 	"github.com/switchboard-net/switchboard/services/registry"
+	"github.com/switchboard-net/switchboard/services/registry/storetest"
 )
 
 // TestPolicyOnOneBalancerInForceOnTheOther: two balancer replicas follow
@@ -32,11 +33,30 @@ import (
 // be under a second.
 func TestPolicyOnOneBalancerInForceOnTheOther(t *testing.T) {
 	reg := servicetest.Start(t, registry.Spec(), "--store=embedded", "--data-dir="+t.TempDir())
-	r := registryv1.NewRegistryClient(reg.Conn(t))
+	policyRounds(t, reg, reg)
+}
+
+// TestPolicyAcrossRegistriesOnConsul: the same with each balancer on its
+// own registry, the two registries sharing one Consul: the policy travels
+// through Consul's KV and the other registry's blocking query.
+func TestPolicyAcrossRegistriesOnConsul(t *testing.T) {
+	c := storetest.StartConsul(t)
+	var regs []*servicetest.Instance
+	for range 2 {
+		regs = append(regs, servicetest.Start(t, registry.Spec(), "--store=consul", "--consul-addr="+c.Addr, "--consul-prefix=test/"+t.Name()+"/"))
+	}
+	policyRounds(t, regs[0], regs[1])
+}
+
+// policyRounds starts a balancer on each registry and times five
+// SetPolicy rounds, alternating between them.
+func policyRounds(t *testing.T, reg0, reg1 *servicetest.Instance) {
+	t.Helper()
+	r := registryv1.NewRegistryClient(reg0.Conn(t))
 	register(t, r, "orders", "orders-1", 9001, 1)
 	register(t, r, "orders", "orders-2", 9002, 1)
 	var bals []balancerv1.BalancerClient
-	for range 2 {
+	for _, reg := range []*servicetest.Instance{reg0, reg1} {
 		b := servicetest.Start(t, balancer.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--data-dir="+t.TempDir(), "--refresh-interval=50ms")
 		bals = append(bals, balancerv1.NewBalancerClient(b.Conn(t)))
 	}

@@ -17,26 +17,21 @@ import (
 // configState is the store's view of the configuration entries (balancer
 // policies, prober jobs) under <prefix>config/<kind>/<key>, one protobuf
 // ConfigEntry per KV pair. One blocking query on that prefix keeps it
-// current (configLoop); like the records, this store's own writes show at
-// once, and what Consul lost is put back when it answers again.
+// current (configLoop); this store's own writes show at once (each write
+// reads the prefix back from Consul's leader), and what Consul lost is put
+// back when it answers again. A response older than the one shown (by
+// Consul's index) is not applied, so a slow blocking query never undoes a
+// newer write.
 type configState struct {
-	mu      sync.Mutex
-	kv      map[string]*registryv1.ConfigEntry // as Consul last reported, by kind/key
-	pending map[string]*pendingConfig          // by kind/key: our writes Consul has not shown yet
-	owned   map[string]*registryv1.ConfigEntry // to restore: a mirror of the prefix with our writes on top
-	ix      uint64                             // Consul's index of the last response
-	down    bool                               // the last query failed
-}
-
-// pendingConfig is a configuration write of this store that the query has
-// not shown yet.
-type pendingConfig struct {
-	e     *registryv1.ConfigEntry // nil: deleted
-	until time.Time
+	mu    sync.Mutex
+	kv    map[string]*registryv1.ConfigEntry // as Consul last reported, by kind/key
+	owned map[string]*registryv1.ConfigEntry // to restore: a mirror of the prefix with our writes on top
+	ix    uint64                             // Consul's index of the response shown
+	down  bool                               // the last query failed
 }
 
 func newConfigState() *configState {
-	return &configState{kv: map[string]*registryv1.ConfigEntry{}, pending: map[string]*pendingConfig{}, owned: map[string]*registryv1.ConfigEntry{}}
+	return &configState{kv: map[string]*registryv1.ConfigEntry{}, owned: map[string]*registryv1.ConfigEntry{}}
 }
 
 func (s *Store) configPrefix() string { return s.o.Prefix + "config/" }
@@ -95,35 +90,55 @@ func (s *Store) configLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		kv := make(map[string]*registryv1.ConfigEntry, len(pairs))
-		for _, p := range pairs {
-			e := &registryv1.ConfigEntry{}
-			if proto.Unmarshal(p.Value, e) == nil && s.configKey(e.Kind, e.Key) == p.Key {
-				kv[catalog.ConfigKey(e.Kind, e.Key)] = e
-			}
-		}
-		c.mu.Lock()
-		c.kv, c.ix = kv, meta.LastIndex
-		now := time.Now()
-		for k, p := range c.pending {
-			got := kv[k]
-			if now.After(p.until) || p.e == nil && got == nil || p.e != nil && got != nil && proto.Equal(got, p.e) {
-				delete(c.pending, k)
-			}
-		}
-		own := maps.Clone(kv)
-		for k, p := range c.pending {
-			if p.e != nil {
-				own[k] = p.e
-			} else {
-				delete(own, k)
-			}
-		}
-		c.owned = own
-		c.mu.Unlock()
-		s.publishConfig(meta.LastIndex)
+		// After a failure or a restore (index 0) Consul's index may have
+		// gone back: take its answer whatever its index.
+		s.applyConfig(pairs, meta.LastIndex, index == 0)
 		index = meta.LastIndex
 	}
+}
+
+// applyConfig installs a response of the configuration prefix, unless it
+// is older than the one shown (and not forced), and publishes it.
+func (s *Store) applyConfig(pairs api.KVPairs, idx uint64, force bool) {
+	c := s.cfg
+	kv := make(map[string]*registryv1.ConfigEntry, len(pairs))
+	for _, p := range pairs {
+		e := &registryv1.ConfigEntry{}
+		if proto.Unmarshal(p.Value, e) == nil && s.configKey(e.Kind, e.Key) == p.Key {
+			kv[catalog.ConfigKey(e.Kind, e.Key)] = e
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if idx < c.ix && !force {
+		return
+	}
+	c.kv, c.ix = kv, idx
+	if !c.down {
+		c.owned = maps.Clone(kv)
+	}
+	s.hub.Update(func(u *catalog.Update) {
+		by := map[string][]*registryv1.ConfigEntry{}
+		for _, e := range kv {
+			by[e.Kind] = append(by[e.Kind], e)
+		}
+		for _, kind := range catalog.ConfigKinds {
+			u.SetConfigAt(kind, by[kind], idx)
+		}
+	})
+}
+
+// readBack reads the configuration prefix from Consul's leader after a
+// write of this store, so the write shows in the snapshot when the call
+// returns. A failure only delays it to the next blocking query.
+func (s *Store) readBack(ctx context.Context) {
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	pairs, meta, err := s.c.KV().List(s.configPrefix(), (&api.QueryOptions{RequireConsistent: true}).WithContext(cctx))
+	if err != nil {
+		return
+	}
+	s.applyConfig(pairs, meta.LastIndex, false)
 }
 
 // restoreConfig puts back the accepted entries pairs (Consul's answer)
@@ -166,39 +181,6 @@ func (s *Store) restoreConfig(ctx context.Context, pairs api.KVPairs) error {
 	return nil
 }
 
-// shownConfig is the configuration as the snapshot shows it: Consul's
-// answer with this store's pending writes on top, by kind. c.mu is held.
-func (c *configState) shownConfig() map[string][]*registryv1.ConfigEntry {
-	now := time.Now()
-	maps.DeleteFunc(c.pending, func(_ string, p *pendingConfig) bool { return now.After(p.until) })
-	out := map[string][]*registryv1.ConfigEntry{}
-	for k, e := range c.kv {
-		if c.pending[k] == nil {
-			out[e.Kind] = append(out[e.Kind], e)
-		}
-	}
-	for _, p := range c.pending {
-		if p.e != nil {
-			out[p.e.Kind] = append(out[p.e.Kind], p.e)
-		}
-	}
-	return out
-}
-
-// publishConfig pushes the configuration to the snapshot; idx is Consul's
-// index of the answer it comes from (0 for a write of this store).
-func (s *Store) publishConfig(idx uint64) {
-	c := s.cfg
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	shown := c.shownConfig()
-	s.hub.Update(func(u *catalog.Update) {
-		for _, kind := range catalog.ConfigKinds {
-			u.SetConfigAt(kind, shown[kind], idx)
-		}
-	})
-}
-
 // PutConfig stores a configuration entry in the KV store.
 func (s *Store) PutConfig(ctx context.Context, e *registryv1.ConfigEntry) error {
 	v, err := proto.Marshal(e)
@@ -210,13 +192,11 @@ func (s *Store) PutConfig(ctx context.Context, e *registryv1.ConfigEntry) error 
 	if _, err := s.c.KV().Put(&api.KVPair{Key: s.configKey(e.Kind, e.Key), Value: v}, (&api.WriteOptions{}).WithContext(cctx)); err != nil {
 		return classify("put config", err)
 	}
-	k := catalog.ConfigKey(e.Kind, e.Key)
 	s.cfg.mu.Lock()
-	s.cfg.owned[k] = e
-	s.cfg.pending[k] = &pendingConfig{e: e, until: time.Now().Add(s.o.PendingTTL)}
+	s.cfg.owned[catalog.ConfigKey(e.Kind, e.Key)] = e
 	s.cfg.mu.Unlock()
 	s.accepted()
-	s.publishConfig(0)
+	s.readBack(ctx)
 	return nil
 }
 
@@ -230,12 +210,10 @@ func (s *Store) DeleteConfig(ctx context.Context, kind, key string) error {
 	if _, err := s.c.KV().Delete(s.configKey(kind, key), (&api.WriteOptions{}).WithContext(cctx)); err != nil {
 		return classify("delete config", err)
 	}
-	k := catalog.ConfigKey(kind, key)
 	s.cfg.mu.Lock()
-	delete(s.cfg.owned, k)
-	s.cfg.pending[k] = &pendingConfig{until: time.Now().Add(s.o.PendingTTL)}
+	delete(s.cfg.owned, catalog.ConfigKey(kind, key))
 	s.cfg.mu.Unlock()
 	s.accepted()
-	s.publishConfig(0)
+	s.readBack(ctx)
 	return nil
 }

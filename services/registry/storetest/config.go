@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -148,6 +149,22 @@ func testConfigTwoRegistries(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	next("the deletion through the other registry", func(v map[string]string) bool { _, ok := v[svc]; return !ok })
+	// Quick writes through both: each registry ends on the last one, and
+	// soon (a watch round-trip: milliseconds; 4s allows for a loaded
+	// machine) — a writer's own earlier write must not hold its view.
+	putConfig(t, c1, "policy", svc, "a")
+	putConfig(t, c2, "policy", svc, "b")
+	putConfig(t, c1, "policy", svc, "c")
+	putConfig(t, c2, "policy", svc, "d")
+	start := time.Now()
+	for _, c := range []registryv1.RegistryClient{c1, c2} {
+		for configValue(t, c, "policy", svc) != "d" {
+			if time.Since(start) > 4*time.Second {
+				t.Fatalf("a registry still lists %q 4s after the last write (d)", configValue(t, c, "policy", svc))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // configEventually waits until a registry lists key of kind with value.
