@@ -186,7 +186,7 @@ func TestProbersShareJobsAndChecks(t *testing.T) {
 	}
 	var ps []*prober
 	for _, id := range []string{"p1", "p2"} {
-		inst := servicetest.Start(t, proberpkg.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--id="+id, "--member-ttl=1s",
+		inst := servicetest.Start(t, proberpkg.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--id="+id, "--member-ttl=3s",
 			"--data-dir="+t.TempDir(), "--discovery-group=", "--bandwidth-addr=", "--allow=loopback")
 		ps = append(ps, &prober{id: id, inst: inst, c: proberv1.NewProberClient(inst.Conn(t)), admin: inst.Addrs["admin"]})
 	}
@@ -365,7 +365,7 @@ func TestDeadProbersShareMovesAfterItsTTL(t *testing.T) {
 			}
 		}
 	}()
-	p := servicetest.Start(t, proberpkg.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--id=live", "--member-ttl=1s",
+	p := servicetest.Start(t, proberpkg.Spec(), "--registry-addr="+reg.Addrs["grpc"], "--id=live", "--member-ttl=3s",
 		"--discovery-group=", "--bandwidth-addr=", "--allow=loopback")
 	var share int
 	until(t, "the live prober checks its share only", func() error {

@@ -30,9 +30,14 @@ const MemberService = "switchboard-prober"
 // (rendezvous hashing), so every prober computes the same owner without a
 // leader, and a member's death moves only its own keys.
 //
-// The set always includes this prober itself. Until the registry's first
-// snapshot (known false), only a start-up cache may be run from; while
-// the registry is lost the last set stays, as the other probers' does.
+// This prober counts only while the registry shows it passing: one whose
+// heartbeats were late (and whose share the others took) or that is not
+// registered yet runs nothing, so a check never runs on both. When no
+// prober is passing at all (it cannot register: say its token may not
+// write switchboard-prober), it runs everything, so that someone does.
+// Until the registry's first snapshot (known false), only a start-up cache
+// may be run from; while the registry is lost the last set stays, as the
+// other probers' does.
 type members struct {
 	self string
 
@@ -46,9 +51,12 @@ func newMembers(self string) *members {
 	return &members{self: self, live: []string{self}, changed: make(chan struct{})}
 }
 
-// set installs the live probers' ids (self is added).
+// set installs the passing probers' ids (just self when there is none).
 func (m *members) set(ids []string) {
-	ids = append(slices.Clone(ids), m.self)
+	ids = slices.Clone(ids)
+	if len(ids) == 0 {
+		ids = []string{m.self}
+	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	m.mu.Lock()
@@ -183,7 +191,9 @@ func (m *membership) run(ctx context.Context) error {
 	every := max(m.ttl/3, 50*time.Millisecond)
 	registered := false
 	for {
-		cctx, cancel := context.WithTimeout(ctx, every)
+		// Up to half the TTL per call: a slow registry answer is still in
+		// time, and the next call comes a third of the TTL after this one.
+		cctx, cancel := context.WithTimeout(ctx, m.ttl/2)
 		var err error
 		if registered {
 			_, err = m.reg.Heartbeat(cctx, &registryv1.HeartbeatRequest{Service: MemberService, Id: m.inst.Id})

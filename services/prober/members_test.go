@@ -60,8 +60,8 @@ func TestMembersFromSnapshot(t *testing.T) {
 	_, _, changed := m.snapshot()
 	m.set(liveProbers(insts))
 	live, known, _ := m.snapshot()
-	if !known || fmt.Sprint(live) != "[p1 self]" {
-		t.Fatalf("live %v known %v, want [p1 self]", live, known)
+	if !known || fmt.Sprint(live) != "[p1]" || m.owns("job/x") {
+		t.Fatalf("live %v known %v: want [p1] (self not passing yet: it runs nothing)", live, known)
 	}
 	select {
 	case <-changed:
@@ -74,6 +74,15 @@ func TestMembersFromSnapshot(t *testing.T) {
 	case <-changed:
 		t.Fatal("the same set woke the waiters")
 	default:
+	}
+	// No prober passing (this one cannot register): it runs everything.
+	m.set(nil)
+	if live, _, _ := m.snapshot(); fmt.Sprint(live) != "[self]" || !m.owns("job/x") {
+		t.Fatalf("live %v with no passing prober, want [self] owning everything", live)
+	}
+	m.set([]string{"p1", "self"})
+	if live, _, _ := m.snapshot(); fmt.Sprint(live) != "[p1 self]" {
+		t.Fatalf("live %v, want [p1 self]", live)
 	}
 }
 
