@@ -312,7 +312,12 @@ func TestProbersShareJobsAndChecks(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("checks taken over %v after the stop", time.Since(stopped))
+	took := time.Since(stopped)
+	t.Logf("checks taken over %v after the stop", took)
+	// A stopped prober deregisters: the others need not wait for its TTL.
+	if took > 3*time.Second {
+		t.Errorf("checks moved %v after a graceful stop: not before the TTL (3s), so the prober did not deregister", took)
+	}
 	until(t, "the survivor runs the job", func() error {
 		rs := results(left)
 		if len(rs) == 0 {

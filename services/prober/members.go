@@ -160,13 +160,14 @@ type memberRegistry interface {
 
 // membership keeps this prober registered as an instance of MemberService
 // with a TTL check of ttl: it heartbeats three times per TTL (registering
-// again whenever the registry does not know it) until ctx ends, then
-// deregisters, so the others take its share at once.
+// again whenever the registry does not know it) until ctx ends; leave
+// deregisters it at shutdown, so the others take its share at once.
 type membership struct {
 	reg  memberRegistry
 	inst *registryv1.Instance
 	ttl  time.Duration
 	log  *slog.Logger
+	done chan struct{} // closed when run returns
 }
 
 func newMembership(reg memberRegistry, id, grpcAddr string, ttl time.Duration, log *slog.Logger) *membership {
@@ -180,14 +181,15 @@ func newMembership(reg memberRegistry, id, grpcAddr string, ttl time.Duration, l
 			host = h
 		}
 	}
-	return &membership{reg: reg, ttl: ttl, log: log, inst: &registryv1.Instance{
+	return &membership{reg: reg, ttl: ttl, log: log, done: make(chan struct{}), inst: &registryv1.Instance{
 		Service: MemberService, Id: id, Address: host, Port: uint32(port),
 		Check: &registryv1.HealthCheck{Kind: registryv1.CheckKind_CHECK_KIND_TTL, Interval: durationpb.New(ttl)},
 	}}
 }
 
-// run keeps the registration alive until ctx ends.
+// run keeps the registration alive until ctx ends; then closes done.
 func (m *membership) run(ctx context.Context) error {
+	defer close(m.done)
 	every := max(m.ttl/3, 50*time.Millisecond)
 	registered := false
 	for {
@@ -213,13 +215,26 @@ func (m *membership) run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			if _, err := m.reg.Deregister(dctx, &registryv1.DeregisterRequest{Service: MemberService, Id: m.inst.Id}); err != nil {
-				m.log.Debug("prober deregistration (the TTL hands its work over instead)", "err", err)
-			}
 			return nil
 		case <-time.After(every):
 		}
 	}
+}
+
+// leave deregisters this prober once run has returned (a shutdown hook:
+// it runs before the registry connection closes).
+func (m *membership) leave(ctx context.Context) error {
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := m.reg.Deregister(dctx, &registryv1.DeregisterRequest{Service: MemberService, Id: m.inst.Id}); err != nil {
+		m.log.Warn("prober deregistration failed: its share moves when its TTL passes", "ttl", m.ttl, "err", err)
+		return nil
+	}
+	m.log.Info("deregistered: the other probers take this one's share", "id", m.inst.Id)
+	return nil
 }

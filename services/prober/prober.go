@@ -272,6 +272,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		rt.Go("health", hl.run)
 		ms := newMembership(reg, id, rt.Addr("grpc"), cfg.MemberTTL, rt.Log.With("component", "membership"))
 		rt.Go("membership", ms.run)
+		rt.OnShutdown(ms.leave)
 	}
 
 	proberv1.RegisterProberServer(rt.GRPC, &server{r: r, sched: sched})
