@@ -314,9 +314,10 @@ func TestProbersShareJobsAndChecks(t *testing.T) {
 	})
 	took := time.Since(stopped)
 	t.Logf("checks taken over %v after the stop", took)
-	// A stopped prober deregisters: the others need not wait for its TTL.
-	if took > 3*time.Second {
-		t.Errorf("checks moved %v after a graceful stop: not before the TTL (3s), so the prober did not deregister", took)
+	// A stopped prober deregisters: the others need not wait for its TTL
+	// (whose expiry would come 2-3s after the stop).
+	if took > 1500*time.Millisecond {
+		t.Errorf("checks moved %v after a graceful stop: the TTL (3s, heartbeats every 1s) would have moved them after 2-3s: did the prober deregister?", took)
 	}
 	until(t, "the survivor runs the job", func() error {
 		rs := results(left)
