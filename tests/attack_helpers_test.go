@@ -141,9 +141,9 @@ var aclRules = map[string]string{
 	"viewer":   `[{service: "*", access: read}]`,
 	"ops":      `[{operator: true}, {service: "*", access: write}, {records: "*", access: write}]`,
 	// Services, least privilege (docs/security.md).
-	"balancer": `[{service: "*", access: read}]`,
+	"balancer": `[{service: "*", access: write}]`,
 	"resolver": `[{service: "*", access: read}, {records: "*", access: read}, {records: "example.test.", access: write}, {records: "other.test.", access: write}]`,
-	"prober":   `[{service: "*", access: write}]`,
+	"prober":   `[{service: "*", access: write}, {operator: true}]`,
 	"edge":     `[{service: "*", access: write}]`,
 }
 

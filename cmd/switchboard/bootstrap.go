@@ -43,11 +43,16 @@ Run 'switchboard bootstrap -h' or 'switchboard bootstrap consul -h' for the flag
 //
 // The rules are least privilege for what each one calls:
 //   - registry: calls no other service.
-//   - balancer: registry Watch of every service.
+//   - balancer: registry Watch of every service, WatchConfig of the
+//     policies, and PutConfig of the policies its own SetPolicy callers
+//     (operators, checked first) set: service write.
 //   - resolver: registry Watch of every service, WatchRecords, and
 //     PutRecord/DeleteRecord on behalf of its own UpsertRecord and
 //     DeleteRecord, whose callers it has checked for records write first.
-//   - prober: registry Watch of every service and SetHealth on any of them.
+//   - prober: registry Watch of every service and SetHealth on any of them,
+//     its own registration as a switchboard-prober instance, and the
+//     scheduled jobs in the registry (PutConfig/WatchConfig of kind job,
+//     for the Schedule calls of its operators): operator.
 //   - edge: balancer WatchEndpoints and Report (Report needs service write),
 //     and, for the dashboard, registry ListServices/GetService and prober
 //     ListJobs/Results.
@@ -56,12 +61,12 @@ Run 'switchboard bootstrap -h' or 'switchboard bootstrap consul -h' for the flag
 //   - viewer: reads everything, changes nothing.
 var stackIdentities = []stackIdentity{
 	{name: "registry", server: true, why: "calls no other service"},
-	{name: "balancer", server: true, why: "watches every service's instances in the registry",
-		rules: []aclRule{{"service", "*", "read"}}},
+	{name: "balancer", server: true, why: "watches every service's instances and policies in the registry; stores the policies its operators set",
+		rules: []aclRule{{"service", "*", "write"}}},
 	{name: "resolver", server: true, why: "watches every service and the DNS records; stores the record changes its own callers are allowed to make",
 		rules: []aclRule{{"service", "*", "read"}, {"records", "*", "write"}}},
-	{name: "prober", server: true, why: "watches every instance and reports its health (SetHealth)",
-		rules: []aclRule{{"service", "*", "write"}}},
+	{name: "prober", server: true, why: "watches every instance and reports its health (SetHealth); registers itself; keeps the scheduled jobs in the registry",
+		rules: []aclRule{{"service", "*", "write"}, {"operator", "", ""}}},
 	{name: "edge", server: true, why: "follows the balancer's endpoints and reports load on them (Report needs write); the dashboard reads the registry and the prober",
 		rules: []aclRule{{"service", "*", "write"}}},
 	{name: "demo", why: "the demo apps: register themselves under the service demo",

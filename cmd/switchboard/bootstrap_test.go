@@ -289,7 +289,7 @@ func TestBootstrapACL(t *testing.T) {
 		{"registry", demoRead, false},
 		{"registry", operator, false},
 		{"balancer", svcAllRead, true},
-		{"balancer", demoWrite, false},
+		{"balancer", demoWrite, true}, // stores the policies its operators set
 		{"balancer", recordsRead, false},
 		{"balancer", operator, false},
 		{"resolver", svcAllRead, true},
@@ -300,7 +300,7 @@ func TestBootstrapACL(t *testing.T) {
 		{"prober", svcAllRead, true},
 		{"prober", webWrite, true}, // SetHealth on any service
 		{"prober", recordsRead, false},
-		{"prober", operator, false},
+		{"prober", operator, true}, // the scheduled jobs in the registry
 		{"edge", svcAllRead, true},
 		{"edge", webWrite, true}, // balancer Report
 		{"edge", recordsRead, false},

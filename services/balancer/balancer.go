@@ -1,6 +1,7 @@
 // Package balancer is Switchboard's load-balancing control plane. It follows
 // the registry's Watch stream, keeps a pkg/balance Set per service with its
-// policy (persisted in --data-dir), feeds data planes' load reports into
+// policy (stored in the registry and followed with WatchConfig, so every
+// replica applies the same; --data-dir keeps a start-up cache), feeds data planes' load reports into
 // latency estimates and outlier ejection, and streams each service's
 // endpoint set with effective weights to data planes (WatchEndpoints). Pick
 // answers clients that want one endpoint per call.
@@ -24,7 +25,8 @@ import (
 type Config struct {
 	// RegistryAddr is the registry's gRPC address.
 	RegistryAddr string
-	// DataDir holds policies.json.
+	// DataDir holds policies.json, the start-up cache of the registry's
+	// policies.
 	DataDir string
 	// RefreshInterval is how often time-based state (ejection ends, slow
 	// start steps) is re-evaluated and pushed to watchers.
@@ -34,7 +36,7 @@ type Config struct {
 // RegisterFlags adds the balancer's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address")
-	fs.StringVar(&c.DataDir, "data-dir", "", "where policies are persisted (default $XDG_STATE_HOME/switchboard/balancer, else ./data/balancer)")
+	fs.StringVar(&c.DataDir, "data-dir", "", "where the start-up cache of the registry's policies is kept (default $XDG_STATE_HOME/switchboard/balancer, else ./data/balancer)")
 	fs.DurationVar(&c.RefreshInterval, "refresh-interval", time.Second, "how often ejection ends and slow-start steps are applied and streamed")
 }
 
@@ -77,12 +79,15 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 	}
 	rt.OnShutdown(func(context.Context) error { return cc.Close() })
 
+	reg := registryv1.NewRegistryClient(cc)
 	b := newBalancer(rt.Log, policies, newMetrics(rt.Metrics))
+	b.reg = reg
 	balancerv1.RegisterBalancerServer(rt.GRPC, &server{b: b})
 	rt.AddReadyCheck("registry", b.ready)
 	rt.Go("registry-watch", func(ctx context.Context) error {
-		return b.followRegistry(ctx, registryv1.NewRegistryClient(cc))
+		return b.followRegistry(ctx, reg)
 	})
+	rt.Go("policy-watch", b.followPolicies)
 	rt.Every("refresh", cfg.RefreshInterval, b.refresh)
 	return nil
 }

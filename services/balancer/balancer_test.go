@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,18 +22,20 @@ import (
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
-// fakeRegistry serves Watch from snapshots the test pushes.
+// fakeRegistry serves Watch from snapshots the test pushes, and keeps
+// configuration entries (the policies) for PutConfig and WatchConfig.
 type fakeRegistry struct {
 	registryv1.UnimplementedRegistryServer
 	mu      sync.Mutex
 	index   uint64
 	current []*registryv1.Instance
+	config  map[string]*registryv1.ConfigEntry // policies by key
 	wake    chan struct{}
 }
 
 func newFakeRegistry(t testing.TB) (*fakeRegistry, string, func()) {
 	t.Helper()
-	f := &fakeRegistry{wake: make(chan struct{})}
+	f := &fakeRegistry{wake: make(chan struct{}), config: map[string]*registryv1.ConfigEntry{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +64,43 @@ func (f *fakeRegistry) Watch(req *registryv1.WatchRequest, stream registryv1.Reg
 		f.mu.Unlock()
 		if idx != sent {
 			if err := stream.Send(&registryv1.WatchResponse{Index: idx, Instances: list}); err != nil {
+				return err
+			}
+			sent = idx
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-wake:
+		}
+	}
+}
+
+func (f *fakeRegistry) PutConfig(_ context.Context, req *registryv1.PutConfigRequest) (*registryv1.PutConfigResponse, error) {
+	if req.GetEntry().GetKind() != "policy" {
+		return nil, status.Error(codes.InvalidArgument, "entry.kind: the fake keeps policies only")
+	}
+	f.mu.Lock()
+	f.index++
+	f.config[req.Entry.Key] = req.Entry
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+	return &registryv1.PutConfigResponse{Entry: req.Entry}, nil
+}
+
+func (f *fakeRegistry) WatchConfig(req *registryv1.WatchConfigRequest, stream registryv1.Registry_WatchConfigServer) error {
+	var sent uint64
+	for {
+		f.mu.Lock()
+		idx, wake := f.index, f.wake
+		var list []*registryv1.ConfigEntry
+		for _, e := range f.config {
+			list = append(list, e)
+		}
+		f.mu.Unlock()
+		if idx != sent {
+			if err := stream.Send(&registryv1.WatchConfigResponse{Index: idx, Entries: list}); err != nil {
 				return err
 			}
 			sent = idx
@@ -358,24 +398,81 @@ func hasViolation(err error, field string) bool {
 	return false
 }
 
-func TestPolicyPersistsAcrossRestart(t *testing.T) {
-	_, addr, _ := newFakeRegistry(t)
+// TestPolicySharedByReplicas: a policy set on one balancer is in force on
+// another following the same registry, and a balancer started later takes
+// it from the registry, not from its own (empty) data directory.
+func TestPolicySharedByReplicas(t *testing.T) {
+	reg, addr, _ := newFakeRegistry(t)
+	reg.set(inst("orders", "a", 1, passing, 0))
+	c1, _ := startBalancer(t, addr, t.TempDir())
+	c2, _ := startBalancer(t, addr, t.TempDir())
+	want := &balancerv1.Policy{Name: "p2c", SlowStart: durationpb.New(30 * time.Second)}
+	if _, err := c1.SetPolicy(context.Background(), &balancerv1.SetPolicyRequest{Service: "orders", Policy: want}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []balancerv1.BalancerClient{c1, c2} {
+		eventually(t, "the policy on every replica", func() error {
+			got, err := c.GetPolicy(context.Background(), &balancerv1.GetPolicyRequest{Service: "orders"})
+			if err != nil {
+				return err
+			}
+			if got.Policy.Name != "p2c" || got.Policy.SlowStart.AsDuration() != 30*time.Second || got.Stale {
+				return fmt.Errorf("policy %v (stale %v)", got.Policy, got.Stale)
+			}
+			return nil
+		})
+	}
+	c3, _ := startBalancer(t, addr, t.TempDir())
+	eventually(t, "the policy on a balancer started later", func() error {
+		got, err := c3.GetPolicy(context.Background(), &balancerv1.GetPolicyRequest{Service: "orders"})
+		if err != nil {
+			return err
+		}
+		if got.Policy.Name != "p2c" || got.Stale {
+			return fmt.Errorf("policy %v (stale %v)", got.Policy, got.Stale)
+		}
+		return nil
+	})
+}
+
+// TestPolicyCacheServesStartWithoutRegistry: the local file is a start-up
+// cache of the registry's policies, used (and said to be stale) when the
+// registry cannot be reached; SetPolicy then fails instead of diverging.
+func TestPolicyCacheServesStartWithoutRegistry(t *testing.T) {
+	_, addr, stop := newFakeRegistry(t)
 	dir := t.TempDir()
 	c, inst := startBalancer(t, addr, dir)
 	want := &balancerv1.Policy{Name: "p2c", SlowStart: durationpb.New(30 * time.Second)}
 	if _, err := c.SetPolicy(context.Background(), &balancerv1.SetPolicyRequest{Service: "orders", Policy: want}); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "the policy written to the cache", func() error {
+		p, err := openPolicyStore(filepath.Join(dir, "policies.json"))
+		if err != nil {
+			return err
+		}
+		if p.get("orders").GetName() != "p2c" {
+			return fmt.Errorf("cache holds %v", p.all())
+		}
+		return nil
+	})
 	if err := inst.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	stop()
 	c2, _ := startBalancer(t, addr, dir)
 	got, err := c2.GetPolicy(context.Background(), &balancerv1.GetPolicyRequest{Service: "orders"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Policy.Name != "p2c" || got.Policy.SlowStart.AsDuration() != 30*time.Second {
-		t.Fatalf("after restart: %v", got.Policy)
+	if got.Policy.Name != "p2c" || got.Policy.SlowStart.AsDuration() != 30*time.Second || !got.Stale {
+		t.Fatalf("with the registry down: %v (stale %v), want the cached p2c marked stale", got.Policy, got.Stale)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c2.SetPolicy(ctx, &balancerv1.SetPolicyRequest{Service: "orders", Policy: &balancerv1.Policy{Name: "round_robin"}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("SetPolicy with the registry down = %v, want Unavailable", err)
 	}
 }
 

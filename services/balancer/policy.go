@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/switchboard-net/switchboard/pkg/balance"
@@ -148,8 +150,10 @@ func fromConfig(c balance.Config) *balancerv1.Policy {
 	}
 }
 
-// policyStore persists each service's Policy as one JSON file, rewritten
-// atomically (temp file, fsync, rename) on every change.
+// policyStore is the local cache of the registry's policies: one JSON
+// file, rewritten atomically (temp file, fsync, rename) whenever the
+// registry's set changes. It only serves start-up while the registry is
+// unreachable; the registry's policy set replaces it as soon as it arrives.
 type policyStore struct {
 	path string
 	mu   sync.Mutex
@@ -189,22 +193,23 @@ func (s *policyStore) get(service string) *balancerv1.Policy {
 	return s.m[service]
 }
 
-// put stores a service's policy and writes the file; on a write error the
-// previous policy stays.
-func (s *policyStore) put(service string, p *balancerv1.Policy) error {
+// all returns a copy of every cached policy.
+func (s *policyStore) all() map[string]*balancerv1.Policy {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, had := s.m[service]
-	s.m[service] = p
-	if err := s.writeLocked(); err != nil {
-		if had {
-			s.m[service] = old
-		} else {
-			delete(s.m, service)
-		}
-		return err
+	return maps.Clone(s.m)
+}
+
+// replace makes m the cached set and rewrites the file when it changed.
+// The set in memory is m even when the write fails.
+func (s *policyStore) replace(m map[string]*balancerv1.Policy) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if maps.EqualFunc(s.m, m, func(a, b *balancerv1.Policy) bool { return proto.Equal(a, b) }) {
+		return nil
 	}
-	return nil
+	s.m = maps.Clone(m)
+	return s.writeLocked()
 }
 
 func (s *policyStore) writeLocked() error {

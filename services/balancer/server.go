@@ -225,21 +225,26 @@ func (s *server) WatchEndpoints(req *balancerv1.WatchEndpointsRequest, stream ba
 	}
 }
 
-// SetPolicy validates, persists and applies a service's policy.
-func (s *server) SetPolicy(_ context.Context, req *balancerv1.SetPolicyRequest) (*balancerv1.SetPolicyResponse, error) {
+// SetPolicy validates a service's policy and stores it in the registry
+// (every balancer replica applies it from there); this one applies it at
+// once.
+func (s *server) SetPolicy(ctx context.Context, req *balancerv1.SetPolicyRequest) (*balancerv1.SetPolicyResponse, error) {
 	if err := validService("service", req.Service); err != nil {
 		return nil, invalid(err)
 	}
 	if req.Policy == nil {
 		return nil, invalid(&fieldError{"policy", errors.New("required")})
 	}
-	p, err := s.b.setPolicy(req.Service, req.Policy)
+	p, err := s.b.setPolicy(ctx, req.Service, req.Policy)
 	if err != nil {
 		var fe *fieldError
 		if errors.As(err, &fe) {
 			return nil, invalid(err)
 		}
-		return nil, status.Errorf(codes.Unavailable, "storing the policy: %v", err)
+		if errors.Is(err, errRegistry) && status.Code(err) == codes.PermissionDenied {
+			return nil, status.Errorf(codes.PermissionDenied, "the registry refused the balancer's policy write (its token needs service %q write): %v", req.Service, err)
+		}
+		return nil, status.Errorf(codes.Unavailable, "storing the policy in the registry: %v", err)
 	}
 	return &balancerv1.SetPolicyResponse{Policy: p}, nil
 }
@@ -249,5 +254,5 @@ func (s *server) GetPolicy(_ context.Context, req *balancerv1.GetPolicyRequest) 
 	if err := validService("service", req.Service); err != nil {
 		return nil, invalid(err)
 	}
-	return &balancerv1.GetPolicyResponse{Policy: s.b.policy(req.Service)}, nil
+	return &balancerv1.GetPolicyResponse{Policy: s.b.policy(req.Service), Stale: s.b.policiesStale()}, nil
 }

@@ -58,6 +58,11 @@ type Balancer struct {
 	changed  chan struct{} // closed and replaced on any change
 	stale    bool          // the registry is unreachable
 	synced   bool          // a registry snapshot has arrived
+
+	reg        policyRegistry                // where policies are stored (nil: no registry)
+	polSynced  bool                          // the registry's policy set has arrived
+	polStale   bool                          // the policy watch is lost
+	polApplied map[string]*balancerv1.Policy // the set in force, by service
 }
 
 func newBalancer(log *slog.Logger, policies *policyStore, met *metrics) *Balancer {
@@ -117,7 +122,7 @@ func (b *Balancer) getOrCreateLocked(name string) *svc {
 	if s := b.services[name]; s != nil {
 		return s
 	}
-	cfg, err := toConfig(b.policies.get(name))
+	cfg, err := toConfig(b.storedPolicyLocked(name))
 	if err != nil {
 		b.log.Warn("stored policy is invalid; using the default", "service", name, "err", err)
 		cfg = balance.DefaultConfig()
@@ -367,36 +372,12 @@ func endpointOf(in *registryv1.Instance, es *balance.EndpointState) *balancerv1.
 	}
 }
 
-// setPolicy validates, persists and applies a service's policy.
-func (b *Balancer) setPolicy(name string, p *balancerv1.Policy) (*balancerv1.Policy, error) {
-	cfg, err := toConfig(p)
-	if err != nil {
-		return nil, err
-	}
-	stored := fromConfig(cfg)
-	if err := b.policies.put(name, stored); err != nil {
-		return nil, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.getOrCreateLocked(name)
-	if err := s.set.SetConfig(cfg); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.version++
-	s.shape = shapeOf(s.set)
-	s.mu.Unlock()
-	b.notifyLocked()
-	return stored, nil
-}
-
 // policy returns a service's policy (the default when none was set).
 func (b *Balancer) policy(name string) *balancerv1.Policy {
 	if s := b.lookup(name); s != nil {
 		return fromConfig(s.set.Config())
 	}
-	if p := b.policies.get(name); p != nil {
+	if p := b.storedPolicy(name); p != nil {
 		return p
 	}
 	return fromConfig(balance.DefaultConfig())

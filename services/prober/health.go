@@ -53,15 +53,16 @@ type healthLoop struct {
 	met      *metrics
 	log      *slog.Logger
 	sem      chan struct{}
+	members  *members // the live probers: each checks only its share
 
 	mu       sync.Mutex
 	checkers map[string]*checker
 	wg       sync.WaitGroup
 }
 
-func newHealthLoop(reg registryClient, al *allow.List, cfg *Config, met *metrics, log *slog.Logger) *healthLoop {
+func newHealthLoop(reg registryClient, al *allow.List, cfg *Config, met *metrics, log *slog.Logger, m *members) *healthLoop {
 	return &healthLoop{reg: reg, allow: al, dial: al.DialContext(&net.Dialer{}), rise: cfg.Rise, fall: cfg.Fall, met: met, log: log,
-		sem: make(chan struct{}, cfg.HealthConcurrency), checkers: map[string]*checker{}}
+		sem: make(chan struct{}, cfg.HealthConcurrency), checkers: map[string]*checker{}, members: m}
 }
 
 // run watches the registry until ctx ends, reconnecting with backoff.
@@ -88,21 +89,23 @@ func (h *healthLoop) open(ctx context.Context) (watch.Receiver[*registryv1.Watch
 	return h.reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
 }
 
-// apply refreshes the allowlist's registered addresses, then reconciles
-// checkers with a snapshot (so a new checker is judged against the
-// current set).
+// apply refreshes the allowlist's registered addresses and the live
+// probers, then reconciles checkers with a snapshot (so a new checker is
+// judged against the current set): this prober checks the instances whose
+// key it owns, and stops checking those that moved to another prober.
 func (h *healthLoop) apply(ctx context.Context, insts []*registryv1.Instance) {
 	addrs := make([]string, 0, len(insts))
 	for _, in := range insts {
 		addrs = append(addrs, in.GetAddress())
 	}
 	h.allow.SetRegistered(addrs)
+	h.members.set(liveProbers(insts))
 	seen := make(map[string]bool, len(insts))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, in := range insts {
 		spec, ok := checkOf(in)
-		if !ok {
+		if !ok || !h.members.owns(healthKey(in.GetService(), in.GetId())) {
 			continue
 		}
 		key := in.GetService() + "/" + in.GetId()
@@ -252,8 +255,8 @@ func (c *checker) unrefuse() bool {
 
 // refusedOutput is the check output written to the registry for an
 // instance whose address the allowlist refuses.
-func refusedOutput(kind, host string) string {
-	return fmt.Sprintf("%s check by prober: not run: target %s not permitted by the prober's allowlist", kind, host)
+func refusedOutput(kind, self, host string) string {
+	return fmt.Sprintf("%s check by prober %s: not run: target %s not permitted by the prober's allowlist", kind, self, host)
 }
 
 // refuse records a check the allowlist refused: counted every time;
@@ -281,7 +284,7 @@ func (c *checker) refuse(ctx context.Context, err error) {
 	sctx, cancel := context.WithTimeout(ctx, setHealthWait)
 	defer cancel()
 	if _, err := c.h.reg.SetHealth(sctx, &registryv1.SetHealthRequest{Service: c.service, Id: c.id, Status: cur,
-		Output: refusedOutput(c.spec.kind, c.spec.host)}); err != nil {
+		Output: refusedOutput(c.spec.kind, c.h.members.self, c.spec.host)}); err != nil {
 		c.h.log.Warn("set health output", "service", c.service, "id", c.id, "err", err)
 	}
 }
@@ -327,7 +330,7 @@ func (c *checker) record(ctx context.Context, r check.Result) {
 	}
 	// The registry shows the output to whoever may read the service: the
 	// summary carries nothing the target sent; the detail goes to the log.
-	output := fmt.Sprintf("%s check by prober: %s", c.spec.kind, r.Summary())
+	output := fmt.Sprintf("%s check by prober %s: %s", c.spec.kind, c.h.members.self, r.Summary())
 	sctx, cancel := context.WithTimeout(ctx, setHealthWait)
 	defer cancel()
 	if _, err := c.h.reg.SetHealth(sctx, &registryv1.SetHealthRequest{Service: c.service, Id: c.id, Status: to, Output: output}); err != nil {

@@ -100,7 +100,7 @@ func testServer(t *testing.T) *server {
 	}
 	log := slog.New(slog.DiscardHandler)
 	r := &runner{cfg: cfg, allow: al, met: newMetrics(prometheus.NewRegistry()), sem: make(chan struct{}, cfg.MaxRunning), log: log}
-	sched, err := newScheduler(cfg, r, log)
+	sched, err := newScheduler(cfg, r, log, nil, newMembers("test"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,11 +29,18 @@ import (
 
 // Config is the prober's configuration (its flags).
 type Config struct {
-	// DataDir holds scheduled jobs (jobs.json); empty keeps them in memory.
+	// DataDir holds scheduled jobs (jobs.json: with a registry, the
+	// start-up cache of the registry's list); empty keeps them in memory.
 	DataDir string
 	// RegistryAddr is the registry's gRPC address; empty disables the
-	// health loop.
+	// health loop and keeps the jobs this prober's own.
 	RegistryAddr string
+	// ID is this prober's id among the probers sharing the work (empty:
+	// its name and gRPC port).
+	ID string
+	// MemberTTL is the TTL of this prober's registration: a prober that
+	// stops heartbeating is taken for dead, and its share moves, after it.
+	MemberTTL time.Duration
 	// Allow is the allowlist rule list (see package allow).
 	Allow string
 	// Rise and Fall are the consecutive check results needed to mark an
@@ -76,8 +83,10 @@ type Config struct {
 // RegisterFlags adds the prober's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
-	fs.StringVar(&c.DataDir, "data-dir", "", "directory for scheduled jobs (jobs.json); empty keeps them in memory only")
-	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address for the health loop; empty disables it")
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory for jobs.json: the start-up cache of the registry's scheduled jobs (without a registry, the jobs themselves); empty keeps nothing on disk")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address: the health loop, the scheduled jobs and the probers sharing them; empty disables the health loop and keeps the jobs this prober's own")
+	fs.StringVar(&c.ID, "id", "", "this prober's id among the probers sharing health checks and jobs ([A-Za-z0-9._-], unique; default: --name and the gRPC port)")
+	fs.DurationVar(&c.MemberTTL, "member-ttl", 5*time.Second, "TTL of this prober's registration in the registry: when it stops heartbeating (three times per TTL), its health checks and jobs move to the other probers after this long")
 	fs.StringVar(&c.Allow, "allow", "loopback,registered,peers", "allowed targets of jobs and of the health loop: CIDRs, addresses, host names (must resolve at start), *.suffix, and the keywords loopback, registered (registered instances' addresses, except loopback and link-local ones), peers (discovered probers, likewise), any")
 	fs.IntVar(&c.Rise, "rise", 2, "consecutive passing checks before a critical instance is marked passing")
 	fs.IntVar(&c.Fall, "fall", 3, "consecutive failing checks before a passing instance is marked critical")
@@ -114,6 +123,10 @@ func (c *Config) validate() error {
 		return errors.New("--history must be 1-10000")
 	case c.HealthConcurrency < 1:
 		return errors.New("--health-concurrency must be positive")
+	case c.MemberTTL < time.Second || c.MemberTTL > time.Hour:
+		return errors.New("--member-ttl must be 1s-1h")
+	case c.ID != "" && validID(c.ID) != nil:
+		return fmt.Errorf("--id: %v", validID(c.ID))
 	case c.DiscoveryInterval < 100*time.Millisecond:
 		return errors.New("--discovery-interval must be at least 100ms")
 	case c.Discovery && c.DiscoveryGroup == "":
@@ -234,20 +247,35 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		}
 	}
 
-	sched, err := newScheduler(cfg, r, rt.Log.With("component", "scheduler"))
-	if err != nil {
-		return err
+	id := cfg.ID
+	if id == "" {
+		id = defaultID(cfg.Name, rt.Addr("grpc"))
 	}
-	rt.Go("scheduler", sched.run)
-
+	m := newMembers(id)
+	var reg registryv1.RegistryClient
 	if cfg.RegistryAddr != "" {
 		cc, err := rt.Dial(cfg.RegistryAddr)
 		if err != nil {
 			return err
 		}
 		rt.OnShutdown(func(context.Context) error { return cc.Close() })
-		hl := newHealthLoop(registryv1.NewRegistryClient(cc), al, cfg, met, rt.Log.With("component", "health"))
+		reg = registryv1.NewRegistryClient(cc)
+	}
+	var jobs jobRegistry
+	if reg != nil {
+		jobs = reg
+	}
+	sched, err := newScheduler(cfg, r, rt.Log.With("component", "scheduler"), jobs, m)
+	if err != nil {
+		return err
+	}
+	rt.Go("scheduler", sched.run)
+	if reg != nil {
+		hl := newHealthLoop(reg, al, cfg, met, rt.Log.With("component", "health"), m)
 		rt.Go("health", hl.run)
+		ms := newMembership(reg, id, rt.Addr("grpc"), cfg.MemberTTL, rt.Log.With("component", "membership"))
+		rt.Go("membership", ms.run)
+		rt.OnShutdown(ms.leave)
 	}
 
 	mods, err := loadProbeModules(cfg.ProbeModules)

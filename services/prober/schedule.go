@@ -41,25 +41,38 @@ func validID(id string) error {
 	return nil
 }
 
-// scheduler runs periodic jobs, keeps a bounded ring of results per job
-// and persists the job list.
+// scheduler runs periodic jobs and keeps a bounded ring of results per
+// job.
+//
+// With a registry (reg set), the job list lives there (configuration kind
+// "job"): Schedule and Unschedule write it, a watch brings every change to
+// every prober, and each prober runs only the jobs it owns among the live
+// probers (members); jobs.json is then a start-up cache of the registry's
+// list. Without a registry the list is this prober's own, persisted in
+// jobs.json.
 type scheduler struct {
 	r       *runner
 	path    string // "" when not persisted
 	history int
 	log     *slog.Logger
+	reg     jobRegistry // nil: the jobs are this prober's own
+	members *members
 
 	mu      sync.Mutex
 	jobs    map[string]*scheduled
 	ctx     context.Context // set by run; jobs start once it is
 	wg      sync.WaitGroup
 	started bool
+	synced  bool          // the registry's job list arrived (registry mode)
+	stale   bool          // the job watch is lost (registry mode)
+	changed chan struct{} // closed and replaced when the job list changes
 }
 
 type scheduled struct {
-	job    *proberv1.Job
-	cancel context.CancelFunc
-	done   chan struct{}
+	job     *proberv1.Job
+	cancel  context.CancelFunc
+	done    chan struct{}
+	running bool
 
 	mu   sync.Mutex
 	ring []*proberv1.JobResult // oldest first after next
@@ -67,8 +80,8 @@ type scheduled struct {
 	full bool
 }
 
-func newScheduler(cfg *Config, r *runner, log *slog.Logger) (*scheduler, error) {
-	s := &scheduler{r: r, history: cfg.History, log: log, jobs: map[string]*scheduled{}}
+func newScheduler(cfg *Config, r *runner, log *slog.Logger, reg jobRegistry, m *members) (*scheduler, error) {
+	s := &scheduler{r: r, history: cfg.History, log: log, jobs: map[string]*scheduled{}, reg: reg, members: m, changed: make(chan struct{})}
 	if cfg.DataDir == "" {
 		log.Warn("no --data-dir: scheduled jobs are kept in memory only")
 		return s, nil
@@ -95,6 +108,10 @@ func newScheduler(cfg *Config, r *runner, log *slog.Logger) (*scheduler, error) 
 		}
 		s.jobs[j.GetId()] = &scheduled{job: j, ring: make([]*proberv1.JobResult, s.history)}
 	}
+	if reg != nil {
+		log.Info("loaded the start-up cache of scheduled jobs (stale until the registry's list arrives)", "count", len(s.jobs), "file", s.path)
+		return s, nil
+	}
 	log.Info("loaded scheduled jobs", "count", len(s.jobs), "file", s.path)
 	return s, nil
 }
@@ -104,18 +121,60 @@ func (s *scheduler) run(ctx context.Context) error {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.started = true
-	for _, sj := range s.jobs {
-		s.startLocked(sj)
-	}
+	s.reconcileLocked()
 	s.mu.Unlock()
+	if s.reg != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); s.followMembers(ctx) }()
+		s.follow(ctx)
+		<-done
+	}
 	<-ctx.Done()
 	s.wg.Wait()
 	return nil
 }
 
+// mine reports whether this prober runs job id: every job without a
+// registry; with one, the jobs it owns among the live probers, and (until
+// the registry's list arrives) the cached jobs whose cached runner it is.
+func (s *scheduler) mineLocked(sj *scheduled) bool {
+	if s.reg == nil {
+		return true
+	}
+	if _, known, _ := s.members.snapshot(); !known {
+		return sj.job.GetRunner() == s.members.self
+	}
+	return s.members.owns(jobKey(sj.job.GetId()))
+}
+
+// reconcileLocked starts the jobs this prober runs and stops the others;
+// s.mu is held.
+func (s *scheduler) reconcileLocked() {
+	if !s.started {
+		return
+	}
+	for id, sj := range s.jobs {
+		mine := s.mineLocked(sj)
+		switch {
+		case mine && !sj.running:
+			s.log.Debug("running job", "id", id)
+			s.startLocked(sj)
+		case !mine && sj.running:
+			s.log.Debug("job moved to another prober", "id", id, "runner", s.members.owner(jobKey(id)))
+			s.stopLocked(sj)
+		}
+	}
+}
+
+// notifyLocked wakes the waiters on the job list; s.mu is held.
+func (s *scheduler) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
 func (s *scheduler) startLocked(sj *scheduled) {
 	ctx, cancel := context.WithCancel(s.ctx)
-	sj.cancel, sj.done = cancel, make(chan struct{})
+	sj.cancel, sj.done, sj.running = cancel, make(chan struct{}), true
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -142,6 +201,7 @@ func (s *scheduler) loop(ctx context.Context, sj *scheduled) {
 			res = s.r.execute(rctx, j, sj.job.GetId(), nil)
 		}
 		cancel()
+		res.Prober = s.members.self
 		if ctx.Err() != nil {
 			return
 		}
@@ -206,6 +266,10 @@ func (s *scheduler) add(ctx context.Context, j *proberv1.Job) (*proberv1.Job, er
 		}
 	}
 	j = proto.Clone(j).(*proberv1.Job)
+	j.Runner = ""
+	if s.reg != nil {
+		return s.put(ctx, j)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, replacing := s.jobs[j.GetId()]
@@ -237,9 +301,13 @@ func (s *scheduler) stopLocked(sj *scheduled) {
 	if sj.cancel != nil {
 		sj.cancel()
 	}
+	sj.running = false
 }
 
-func (s *scheduler) remove(id string) (bool, error) {
+func (s *scheduler) remove(ctx context.Context, id string) (bool, error) {
+	if s.reg != nil {
+		return s.delete(ctx, id)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sj, ok := s.jobs[id]
@@ -256,16 +324,27 @@ func (s *scheduler) remove(id string) (bool, error) {
 	return true, nil
 }
 
-func (s *scheduler) list() []*proberv1.Job {
+// list returns the jobs by id and whether the list may be out of date
+// (with a registry: not received yet, or the watch is lost).
+func (s *scheduler) list() ([]*proberv1.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.listLocked()
+	return s.listLocked(), s.reg != nil && (!s.synced || s.stale)
 }
 
+// listLocked returns the jobs by id, each with the prober that runs it
+// (with a registry).
 func (s *scheduler) listLocked() []*proberv1.Job {
 	out := make([]*proberv1.Job, 0, len(s.jobs))
 	for _, sj := range s.jobs {
-		out = append(out, sj.job)
+		j := sj.job
+		if s.reg != nil {
+			j = proto.Clone(j).(*proberv1.Job)
+			if _, known, _ := s.members.snapshot(); known {
+				j.Runner = s.members.owner(jobKey(j.GetId()))
+			}
+		}
+		out = append(out, j)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].GetId() < out[j].GetId() })
 	return out

@@ -25,7 +25,10 @@ var _ proberv1.ProberServer = (*server)(nil)
 func statusOf(err error) error {
 	var fe *fieldError
 	var pe *preconditionError
+	var re *registryError
 	switch {
+	case errors.As(err, &re):
+		return re.GRPCStatus().Err()
 	case errors.As(err, &fe):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, allow.ErrDenied):
@@ -76,13 +79,13 @@ func (s *server) Schedule(ctx context.Context, req *proberv1.ScheduleRequest) (*
 }
 
 // Unschedule removes a periodic job.
-func (s *server) Unschedule(_ context.Context, req *proberv1.UnscheduleRequest) (*proberv1.UnscheduleResponse, error) {
+func (s *server) Unschedule(ctx context.Context, req *proberv1.UnscheduleRequest) (*proberv1.UnscheduleResponse, error) {
 	if err := validID(req.GetId()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, "id: "+err.Error())
 	}
-	found, err := s.sched.remove(req.GetId())
+	found, err := s.sched.remove(ctx, req.GetId())
 	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
+		return nil, statusOf(err)
 	}
 	if !found {
 		return nil, status.Errorf(codes.NotFound, "job %q not found", req.GetId())
@@ -93,7 +96,8 @@ func (s *server) Unschedule(_ context.Context, req *proberv1.UnscheduleRequest) 
 // ListJobs lists periodic jobs by id; checks' expect_body patterns and
 // URL credentials are redacted for callers who are not operators.
 func (s *server) ListJobs(ctx context.Context, _ *proberv1.ListJobsRequest) (*proberv1.ListJobsResponse, error) {
-	return &proberv1.ListJobsResponse{Jobs: redactJobs(ctx, s.sched.list())}, nil
+	jobs, stale := s.sched.list()
+	return &proberv1.ListJobsResponse{Jobs: redactJobs(ctx, jobs), Stale: stale}, nil
 }
 
 // Results returns a job's recent results, newest first; checks' details

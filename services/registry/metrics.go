@@ -32,11 +32,11 @@ func newMetrics(backend string) *Metrics {
 	return &Metrics{
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_registry_operations_total",
-			Help: "Successful catalog writes by operation (register, deregister, heartbeat, set_health, put_record, delete_record).",
+			Help: "Successful catalog writes by operation (register, deregister, heartbeat, set_health, put_record, delete_record, put_config, delete_config).",
 		}, []string{"op"}),
 		watches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchboard_registry_watch_streams",
-			Help: "Open Watch (instances) and WatchRecords (records) streams.",
+			Help: "Open Watch (instances), WatchRecords (records) and WatchConfig (config) streams.",
 		}, []string{"kind"}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_registry_backend_errors_total",
@@ -102,12 +102,13 @@ func NewMetrics(reg prometheus.Registerer, backend string) *Metrics {
 			return 0
 		}),
 	)
-	for _, op := range []string{"register", "deregister", "heartbeat", "set_health", "put_record", "delete_record"} {
+	for _, op := range []string{"register", "deregister", "heartbeat", "set_health", "put_record", "delete_record", "put_config", "delete_config"} {
 		m.ops.WithLabelValues(op)
 		m.backendErrors.WithLabelValues(op)
 	}
 	m.watches.WithLabelValues("instances")
 	m.watches.WithLabelValues("records")
+	m.watches.WithLabelValues("config")
 	return m
 }
 

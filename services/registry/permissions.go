@@ -3,6 +3,7 @@ package registry
 import (
 	"github.com/switchboard-net/switchboard/pkg/access"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
+	"github.com/switchboard-net/switchboard/services/registry/catalog"
 )
 
 // RegisteredByKey is the instance metadata key where the registry records
@@ -35,6 +36,35 @@ var Methods = access.Methods{
 		return []access.Need{access.RecordsRead(orAll(r.GetSuffix()))}
 	}),
 	registryv1.Registry_WatchRecords_FullMethodName: access.Static(access.RecordsRead("*")),
+	// Shared configuration: a balancer policy is its service's (write to
+	// change, read on every service to list or watch them all); prober jobs
+	// aim the prober's packets and may carry a target's credentials, so
+	// they are the operator's to change and to read.
+	registryv1.Registry_PutConfig_FullMethodName: access.For(func(r *registryv1.PutConfigRequest) []access.Need {
+		return []access.Need{configNeed(r.GetEntry().GetKind(), r.GetEntry().GetKey(), access.Write)}
+	}),
+	registryv1.Registry_DeleteConfig_FullMethodName: access.For(func(r *registryv1.DeleteConfigRequest) []access.Need {
+		return []access.Need{configNeed(r.GetKind(), r.GetKey(), access.Write)}
+	}),
+	registryv1.Registry_ListConfig_FullMethodName: access.For(func(r *registryv1.ListConfigRequest) []access.Need {
+		return []access.Need{configNeed(r.GetKind(), "*", access.Read)}
+	}),
+	registryv1.Registry_WatchConfig_FullMethodName: access.For(func(r *registryv1.WatchConfigRequest) []access.Need {
+		return []access.Need{configNeed(r.GetKind(), "*", access.Read)}
+	}),
+}
+
+// configNeed is the permission on a configuration entry (key "*": every
+// entry of the kind). An unknown kind needs the operator permission: the
+// handler then refuses it as invalid.
+func configNeed(kind, key string, l access.Level) access.Need {
+	if kind == catalog.KindPolicy {
+		if key == "" {
+			key = "*"
+		}
+		return access.Service(key, l)
+	}
+	return access.Operator()
 }
 
 func orAll(s string) string {

@@ -55,6 +55,11 @@ func TestACLWithGrpcurl(t *testing.T) {
 		{"deploy", "PutRecord", `{"record":{"name":"www.other.test.","type":"A","data":"203.0.113.66"}}`, `lacks records "www.other.test." write`},
 		{"view", "PutRecord", `{"record":{"name":"www.example.test.","type":"A","data":"203.0.113.66"}}`, "PermissionDenied"},
 		{"view", "GetService", `{"service":"api"}`, `lacks service "api" read`},
+		{"deploy", "PutConfig", `{"entry":{"kind":"policy","key":"api","value":"eA=="}}`, `lacks service "api" write`},
+		{"view", "PutConfig", `{"entry":{"kind":"policy","key":"web","value":"eA=="}}`, `lacks service "web" write`},
+		{"deploy", "PutConfig", `{"entry":{"kind":"job","key":"j1","value":"eA=="}}`, `lacks operator`},
+		{"deploy", "ListConfig", `{"kind":"job"}`, `lacks operator`},
+		{"view", "WatchConfig", `{"kind":"policy"}`, `lacks service "*" read`},
 	}
 	for _, r := range refusals {
 		out, err := call(r.token, r.method, r.data)
@@ -79,6 +84,11 @@ func TestACLWithGrpcurl(t *testing.T) {
 	}
 	if out, err := call("deploy", "ListRecords", `{"suffix":"example.test."}`); err != nil || strings.Contains(out, "203.0.113.66") {
 		t.Errorf("records of example.test. after refused writes: %v\n%s", err, out)
+	}
+	// A policy is its service's: the deployer of web sets web's, and it is
+	// stamped with who did.
+	if out, err := call("deploy", "PutConfig", `{"entry":{"kind":"policy","key":"web","value":"eA=="}}`); err != nil || !strings.Contains(out, `"updatedBy": "token \"deployer\""`) {
+		t.Errorf("deployer sets web's policy: %v\n%s", err, out)
 	}
 	// ListServices shows each caller what it may read.
 	if out, err := call("deploy", "Register", `{"instance":{"service":"webhooks","id":"h-1","address":"192.0.2.11","port":80}}`); err != nil {

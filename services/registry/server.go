@@ -289,3 +289,62 @@ func (s *Server) WatchRecords(req *registryv1.WatchRecordsRequest, stream regist
 			return stream.Send(&registryv1.WatchRecordsResponse{Index: idx, Records: recs, Stale: stale})
 		})
 }
+
+// callerName is who makes the call, for updated_by ("" in-process).
+func callerName(ctx context.Context) string {
+	if c := access.CallerFrom(ctx); c != nil {
+		return c.String()
+	}
+	return ""
+}
+
+// PutConfig stores a configuration entry (a balancer policy, a prober
+// job).
+func (s *Server) PutConfig(ctx context.Context, req *registryv1.PutConfigRequest) (*registryv1.PutConfigResponse, error) {
+	e, err := catalog.PrepareConfig(req.GetEntry(), s.now(), callerName(ctx))
+	if err != nil {
+		return nil, s.toStatus("put_config", err)
+	}
+	if err := s.store.PutConfig(ctx, e); err != nil {
+		return nil, s.toStatus("put_config", err)
+	}
+	s.metrics.ops.WithLabelValues("put_config").Inc()
+	return &registryv1.PutConfigResponse{Entry: e}, nil
+}
+
+// DeleteConfig removes a configuration entry.
+func (s *Server) DeleteConfig(ctx context.Context, req *registryv1.DeleteConfigRequest) (*registryv1.DeleteConfigResponse, error) {
+	if err := catalog.ValidateConfigRef("kind", "key", req.GetKind(), req.GetKey()); err != nil {
+		return nil, s.toStatus("delete_config", err)
+	}
+	if err := s.store.DeleteConfig(ctx, req.GetKind(), req.GetKey()); err != nil {
+		return nil, s.toStatus("delete_config", err)
+	}
+	s.metrics.ops.WithLabelValues("delete_config").Inc()
+	return &registryv1.DeleteConfigResponse{}, nil
+}
+
+// ListConfig lists the entries of one kind.
+func (s *Server) ListConfig(_ context.Context, req *registryv1.ListConfigRequest) (*registryv1.ListConfigResponse, error) {
+	if err := catalog.ValidateConfigKind("kind", req.GetKind()); err != nil {
+		return nil, s.toStatus("list_config", err)
+	}
+	snap := s.store.Snapshot()
+	idx, entries := snap.Config(req.GetKind())
+	return &registryv1.ListConfigResponse{Entries: entries, Index: idx, Stale: snap.Stale()}, nil
+}
+
+// WatchConfig streams every entry of one kind each time the kind changes.
+func (s *Server) WatchConfig(req *registryv1.WatchConfigRequest, stream registryv1.Registry_WatchConfigServer) error {
+	kind := req.GetKind()
+	if err := catalog.ValidateConfigKind("kind", kind); err != nil {
+		return s.toStatus("watch_config", err)
+	}
+	s.metrics.watches.WithLabelValues("config").Inc()
+	defer s.metrics.watches.WithLabelValues("config").Dec()
+	return watchLoop(stream.Context(), s.store.Snapshot, req.GetAfterIndex(),
+		func(snap *catalog.Snapshot) (uint64, []*registryv1.ConfigEntry) { return snap.Config(kind) },
+		func(idx uint64, entries []*registryv1.ConfigEntry, stale bool) error {
+			return stream.Send(&registryv1.WatchConfigResponse{Index: idx, Entries: entries, Stale: stale})
+		})
+}

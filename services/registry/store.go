@@ -29,6 +29,12 @@ type Store interface {
 	// DeleteRecord removes the records of name and type (only the one with
 	// data when data is not empty) and returns how many went.
 	DeleteRecord(ctx context.Context, name, typ, data string) (int, error)
+	// PutConfig stores a prepared configuration entry (catalog.PrepareConfig),
+	// replacing the entry of the same kind and key.
+	PutConfig(ctx context.Context, e *registryv1.ConfigEntry) error
+	// DeleteConfig removes one configuration entry; it wraps
+	// catalog.ErrNotFound when there is none.
+	DeleteConfig(ctx context.Context, kind, key string) error
 	// Snapshot returns the current catalog.
 	Snapshot() *catalog.Snapshot
 	// Ping reports whether the backend is reachable.

@@ -24,6 +24,7 @@ type Snapshot struct {
 	stale     bool
 	services  map[string]*serviceSet
 	records   []*registryv1.Record
+	config    map[string]*configSet // by kind
 	done      chan struct{}
 
 	allOnce sync.Once
@@ -139,14 +140,14 @@ func (h *Hub) Update(fn func(u *Update)) uint64 {
 	defer h.mu.Unlock()
 	u := &Update{old: h.cur, stale: h.cur.stale}
 	fn(u)
-	if !u.instChanged && !u.recChanged {
+	if !u.instChanged && !u.recChanged && u.config == nil {
 		if u.stale == h.cur.stale {
 			return h.cur.index
 		}
 		c := h.cur
 		h.publish(&Snapshot{
 			index: c.index, instIndex: c.instIndex, recIndex: c.recIndex, base: c.base,
-			stale: u.stale, services: c.services, records: c.records, done: make(chan struct{}),
+			stale: u.stale, services: c.services, records: c.records, config: c.config, done: make(chan struct{}),
 		})
 		return c.index
 	}
@@ -157,9 +158,28 @@ func (h *Hub) Update(fn func(u *Update)) uint64 {
 	if u.recChanged {
 		idx = max(idx, u.recFloor)
 	}
+	for _, set := range u.config {
+		idx = max(idx, set.index)
+	}
 	next := &Snapshot{
 		index: idx, instIndex: h.cur.instIndex, recIndex: h.cur.recIndex, base: h.cur.base,
-		stale: u.stale, services: h.cur.services, records: h.cur.records, done: make(chan struct{}),
+		stale: u.stale, services: h.cur.services, records: h.cur.records, config: h.cur.config, done: make(chan struct{}),
+	}
+	if u.config != nil {
+		next.config = maps.Clone(h.cur.config)
+		if next.config == nil {
+			next.config = map[string]*configSet{}
+		}
+		for kind, set := range u.config {
+			prev, _ := h.cur.Config(kind)
+			// The backend's own index of the kind (when given), kept
+			// monotonic; else the catalog index.
+			setIdx := idx
+			if set.index != 0 {
+				setIdx = max(set.index, prev+1)
+			}
+			next.config[kind] = &configSet{index: setIdx, entries: set.entries}
+		}
 	}
 	if u.instChanged {
 		next.instIndex = idx
@@ -204,6 +224,7 @@ type Update struct {
 	floor       uint64
 	setFloor    map[string]uint64
 	recFloor    uint64
+	config      map[string]*configSet // kinds that changed: entries, and the backend's index (0: none)
 }
 
 // SetServiceAt is SetService with the backend's own index of the service

@@ -7,8 +7,9 @@
 // TTL of ten years, which only SetHealth changes. The registry's own fields
 // (instance id, zone, check spec, registration time) travel in service
 // metadata under the reserved "switchboard-" prefix; "switchboard-id" also
-// marks a registration as made by a registry. DNS records live in the KV
-// store under a prefix.
+// marks a registration as made by a registry. DNS records and the
+// configuration entries (balancer policies, prober jobs; config.go) live in
+// the KV store under a prefix.
 //
 // The catalog snapshot is fed by Consul blocking queries: one on the service
 // list, one per service on its health, one on the record prefix — shared by
@@ -126,6 +127,7 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	kick   chan struct{} // ends a loop's backoff: Consul took a write while the store thought it down
+	cfg    *configState  // the configuration entries (config.go)
 
 	restoreMu sync.Mutex                     // one restore at a time
 	instMu    keyedMutex                     // by service ID: orders the writes and the restore of one instance
@@ -234,14 +236,16 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		pending: map[string]map[string]*pending{}, pendRecs: map[string]*pendingRecord{},
 		services: map[string][]*registryv1.Instance{}, serviceIx: map[string]uint64{},
 		records: map[string]*registryv1.Record{}, loops: map[string]context.CancelFunc{},
+		cfg: newConfigState(),
 	}
 	s.lost, s.markLost = context.WithCancel(ctx)
 	// Stale until the first full load: a watcher connecting now must not
 	// take an empty catalog for the truth.
 	s.hub.Update(func(u *catalog.Update) { u.SetStale(true) })
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.catalogLoop(ctx)
 	go s.recordsLoop(ctx)
+	go s.configLoop(ctx)
 	return s, nil
 }
 

@@ -33,6 +33,7 @@ const FileName = "registry.db"
 var (
 	bucketInstances = []byte("instances")
 	bucketRecords   = []byte("records")
+	bucketConfig    = []byte("config")
 	bucketMeta      = []byte("meta")
 	keyIndex        = []byte("index")
 )
@@ -67,9 +68,10 @@ func Open(dir string) (*Store, error) {
 		index uint64
 		insts []*registryv1.Instance
 		recs  []*registryv1.Record
+		cfg   = map[string][]*registryv1.ConfigEntry{}
 	)
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketInstances, bucketRecords, bucketMeta} {
+		for _, b := range [][]byte{bucketInstances, bucketRecords, bucketConfig, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -87,12 +89,22 @@ func Open(dir string) (*Store, error) {
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketRecords).ForEach(func(_, v []byte) error {
+		if err := tx.Bucket(bucketRecords).ForEach(func(_, v []byte) error {
 			r := &registryv1.Record{}
 			if err := proto.Unmarshal(v, r); err != nil {
 				return err
 			}
 			recs = append(recs, r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketConfig).ForEach(func(_, v []byte) error {
+			e := &registryv1.ConfigEntry{}
+			if err := proto.Unmarshal(v, e); err != nil {
+				return err
+			}
+			cfg[e.Kind] = append(cfg[e.Kind], e)
 			return nil
 		})
 	})
@@ -115,6 +127,9 @@ func Open(dir string) (*Store, error) {
 			u.SetService(name, list)
 		}
 		u.SetRecords(recs)
+		for kind, list := range cfg {
+			u.SetConfig(kind, list)
+		}
 		u.AtLeast(max(index, 1))
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -370,4 +385,29 @@ func (s *Store) DeleteRecord(_ context.Context, name, typ, data string) (int, er
 		return 0, err
 	}
 	return len(gone), nil
+}
+
+// PutConfig stores a configuration entry.
+func (s *Store) PutConfig(_ context.Context, e *registryv1.ConfigEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := proto.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return s.commit(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketConfig).Put([]byte(catalog.ConfigKey(e.Kind, e.Key)), v)
+	},
+		func(u *catalog.Update) { u.PutConfig(e) })
+}
+
+// DeleteConfig removes a configuration entry.
+func (s *Store) DeleteConfig(_ context.Context, kind, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hub.Snapshot().ConfigEntry(kind, key) == nil {
+		return fmt.Errorf("%s %q: %w", kind, key, catalog.ErrNotFound)
+	}
+	return s.commit(func(tx *bolt.Tx) error { return tx.Bucket(bucketConfig).Delete([]byte(catalog.ConfigKey(kind, key))) },
+		func(u *catalog.Update) { u.DeleteConfig(kind, key) })
 }

@@ -5,13 +5,15 @@
 //	i/<service>/<id>   an instance (protobuf), without a lease
 //	a/<service>/<id>   "alive" key of a TTL instance, on a lease of its TTL
 //	r/<name>/<type>/<hash>  a DNS record (protobuf)
+//	c/<kind>/<key>     a configuration entry (protobuf): a balancer policy,
+//	                   a prober job
 //
 // A TTL instance whose lease expires keeps its instance key and is shown
 // CRITICAL ("ttl expired") until the next Heartbeat, the same as the other
 // backends. One etcd watch of the prefix feeds the catalog snapshot; a probe
 // loop marks the snapshot stale when etcd is unreachable and, when it comes
 // back, re-creates any instance it last saw that etcd lost (its data was
-// wiped), then resynchronises the watch. What it restores is a mirror of
+// wiped), and every configuration entry, then resynchronises the watch. What it restores is a mirror of
 // the prefix, not a memory of its own calls: a registry that restarted
 // restores what the one before it registered, and an instance deleted
 // through another registry is not brought back.
@@ -73,9 +75,10 @@ type Store struct {
 	probe  chan struct{} // asks the probe loop to check now
 
 	mu       sync.Mutex
-	owned    map[string]*registryv1.Instance // to restore: the instances last seen, by service/id
-	rev      int64                           // last revision applied to the snapshot
-	revCh    chan struct{}                   // closed when rev advances
+	owned    map[string]*registryv1.Instance    // to restore: the instances last seen, by service/id
+	ownedCfg map[string]*registryv1.ConfigEntry // to restore: the configuration last seen, by kind/key
+	rev      int64                              // last revision applied to the snapshot
+	revCh    chan struct{}                      // closed when rev advances
 	stale    bool
 	up       bool      // as last reported to the observer
 	reported bool      // up was reported once
@@ -117,7 +120,7 @@ func Open(_ context.Context, o Options) (*Store, error) {
 	s := &Store{
 		cli: cli, o: o, log: log, obs: obs, hub: catalog.NewHub(1), cancel: cancel,
 		resync: make(chan struct{}, 1), probe: make(chan struct{}, 1),
-		owned: map[string]*registryv1.Instance{}, revCh: make(chan struct{}),
+		owned: map[string]*registryv1.Instance{}, ownedCfg: map[string]*registryv1.ConfigEntry{}, revCh: make(chan struct{}),
 	}
 	// Stale until the first full read: a watcher connecting now must not
 	// take an empty catalog for the truth.
@@ -131,6 +134,9 @@ func Open(_ context.Context, o Options) (*Store, error) {
 func (s *Store) instKey(service, id string) string  { return s.o.Prefix + "i/" + service + "/" + id }
 func (s *Store) aliveKey(service, id string) string { return s.o.Prefix + "a/" + service + "/" + id }
 func (s *Store) recKey(k string) string             { return s.o.Prefix + "r/" + k }
+func (s *Store) cfgKey(kind, key string) string {
+	return s.o.Prefix + "c/" + catalog.ConfigKey(kind, key)
+}
 
 // Snapshot returns the current catalog.
 func (s *Store) Snapshot() *catalog.Snapshot { return s.hub.Snapshot() }
@@ -399,6 +405,7 @@ type view struct {
 	insts map[string]*registryv1.Instance // "service/id"
 	alive map[string]bool
 	recs  map[string]*registryv1.Record
+	cfg   map[string]*registryv1.ConfigEntry // by kind/key
 }
 
 // shown is how an instance appears in the catalog: CRITICAL when it has a
@@ -441,6 +448,17 @@ func (v *view) apply(prefix string, key, value []byte, deleted bool) (string, bo
 			v.alive[id] = true
 		}
 		return id, true
+	case strings.HasPrefix(k, "c/"):
+		if deleted {
+			delete(v.cfg, k[2:])
+			return "", true
+		}
+		e := &registryv1.ConfigEntry{}
+		if proto.Unmarshal(value, e) != nil {
+			return "", false
+		}
+		v.cfg[k[2:]] = e
+		return "", true
 	case strings.HasPrefix(k, "r/"):
 		if deleted {
 			delete(v.recs, k)
@@ -454,6 +472,17 @@ func (v *view) apply(prefix string, key, value []byte, deleted bool) (string, bo
 		return "", true
 	}
 	return "", false
+}
+
+// config returns one kind's entries.
+func (v *view) config(kind string) []*registryv1.ConfigEntry {
+	var out []*registryv1.ConfigEntry
+	for _, e := range v.cfg {
+		if e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (v *view) records() []*registryv1.Record {
@@ -505,7 +534,7 @@ func (s *Store) sync(ctx context.Context) (*view, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	v := &view{insts: map[string]*registryv1.Instance{}, alive: map[string]bool{}, recs: map[string]*registryv1.Record{}}
+	v := &view{insts: map[string]*registryv1.Instance{}, alive: map[string]bool{}, recs: map[string]*registryv1.Record{}, cfg: map[string]*registryv1.ConfigEntry{}}
 	for _, kv := range resp.Kvs {
 		v.apply(s.o.Prefix, kv.Key, kv.Value, false)
 	}
@@ -514,6 +543,9 @@ func (s *Store) sync(ctx context.Context) (*view, int64, error) {
 	s.mu.Lock()
 	for k, in := range v.insts {
 		s.owned[k] = in
+	}
+	for k, e := range v.cfg {
+		s.ownedCfg[k] = e
 	}
 	s.mu.Unlock()
 	byService := map[string][]*registryv1.Instance{}
@@ -532,6 +564,9 @@ func (s *Store) sync(ctx context.Context) (*view, int64, error) {
 			u.SetService(name, list)
 		}
 		u.SetRecords(v.records())
+		for _, kind := range catalog.ConfigKinds {
+			u.SetConfig(kind, v.config(kind))
+		}
 		u.AtLeast(uint64(rev))
 		u.SetStale(s.isStale())
 	})
@@ -558,8 +593,23 @@ func (s *Store) follow(ctx context.Context, v *view, rev int64) {
 			}
 			touched := map[string]bool{}
 			recs := false
+			kinds := map[string]bool{}
 			for _, ev := range resp.Events {
 				deleted := ev.Type == clientv3.EventTypeDelete
+				if k, ok := strings.CutPrefix(string(ev.Kv.Key), s.o.Prefix+"c/"); ok {
+					if _, ok := v.apply(s.o.Prefix, ev.Kv.Key, ev.Kv.Value, deleted); ok {
+						kind, _, _ := strings.Cut(k, "/")
+						kinds[kind] = true
+						s.mu.Lock()
+						if deleted {
+							delete(s.ownedCfg, k)
+						} else {
+							s.ownedCfg[k] = v.cfg[k]
+						}
+						s.mu.Unlock()
+					}
+					continue
+				}
 				id, ok := v.apply(s.o.Prefix, ev.Kv.Key, ev.Kv.Value, deleted)
 				if !ok {
 					continue
@@ -590,6 +640,9 @@ func (s *Store) follow(ctx context.Context, v *view, rev int64) {
 				}
 				if recs {
 					u.SetRecords(v.records())
+				}
+				for kind := range kinds {
+					u.SetConfig(kind, v.config(kind))
 				}
 				u.AtLeast(uint64(resp.Header.Revision))
 			})
@@ -674,6 +727,10 @@ func (s *Store) restore(ctx context.Context) error {
 	for _, in := range s.owned {
 		owned = append(owned, in)
 	}
+	cfg := make([]*registryv1.ConfigEntry, 0, len(s.ownedCfg))
+	for _, e := range s.ownedCfg {
+		cfg = append(cfg, e)
+	}
 	lost := s.lost
 	s.mu.Unlock()
 	start := time.Now()
@@ -696,6 +753,23 @@ func (s *Store) restore(ctx context.Context) error {
 		}
 		return nil
 	})
+	if err == nil {
+		// Configuration entries (policies, jobs) the same way: created
+		// only where etcd has none.
+		err = catalog.Parallel(ctx, s.o.RestoreConcurrency, cfg, func(ctx context.Context, e *registryv1.ConfigEntry) error {
+			v, err := proto.Marshal(e)
+			if err != nil {
+				return err
+			}
+			cctx, cancel := s.call(ctx)
+			defer cancel()
+			k := s.cfgKey(e.Kind, e.Key)
+			if _, err := s.cli.Txn(cctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(v))).Commit(); err != nil {
+				return errors.Join(catalog.ErrUnavailable, err)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("restore interrupted: it runs again when etcd answers", "restored_instances", created.Load(), "err", err)
@@ -708,5 +782,36 @@ func (s *Store) restore(ctx context.Context) error {
 	s.mu.Unlock()
 	s.obs.Restored(catalog.Restore{Took: took, Instances: int(created.Load())})
 	s.log.Info("restore finished", "took", took.Round(time.Millisecond), "restored_instances", created.Load(), "failed", 0)
+	return nil
+}
+
+// PutConfig stores a configuration entry.
+func (s *Store) PutConfig(ctx context.Context, e *registryv1.ConfigEntry) error {
+	v, err := proto.Marshal(e)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	resp, err := s.cli.Put(cctx, s.cfgKey(e.Kind, e.Key), string(v))
+	if err != nil {
+		return s.unavailable("put config", err)
+	}
+	s.waitRev(ctx, resp.Header.Revision)
+	return nil
+}
+
+// DeleteConfig removes a configuration entry.
+func (s *Store) DeleteConfig(ctx context.Context, kind, key string) error {
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	resp, err := s.cli.Delete(cctx, s.cfgKey(kind, key))
+	if err != nil {
+		return s.unavailable("delete config", err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("%s %q: %w", kind, key, catalog.ErrNotFound)
+	}
+	s.waitRev(ctx, resp.Header.Revision)
 	return nil
 }

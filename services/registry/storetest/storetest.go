@@ -63,6 +63,7 @@ func Run(t *testing.T, b Backend) {
 			{"Watch", testWatch},
 			{"WatchAll", testWatchAll},
 			{"Records", testRecords},
+			{"Config", testConfig},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
@@ -73,6 +74,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Restart", func(t *testing.T) { testRestart(t, b) })
 	if b.Shared {
 		t.Run("TwoRegistries", func(t *testing.T) { testTwoRegistries(t, b) })
+		t.Run("ConfigTwoRegistries", func(t *testing.T) { testConfigTwoRegistries(t, b) })
 	}
 	if b.Stop != nil && b.Start != nil {
 		t.Run("Outage", func(t *testing.T) { testOutage(t, b) })
@@ -602,11 +604,13 @@ func testRestart(t *testing.T, b Backend) {
 	if _, err := c1.PutRecord(ctxT(t), &registryv1.PutRecordRequest{Record: &registryv1.Record{Name: svc + ".test.", Type: "A", Data: "192.0.2.1"}}); err != nil {
 		t.Fatal(err)
 	}
+	putConfig(t, c1, "policy", svc, "kept")
 	idx := get(t, c1, svc, true).Index
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
 	c2 := Serve(t, b.Open(t))
+	configEventually(t, c2, "policy after a registry restart", "policy", svc, "kept")
 	Eventually(t, "registration after a registry restart", func() string {
 		resp := get(t, c2, svc, true)
 		if ids(resp.Instances) != "keep" {
@@ -644,6 +648,7 @@ func testOutage(t *testing.T, b Backend) {
 	svc := name("outage")
 	c := Serve(t, b.Open(t))
 	register(t, c, inst(svc, "owned", 1))
+	putConfig(t, c, "policy", svc, "before")
 	w := watch(t, c, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: true})
 	w.next(t, "owned", func(m *registryv1.WatchResponse) bool { return ids(m.Instances) == "owned" && !m.Stale })
 
@@ -665,6 +670,15 @@ func testOutage(t *testing.T, b Backend) {
 	}
 	if got := ids(get(t, c, svc, true).Instances); got != "owned" {
 		t.Fatalf("GetService during the outage = %s, want the last known owned", got)
+	}
+	if v := configValue(t, c, "policy", svc); v != "before" {
+		t.Fatalf("policy during the outage = %q, want the last known one", v)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	_, err = c.PutConfig(ctx2, &registryv1.PutConfigRequest{Entry: &registryv1.ConfigEntry{Kind: "policy", Key: svc, Value: []byte("during")}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("PutConfig with the backend down = %v, want Unavailable", err)
 	}
 
 	b.Start(t)
@@ -688,6 +702,7 @@ func testOutage(t *testing.T, b Backend) {
 			}
 			return ""
 		})
+		configEventually(t, fresh, "restored policy seen by a new registry", "policy", svc, "before")
 	}
 }
 
@@ -705,11 +720,13 @@ func testRestartThenOutage(t *testing.T, b Backend) {
 	if _, err := c1.PutRecord(ctxT(t), &registryv1.PutRecordRequest{Record: rec}); err != nil {
 		t.Fatal(err)
 	}
+	putConfig(t, c1, "job", svc, "handed-over")
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	c2 := Serve(t, b.Open(t))
+	configEventually(t, c2, "job seen by the next registry", "job", svc, "handed-over")
 	w := watch(t, c2, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: true})
 	w.next(t, "both instances seen by the next registry", func(m *registryv1.WatchResponse) bool {
 		return ids(m.Instances) == "dropped,kept" && !m.Stale
@@ -753,6 +770,9 @@ func testRestartThenOutage(t *testing.T, b Backend) {
 		}
 		if len(recs.Records) != 1 || recs.Records[0].Data != rec.Data {
 			return fmt.Sprint("records ", recs.Records)
+		}
+		if v := configValue(t, fresh, "job", svc); v != "handed-over" {
+			return fmt.Sprintf("job %q", v)
 		}
 		return ""
 	})

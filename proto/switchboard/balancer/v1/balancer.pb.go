@@ -974,7 +974,10 @@ func (x *GetPolicyRequest) GetService() string {
 type GetPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The policy (the default when none was set).
-	Policy        *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// True while the balancer has not received the policies from the
+	// registry (it answers from its start-up cache) or has lost the registry.
+	Stale         bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1014,6 +1017,13 @@ func (x *GetPolicyResponse) GetPolicy() *Policy {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *GetPolicyResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
 }
 
 var File_switchboard_balancer_v1_balancer_proto protoreflect.FileDescriptor
@@ -1082,9 +1092,10 @@ const file_switchboard_balancer_v1_balancer_proto_rawDesc = "" +
 	"\x11SetPolicyResponse\x127\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1f.switchboard.balancer.v1.PolicyR\x06policy\",\n" +
 	"\x10GetPolicyRequest\x12\x18\n" +
-	"\aservice\x18\x01 \x01(\tR\aservice\"L\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\"b\n" +
 	"\x11GetPolicyResponse\x127\n" +
-	"\x06policy\x18\x01 \x01(\v2\x1f.switchboard.balancer.v1.PolicyR\x06policy*a\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1f.switchboard.balancer.v1.PolicyR\x06policy\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale*a\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n" +

@@ -43,7 +43,8 @@ type BalancerClient interface {
 	// WatchEndpoints streams a service's endpoint set with effective weights
 	// and ejections each time it changes.
 	WatchEndpoints(ctx context.Context, in *WatchEndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEndpointsResponse], error)
-	// SetPolicy sets a service's balancing policy (persisted).
+	// SetPolicy sets a service's balancing policy: stored in the registry,
+	// in force on every balancer replica within one watch round-trip.
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
 	// GetPolicy returns a service's balancing policy.
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
@@ -131,7 +132,8 @@ type BalancerServer interface {
 	// WatchEndpoints streams a service's endpoint set with effective weights
 	// and ejections each time it changes.
 	WatchEndpoints(*WatchEndpointsRequest, grpc.ServerStreamingServer[WatchEndpointsResponse]) error
-	// SetPolicy sets a service's balancing policy (persisted).
+	// SetPolicy sets a service's balancing policy: stored in the registry,
+	// in force on every balancer replica within one watch round-trip.
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	// GetPolicy returns a service's balancing policy.
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)

@@ -2019,7 +2019,9 @@ type JobResult struct {
 	//	*JobResult_Connections
 	//	*JobResult_Interfaces
 	//	*JobResult_Peers
-	Result        isJobResult_Result `protobuf_oneof:"result"`
+	Result isJobResult_Result `protobuf_oneof:"result"`
+	// Id of the prober that ran it (output only).
+	Prober        string `protobuf:"bytes,6,opt,name=prober,proto3" json:"prober,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2166,6 +2168,13 @@ func (x *JobResult) GetPeers() *PeersResult {
 		}
 	}
 	return nil
+}
+
+func (x *JobResult) GetProber() string {
+	if x != nil {
+		return x.Prober
+	}
+	return ""
 }
 
 type isJobResult_Result interface {
@@ -2451,7 +2460,10 @@ type Job struct {
 	// What to run.
 	Spec *JobSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	// How often (at least 1s).
-	Interval      *durationpb.Duration `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	Interval *durationpb.Duration `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Id of the prober that runs it: jobs are shared among the live probers
+	// by rendezvous hashing (output only; empty while no prober knows).
+	Runner        string `protobuf:"bytes,4,opt,name=runner,proto3" json:"runner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2505,6 +2517,13 @@ func (x *Job) GetInterval() *durationpb.Duration {
 		return x.Interval
 	}
 	return nil
+}
+
+func (x *Job) GetRunner() string {
+	if x != nil {
+		return x.Runner
+	}
+	return ""
 }
 
 // ScheduleRequest adds a periodic job.
@@ -2723,7 +2742,10 @@ func (*ListJobsRequest) Descriptor() ([]byte, []int) {
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Jobs by id.
-	Jobs          []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// True while the prober has not received the jobs from the registry (it
+	// answers from its start-up cache) or has lost the registry.
+	Stale         bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2763,6 +2785,13 @@ func (x *ListJobsResponse) GetJobs() []*Job {
 		return x.Jobs
 	}
 	return nil
+}
+
+func (x *ListJobsResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
 }
 
 // ResultsRequest asks for a job's history.
@@ -3022,7 +3051,7 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\floss_percent\x18\x06 \x01(\x01R\vlossPercent\x12\x18\n" +
 	"\aaddress\x18\a \x01(\tR\aaddress\"@\n" +
 	"\vPeersResult\x121\n" +
-	"\x05peers\x18\x01 \x03(\v2\x1b.switchboard.prober.v1.PeerR\x05peers\"\xe4\x05\n" +
+	"\x05peers\x18\x01 \x03(\v2\x1b.switchboard.prober.v1.PeerR\x05peers\"\xfc\x05\n" +
 	"\tJobResult\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x129\n" +
 	"\n" +
@@ -3042,7 +3071,8 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\n" +
 	"interfaces\x18\x10 \x01(\v2'.switchboard.prober.v1.InterfacesResultH\x00R\n" +
 	"interfaces\x12:\n" +
-	"\x05peers\x18\x11 \x01(\v2\".switchboard.prober.v1.PeersResultH\x00R\x05peersB\b\n" +
+	"\x05peers\x18\x11 \x01(\v2\".switchboard.prober.v1.PeersResultH\x00R\x05peers\x12\x16\n" +
+	"\x06prober\x18\x06 \x01(\tR\x06proberB\b\n" +
 	"\x06result\"\xe6\x01\n" +
 	"\bProgress\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1a\n" +
@@ -3057,11 +3087,12 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\vRunResponse\x12=\n" +
 	"\bprogress\x18\x01 \x01(\v2\x1f.switchboard.prober.v1.ProgressH\x00R\bprogress\x12:\n" +
 	"\x06result\x18\x02 \x01(\v2 .switchboard.prober.v1.JobResultH\x00R\x06resultB\a\n" +
-	"\x05event\"\x80\x01\n" +
+	"\x05event\"\x98\x01\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1e.switchboard.prober.v1.JobSpecR\x04spec\x125\n" +
-	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\"?\n" +
+	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x16\n" +
+	"\x06runner\x18\x04 \x01(\tR\x06runner\"?\n" +
 	"\x0fScheduleRequest\x12,\n" +
 	"\x03job\x18\x01 \x01(\v2\x1a.switchboard.prober.v1.JobR\x03job\"@\n" +
 	"\x10ScheduleResponse\x12,\n" +
@@ -3069,9 +3100,10 @@ const file_switchboard_prober_v1_prober_proto_rawDesc = "" +
 	"\x11UnscheduleRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
 	"\x12UnscheduleResponse\"\x11\n" +
-	"\x0fListJobsRequest\"B\n" +
+	"\x0fListJobsRequest\"X\n" +
 	"\x10ListJobsResponse\x12.\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x1a.switchboard.prober.v1.JobR\x04jobs\"6\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x1a.switchboard.prober.v1.JobR\x04jobs\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"6\n" +
 	"\x0eResultsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"M\n" +

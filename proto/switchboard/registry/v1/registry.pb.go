@@ -1647,6 +1647,505 @@ func (x *WatchRecordsResponse) GetStale() bool {
 	return false
 }
 
+// ConfigEntry is one entry of the configuration the stack's replicas share
+// through the registry's store.
+type ConfigEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind of entry: "policy" (a balancer policy; key: the service name,
+	// value: a marshalled switchboard.balancer.v1.Policy) or "job" (a
+	// scheduled prober job; key: the job id, value: a marshalled
+	// switchboard.prober.v1.Job).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Key, unique within the kind.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Value: the marshalled protobuf message of the kind; at most 64 KiB.
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// When the entry was last written (output only).
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Who wrote it: the caller's token or certificate name (output only).
+	UpdatedBy     string `protobuf:"bytes,5,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigEntry) Reset() {
+	*x = ConfigEntry{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigEntry) ProtoMessage() {}
+
+func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
+func (*ConfigEntry) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConfigEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ConfigEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ConfigEntry) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ConfigEntry) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *ConfigEntry) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+// PutConfigRequest stores an entry.
+type PutConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry; kind, key and value are required.
+	Entry         *ConfigEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutConfigRequest) Reset() {
+	*x = PutConfigRequest{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutConfigRequest) ProtoMessage() {}
+
+func (x *PutConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutConfigRequest.ProtoReflect.Descriptor instead.
+func (*PutConfigRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PutConfigRequest) GetEntry() *ConfigEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+// PutConfigResponse returns the stored entry.
+type PutConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry as stored.
+	Entry         *ConfigEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutConfigResponse) Reset() {
+	*x = PutConfigResponse{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutConfigResponse) ProtoMessage() {}
+
+func (x *PutConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutConfigResponse.ProtoReflect.Descriptor instead.
+func (*PutConfigResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PutConfigResponse) GetEntry() *ConfigEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+// DeleteConfigRequest names the entry to remove.
+type DeleteConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind of the entry.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Key of the entry.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigRequest) Reset() {
+	*x = DeleteConfigRequest{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigRequest) ProtoMessage() {}
+
+func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeleteConfigRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DeleteConfigRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// DeleteConfigResponse is empty.
+type DeleteConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigResponse) Reset() {
+	*x = DeleteConfigResponse{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigResponse) ProtoMessage() {}
+
+func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+}
+
+// ListConfigRequest names a kind.
+type ListConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind to list.
+	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigRequest) Reset() {
+	*x = ListConfigRequest{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigRequest) ProtoMessage() {}
+
+func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigRequest.ProtoReflect.Descriptor instead.
+func (*ListConfigRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListConfigRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+// ListConfigResponse lists the entries of a kind.
+type ListConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entries, sorted by key.
+	Entries []*ConfigEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Index of the kind's last change.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// True when the backend is unreachable and this is the last known set.
+	Stale         bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigResponse) Reset() {
+	*x = ListConfigResponse{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigResponse) ProtoMessage() {}
+
+func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigResponse.ProtoReflect.Descriptor instead.
+func (*ListConfigResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListConfigResponse) GetEntries() []*ConfigEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListConfigResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ListConfigResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+// WatchConfigRequest chooses the kind to watch.
+type WatchConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind to watch.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Only send a set newer than this index (0 = send the current set at once).
+	AfterIndex    uint64 `protobuf:"varint,2,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchConfigRequest) Reset() {
+	*x = WatchConfigRequest{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchConfigRequest) ProtoMessage() {}
+
+func (x *WatchConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchConfigRequest.ProtoReflect.Descriptor instead.
+func (*WatchConfigRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *WatchConfigRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *WatchConfigRequest) GetAfterIndex() uint64 {
+	if x != nil {
+		return x.AfterIndex
+	}
+	return 0
+}
+
+// WatchConfigResponse is every entry of the watched kind.
+type WatchConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the kind's last change.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// Every entry of the kind, sorted by key.
+	Entries []*ConfigEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// True when the backend is unreachable and this is the last known set.
+	Stale         bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchConfigResponse) Reset() {
+	*x = WatchConfigResponse{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchConfigResponse) ProtoMessage() {}
+
+func (x *WatchConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchConfigResponse.ProtoReflect.Descriptor instead.
+func (*WatchConfigResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *WatchConfigResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *WatchConfigResponse) GetEntries() []*ConfigEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *WatchConfigResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 var File_switchboard_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_switchboard_registry_v1_registry_proto_rawDesc = "" +
@@ -1744,6 +2243,36 @@ const file_switchboard_registry_v1_registry_proto_rawDesc = "" +
 	"\x14WatchRecordsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x129\n" +
 	"\arecords\x18\x02 \x03(\v2\x1f.switchboard.registry.v1.RecordR\arecords\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\"\xa3\x01\n" +
+	"\vConfigEntry\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x129\n" +
+	"\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x05 \x01(\tR\tupdatedBy\"N\n" +
+	"\x10PutConfigRequest\x12:\n" +
+	"\x05entry\x18\x01 \x01(\v2$.switchboard.registry.v1.ConfigEntryR\x05entry\"O\n" +
+	"\x11PutConfigResponse\x12:\n" +
+	"\x05entry\x18\x01 \x01(\v2$.switchboard.registry.v1.ConfigEntryR\x05entry\";\n" +
+	"\x13DeleteConfigRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"\x16\n" +
+	"\x14DeleteConfigResponse\"'\n" +
+	"\x11ListConfigRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\"\x80\x01\n" +
+	"\x12ListConfigResponse\x12>\n" +
+	"\aentries\x18\x01 \x03(\v2$.switchboard.registry.v1.ConfigEntryR\aentries\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\"I\n" +
+	"\x12WatchConfigRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1f\n" +
+	"\vafter_index\x18\x02 \x01(\x04R\n" +
+	"afterIndex\"\x81\x01\n" +
+	"\x13WatchConfigResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12>\n" +
+	"\aentries\x18\x02 \x03(\v2$.switchboard.registry.v1.ConfigEntryR\aentries\x12\x14\n" +
 	"\x05stale\x18\x03 \x01(\bR\x05stale*\x7f\n" +
 	"\fHealthStatus\x12\x1d\n" +
 	"\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -1755,7 +2284,7 @@ const file_switchboard_registry_v1_registry_proto_rawDesc = "" +
 	"\x0fCHECK_KIND_HTTP\x10\x01\x12\x12\n" +
 	"\x0eCHECK_KIND_TCP\x10\x02\x12\x13\n" +
 	"\x0fCHECK_KIND_GRPC\x10\x03\x12\x12\n" +
-	"\x0eCHECK_KIND_TTL\x10\x042\xf2\b\n" +
+	"\x0eCHECK_KIND_TTL\x10\x042\x96\f\n" +
 	"\bRegistry\x12_\n" +
 	"\bRegister\x12(.switchboard.registry.v1.RegisterRequest\x1a).switchboard.registry.v1.RegisterResponse\x12e\n" +
 	"\n" +
@@ -1769,7 +2298,12 @@ const file_switchboard_registry_v1_registry_proto_rawDesc = "" +
 	"\tPutRecord\x12).switchboard.registry.v1.PutRecordRequest\x1a*.switchboard.registry.v1.PutRecordResponse\x12k\n" +
 	"\fDeleteRecord\x12,.switchboard.registry.v1.DeleteRecordRequest\x1a-.switchboard.registry.v1.DeleteRecordResponse\x12h\n" +
 	"\vListRecords\x12+.switchboard.registry.v1.ListRecordsRequest\x1a,.switchboard.registry.v1.ListRecordsResponse\x12m\n" +
-	"\fWatchRecords\x12,.switchboard.registry.v1.WatchRecordsRequest\x1a-.switchboard.registry.v1.WatchRecordsResponse0\x01BQZOgithub.com/switchboard-net/switchboard/proto/switchboard/registry/v1;registryv1b\x06proto3"
+	"\fWatchRecords\x12,.switchboard.registry.v1.WatchRecordsRequest\x1a-.switchboard.registry.v1.WatchRecordsResponse0\x01\x12b\n" +
+	"\tPutConfig\x12).switchboard.registry.v1.PutConfigRequest\x1a*.switchboard.registry.v1.PutConfigResponse\x12k\n" +
+	"\fDeleteConfig\x12,.switchboard.registry.v1.DeleteConfigRequest\x1a-.switchboard.registry.v1.DeleteConfigResponse\x12e\n" +
+	"\n" +
+	"ListConfig\x12*.switchboard.registry.v1.ListConfigRequest\x1a+.switchboard.registry.v1.ListConfigResponse\x12j\n" +
+	"\vWatchConfig\x12+.switchboard.registry.v1.WatchConfigRequest\x1a,.switchboard.registry.v1.WatchConfigResponse0\x01BQZOgithub.com/switchboard-net/switchboard/proto/switchboard/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_switchboard_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -1784,7 +2318,7 @@ func file_switchboard_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_switchboard_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchboard_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_switchboard_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_switchboard_registry_v1_registry_proto_goTypes = []any{
 	(HealthStatus)(0),             // 0: switchboard.registry.v1.HealthStatus
 	(CheckKind)(0),                // 1: switchboard.registry.v1.CheckKind
@@ -1814,18 +2348,27 @@ var file_switchboard_registry_v1_registry_proto_goTypes = []any{
 	(*ListRecordsResponse)(nil),   // 25: switchboard.registry.v1.ListRecordsResponse
 	(*WatchRecordsRequest)(nil),   // 26: switchboard.registry.v1.WatchRecordsRequest
 	(*WatchRecordsResponse)(nil),  // 27: switchboard.registry.v1.WatchRecordsResponse
-	nil,                           // 28: switchboard.registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*ConfigEntry)(nil),           // 28: switchboard.registry.v1.ConfigEntry
+	(*PutConfigRequest)(nil),      // 29: switchboard.registry.v1.PutConfigRequest
+	(*PutConfigResponse)(nil),     // 30: switchboard.registry.v1.PutConfigResponse
+	(*DeleteConfigRequest)(nil),   // 31: switchboard.registry.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),  // 32: switchboard.registry.v1.DeleteConfigResponse
+	(*ListConfigRequest)(nil),     // 33: switchboard.registry.v1.ListConfigRequest
+	(*ListConfigResponse)(nil),    // 34: switchboard.registry.v1.ListConfigResponse
+	(*WatchConfigRequest)(nil),    // 35: switchboard.registry.v1.WatchConfigRequest
+	(*WatchConfigResponse)(nil),   // 36: switchboard.registry.v1.WatchConfigResponse
+	nil,                           // 37: switchboard.registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_switchboard_registry_v1_registry_proto_depIdxs = []int32{
 	1,  // 0: switchboard.registry.v1.HealthCheck.kind:type_name -> switchboard.registry.v1.CheckKind
-	29, // 1: switchboard.registry.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	29, // 2: switchboard.registry.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	28, // 3: switchboard.registry.v1.Instance.metadata:type_name -> switchboard.registry.v1.Instance.MetadataEntry
+	38, // 1: switchboard.registry.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	38, // 2: switchboard.registry.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	37, // 3: switchboard.registry.v1.Instance.metadata:type_name -> switchboard.registry.v1.Instance.MetadataEntry
 	2,  // 4: switchboard.registry.v1.Instance.check:type_name -> switchboard.registry.v1.HealthCheck
 	0,  // 5: switchboard.registry.v1.Instance.health:type_name -> switchboard.registry.v1.HealthStatus
-	30, // 6: switchboard.registry.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 6: switchboard.registry.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	3,  // 7: switchboard.registry.v1.RegisterRequest.instance:type_name -> switchboard.registry.v1.Instance
 	3,  // 8: switchboard.registry.v1.RegisterResponse.instance:type_name -> switchboard.registry.v1.Instance
 	3,  // 9: switchboard.registry.v1.GetServiceResponse.instances:type_name -> switchboard.registry.v1.Instance
@@ -1836,33 +2379,46 @@ var file_switchboard_registry_v1_registry_proto_depIdxs = []int32{
 	19, // 14: switchboard.registry.v1.PutRecordResponse.record:type_name -> switchboard.registry.v1.Record
 	19, // 15: switchboard.registry.v1.ListRecordsResponse.records:type_name -> switchboard.registry.v1.Record
 	19, // 16: switchboard.registry.v1.WatchRecordsResponse.records:type_name -> switchboard.registry.v1.Record
-	4,  // 17: switchboard.registry.v1.Registry.Register:input_type -> switchboard.registry.v1.RegisterRequest
-	6,  // 18: switchboard.registry.v1.Registry.Deregister:input_type -> switchboard.registry.v1.DeregisterRequest
-	8,  // 19: switchboard.registry.v1.Registry.Heartbeat:input_type -> switchboard.registry.v1.HeartbeatRequest
-	10, // 20: switchboard.registry.v1.Registry.GetService:input_type -> switchboard.registry.v1.GetServiceRequest
-	12, // 21: switchboard.registry.v1.Registry.ListServices:input_type -> switchboard.registry.v1.ListServicesRequest
-	15, // 22: switchboard.registry.v1.Registry.Watch:input_type -> switchboard.registry.v1.WatchRequest
-	17, // 23: switchboard.registry.v1.Registry.SetHealth:input_type -> switchboard.registry.v1.SetHealthRequest
-	20, // 24: switchboard.registry.v1.Registry.PutRecord:input_type -> switchboard.registry.v1.PutRecordRequest
-	22, // 25: switchboard.registry.v1.Registry.DeleteRecord:input_type -> switchboard.registry.v1.DeleteRecordRequest
-	24, // 26: switchboard.registry.v1.Registry.ListRecords:input_type -> switchboard.registry.v1.ListRecordsRequest
-	26, // 27: switchboard.registry.v1.Registry.WatchRecords:input_type -> switchboard.registry.v1.WatchRecordsRequest
-	5,  // 28: switchboard.registry.v1.Registry.Register:output_type -> switchboard.registry.v1.RegisterResponse
-	7,  // 29: switchboard.registry.v1.Registry.Deregister:output_type -> switchboard.registry.v1.DeregisterResponse
-	9,  // 30: switchboard.registry.v1.Registry.Heartbeat:output_type -> switchboard.registry.v1.HeartbeatResponse
-	11, // 31: switchboard.registry.v1.Registry.GetService:output_type -> switchboard.registry.v1.GetServiceResponse
-	14, // 32: switchboard.registry.v1.Registry.ListServices:output_type -> switchboard.registry.v1.ListServicesResponse
-	16, // 33: switchboard.registry.v1.Registry.Watch:output_type -> switchboard.registry.v1.WatchResponse
-	18, // 34: switchboard.registry.v1.Registry.SetHealth:output_type -> switchboard.registry.v1.SetHealthResponse
-	21, // 35: switchboard.registry.v1.Registry.PutRecord:output_type -> switchboard.registry.v1.PutRecordResponse
-	23, // 36: switchboard.registry.v1.Registry.DeleteRecord:output_type -> switchboard.registry.v1.DeleteRecordResponse
-	25, // 37: switchboard.registry.v1.Registry.ListRecords:output_type -> switchboard.registry.v1.ListRecordsResponse
-	27, // 38: switchboard.registry.v1.Registry.WatchRecords:output_type -> switchboard.registry.v1.WatchRecordsResponse
-	28, // [28:39] is the sub-list for method output_type
-	17, // [17:28] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	39, // 17: switchboard.registry.v1.ConfigEntry.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 18: switchboard.registry.v1.PutConfigRequest.entry:type_name -> switchboard.registry.v1.ConfigEntry
+	28, // 19: switchboard.registry.v1.PutConfigResponse.entry:type_name -> switchboard.registry.v1.ConfigEntry
+	28, // 20: switchboard.registry.v1.ListConfigResponse.entries:type_name -> switchboard.registry.v1.ConfigEntry
+	28, // 21: switchboard.registry.v1.WatchConfigResponse.entries:type_name -> switchboard.registry.v1.ConfigEntry
+	4,  // 22: switchboard.registry.v1.Registry.Register:input_type -> switchboard.registry.v1.RegisterRequest
+	6,  // 23: switchboard.registry.v1.Registry.Deregister:input_type -> switchboard.registry.v1.DeregisterRequest
+	8,  // 24: switchboard.registry.v1.Registry.Heartbeat:input_type -> switchboard.registry.v1.HeartbeatRequest
+	10, // 25: switchboard.registry.v1.Registry.GetService:input_type -> switchboard.registry.v1.GetServiceRequest
+	12, // 26: switchboard.registry.v1.Registry.ListServices:input_type -> switchboard.registry.v1.ListServicesRequest
+	15, // 27: switchboard.registry.v1.Registry.Watch:input_type -> switchboard.registry.v1.WatchRequest
+	17, // 28: switchboard.registry.v1.Registry.SetHealth:input_type -> switchboard.registry.v1.SetHealthRequest
+	20, // 29: switchboard.registry.v1.Registry.PutRecord:input_type -> switchboard.registry.v1.PutRecordRequest
+	22, // 30: switchboard.registry.v1.Registry.DeleteRecord:input_type -> switchboard.registry.v1.DeleteRecordRequest
+	24, // 31: switchboard.registry.v1.Registry.ListRecords:input_type -> switchboard.registry.v1.ListRecordsRequest
+	26, // 32: switchboard.registry.v1.Registry.WatchRecords:input_type -> switchboard.registry.v1.WatchRecordsRequest
+	29, // 33: switchboard.registry.v1.Registry.PutConfig:input_type -> switchboard.registry.v1.PutConfigRequest
+	31, // 34: switchboard.registry.v1.Registry.DeleteConfig:input_type -> switchboard.registry.v1.DeleteConfigRequest
+	33, // 35: switchboard.registry.v1.Registry.ListConfig:input_type -> switchboard.registry.v1.ListConfigRequest
+	35, // 36: switchboard.registry.v1.Registry.WatchConfig:input_type -> switchboard.registry.v1.WatchConfigRequest
+	5,  // 37: switchboard.registry.v1.Registry.Register:output_type -> switchboard.registry.v1.RegisterResponse
+	7,  // 38: switchboard.registry.v1.Registry.Deregister:output_type -> switchboard.registry.v1.DeregisterResponse
+	9,  // 39: switchboard.registry.v1.Registry.Heartbeat:output_type -> switchboard.registry.v1.HeartbeatResponse
+	11, // 40: switchboard.registry.v1.Registry.GetService:output_type -> switchboard.registry.v1.GetServiceResponse
+	14, // 41: switchboard.registry.v1.Registry.ListServices:output_type -> switchboard.registry.v1.ListServicesResponse
+	16, // 42: switchboard.registry.v1.Registry.Watch:output_type -> switchboard.registry.v1.WatchResponse
+	18, // 43: switchboard.registry.v1.Registry.SetHealth:output_type -> switchboard.registry.v1.SetHealthResponse
+	21, // 44: switchboard.registry.v1.Registry.PutRecord:output_type -> switchboard.registry.v1.PutRecordResponse
+	23, // 45: switchboard.registry.v1.Registry.DeleteRecord:output_type -> switchboard.registry.v1.DeleteRecordResponse
+	25, // 46: switchboard.registry.v1.Registry.ListRecords:output_type -> switchboard.registry.v1.ListRecordsResponse
+	27, // 47: switchboard.registry.v1.Registry.WatchRecords:output_type -> switchboard.registry.v1.WatchRecordsResponse
+	30, // 48: switchboard.registry.v1.Registry.PutConfig:output_type -> switchboard.registry.v1.PutConfigResponse
+	32, // 49: switchboard.registry.v1.Registry.DeleteConfig:output_type -> switchboard.registry.v1.DeleteConfigResponse
+	34, // 50: switchboard.registry.v1.Registry.ListConfig:output_type -> switchboard.registry.v1.ListConfigResponse
+	36, // 51: switchboard.registry.v1.Registry.WatchConfig:output_type -> switchboard.registry.v1.WatchConfigResponse
+	37, // [37:52] is the sub-list for method output_type
+	22, // [22:37] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_registry_v1_registry_proto_init() }
@@ -1876,7 +2432,7 @@ func file_switchboard_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_registry_v1_registry_proto_rawDesc), len(file_switchboard_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,10 @@ const (
 	Registry_DeleteRecord_FullMethodName = "/switchboard.registry.v1.Registry/DeleteRecord"
 	Registry_ListRecords_FullMethodName  = "/switchboard.registry.v1.Registry/ListRecords"
 	Registry_WatchRecords_FullMethodName = "/switchboard.registry.v1.Registry/WatchRecords"
+	Registry_PutConfig_FullMethodName    = "/switchboard.registry.v1.Registry/PutConfig"
+	Registry_DeleteConfig_FullMethodName = "/switchboard.registry.v1.Registry/DeleteConfig"
+	Registry_ListConfig_FullMethodName   = "/switchboard.registry.v1.Registry/ListConfig"
+	Registry_WatchConfig_FullMethodName  = "/switchboard.registry.v1.Registry/WatchConfig"
 )
 
 // RegistryClient is the client API for Registry service.
@@ -66,6 +70,17 @@ type RegistryClient interface {
 	ListRecords(ctx context.Context, in *ListRecordsRequest, opts ...grpc.CallOption) (*ListRecordsResponse, error)
 	// WatchRecords streams the whole record set each time it changes.
 	WatchRecords(ctx context.Context, in *WatchRecordsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRecordsResponse], error)
+	// PutConfig stores one entry of the shared configuration of the stack's
+	// replicas (a balancer policy, a prober job), replacing any entry of the
+	// same kind and key.
+	PutConfig(ctx context.Context, in *PutConfigRequest, opts ...grpc.CallOption) (*PutConfigResponse, error)
+	// DeleteConfig removes one configuration entry.
+	DeleteConfig(ctx context.Context, in *DeleteConfigRequest, opts ...grpc.CallOption) (*DeleteConfigResponse, error)
+	// ListConfig lists the configuration entries of one kind.
+	ListConfig(ctx context.Context, in *ListConfigRequest, opts ...grpc.CallOption) (*ListConfigResponse, error)
+	// WatchConfig streams every entry of one kind each time any of them
+	// changes, starting after the index the caller last saw.
+	WatchConfig(ctx context.Context, in *WatchConfigRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchConfigResponse], error)
 }
 
 type registryClient struct {
@@ -204,6 +219,55 @@ func (c *registryClient) WatchRecords(ctx context.Context, in *WatchRecordsReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchRecordsClient = grpc.ServerStreamingClient[WatchRecordsResponse]
 
+func (c *registryClient) PutConfig(ctx context.Context, in *PutConfigRequest, opts ...grpc.CallOption) (*PutConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutConfigResponse)
+	err := c.cc.Invoke(ctx, Registry_PutConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryClient) DeleteConfig(ctx context.Context, in *DeleteConfigRequest, opts ...grpc.CallOption) (*DeleteConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteConfigResponse)
+	err := c.cc.Invoke(ctx, Registry_DeleteConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryClient) ListConfig(ctx context.Context, in *ListConfigRequest, opts ...grpc.CallOption) (*ListConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConfigResponse)
+	err := c.cc.Invoke(ctx, Registry_ListConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryClient) WatchConfig(ctx context.Context, in *WatchConfigRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchConfigResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Registry_ServiceDesc.Streams[2], Registry_WatchConfig_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchConfigRequest, WatchConfigResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchConfigClient = grpc.ServerStreamingClient[WatchConfigResponse]
+
 // RegistryServer is the server API for Registry service.
 // All implementations must embed UnimplementedRegistryServer
 // for forward compatibility.
@@ -235,6 +299,17 @@ type RegistryServer interface {
 	ListRecords(context.Context, *ListRecordsRequest) (*ListRecordsResponse, error)
 	// WatchRecords streams the whole record set each time it changes.
 	WatchRecords(*WatchRecordsRequest, grpc.ServerStreamingServer[WatchRecordsResponse]) error
+	// PutConfig stores one entry of the shared configuration of the stack's
+	// replicas (a balancer policy, a prober job), replacing any entry of the
+	// same kind and key.
+	PutConfig(context.Context, *PutConfigRequest) (*PutConfigResponse, error)
+	// DeleteConfig removes one configuration entry.
+	DeleteConfig(context.Context, *DeleteConfigRequest) (*DeleteConfigResponse, error)
+	// ListConfig lists the configuration entries of one kind.
+	ListConfig(context.Context, *ListConfigRequest) (*ListConfigResponse, error)
+	// WatchConfig streams every entry of one kind each time any of them
+	// changes, starting after the index the caller last saw.
+	WatchConfig(*WatchConfigRequest, grpc.ServerStreamingServer[WatchConfigResponse]) error
 	mustEmbedUnimplementedRegistryServer()
 }
 
@@ -277,6 +352,18 @@ func (UnimplementedRegistryServer) ListRecords(context.Context, *ListRecordsRequ
 }
 func (UnimplementedRegistryServer) WatchRecords(*WatchRecordsRequest, grpc.ServerStreamingServer[WatchRecordsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchRecords not implemented")
+}
+func (UnimplementedRegistryServer) PutConfig(context.Context, *PutConfigRequest) (*PutConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutConfig not implemented")
+}
+func (UnimplementedRegistryServer) DeleteConfig(context.Context, *DeleteConfigRequest) (*DeleteConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConfig not implemented")
+}
+func (UnimplementedRegistryServer) ListConfig(context.Context, *ListConfigRequest) (*ListConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConfig not implemented")
+}
+func (UnimplementedRegistryServer) WatchConfig(*WatchConfigRequest, grpc.ServerStreamingServer[WatchConfigResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchConfig not implemented")
 }
 func (UnimplementedRegistryServer) mustEmbedUnimplementedRegistryServer() {}
 func (UnimplementedRegistryServer) testEmbeddedByValue()                  {}
@@ -483,6 +570,71 @@ func _Registry_WatchRecords_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchRecordsServer = grpc.ServerStreamingServer[WatchRecordsResponse]
 
+func _Registry_PutConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).PutConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_PutConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).PutConfig(ctx, req.(*PutConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Registry_DeleteConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).DeleteConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_DeleteConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).DeleteConfig(ctx, req.(*DeleteConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Registry_ListConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).ListConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_ListConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).ListConfig(ctx, req.(*ListConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Registry_WatchConfig_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchConfigRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RegistryServer).WatchConfig(m, &grpc.GenericServerStream[WatchConfigRequest, WatchConfigResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchConfigServer = grpc.ServerStreamingServer[WatchConfigResponse]
+
 // Registry_ServiceDesc is the grpc.ServiceDesc for Registry service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -526,6 +678,18 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListRecords",
 			Handler:    _Registry_ListRecords_Handler,
 		},
+		{
+			MethodName: "PutConfig",
+			Handler:    _Registry_PutConfig_Handler,
+		},
+		{
+			MethodName: "DeleteConfig",
+			Handler:    _Registry_DeleteConfig_Handler,
+		},
+		{
+			MethodName: "ListConfig",
+			Handler:    _Registry_ListConfig_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -536,6 +700,11 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchRecords",
 			Handler:       _Registry_WatchRecords_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchConfig",
+			Handler:       _Registry_WatchConfig_Handler,
 			ServerStreams: true,
 		},
 	},
