@@ -135,7 +135,7 @@ func startAcceptCounter(t *testing.T) *acceptCounter {
 func (c *acceptCounter) port() uint32 { return uint32(c.ln.Addr().(*net.TCPAddr).Port) }
 
 // checkedInstances returns the instances a prober's /metrics says it
-// health-checks (its prober_instance_up series).
+// health-checks (its switchboard_prober_instance_up series).
 func checkedInstances(t *testing.T, admin string) map[string]bool {
 	t.Helper()
 	resp, err := http.Get("http://" + admin + "/metrics")
@@ -147,7 +147,7 @@ func checkedInstances(t *testing.T, admin string) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`prober_instance_up\{id="([^"]+)",service="shared"\}`)
+	re := regexp.MustCompile(`switchboard_prober_instance_up\{id="([^"]+)",service="shared"\}`)
 	out := map[string]bool{}
 	for _, m := range re.FindAllStringSubmatch(string(body), -1) {
 		out[m[1]] = true
