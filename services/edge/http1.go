@@ -104,14 +104,23 @@ func (p *proxy) serveConn(c net.Conn, isTLS bool) {
 	}
 }
 
-// waitRequest waits for the first byte of the next request within the
-// idle timeout, then moves the connection to active unless drain took it
-// first. Drain's marks are read after the deadline is armed, so its
-// wake-up (which follows its mark) is never overwritten; a fresh
-// connection is served even while draining (accept.go).
+// waitRequest waits for the first byte of the next request, then moves
+// the connection to active unless drain took it first. A fresh connection
+// has the header timeout from its accept for its whole first head, so one
+// that never sends a byte is closed then (silently, as nginx and HAProxy
+// do); between requests the idle timeout applies until the first byte,
+// and the header timeout from there. Drain's marks are read after the
+// deadline is armed, so its wake-up (which follows its mark) is never
+// overwritten; a fresh connection is served even while draining
+// (accept.go).
 func (h *h1conn) waitRequest() bool {
+	fresh := h.state.Load() == stNew
 	if h.br.Buffered() == 0 {
-		h.dl.read(time.Now(), h.p.opt.IdleTimeout)
+		if fresh {
+			h.dl.readExact(time.Now().Add(h.p.opt.ReadHeaderTimeout))
+		} else {
+			h.dl.read(time.Now(), h.p.opt.IdleTimeout)
+		}
 		switch st := h.state.Load(); {
 		case st == stClosed:
 			return false
@@ -127,8 +136,8 @@ func (h *h1conn) waitRequest() bool {
 	}
 	// A head that arrived whole needs no header timer; one arriving in
 	// pieces must complete within the header timeout (slow clients).
-	if b, _ := h.br.Peek(h.br.Buffered()); !bytes.Contains(b, crlfcrlf) {
-		h.dl.read(time.Now(), h.p.opt.ReadHeaderTimeout)
+	if b, _ := h.br.Peek(h.br.Buffered()); !fresh && !bytes.Contains(b, crlfcrlf) {
+		h.dl.readExact(time.Now().Add(h.p.opt.ReadHeaderTimeout))
 	}
 	return true
 }
