@@ -175,7 +175,9 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 	}
 	http10 := req.buf[req.l3.e-1] == '0'
 	keep = !req.connClose && (!http10 || req.connKeepAlive) && !p.draining.Load()
-	if req.teOther || (req.chunked && req.contentLength >= 0) {
+	// Transfer-Encoding in an HTTP/1.0 request is faulty framing (RFC 9112
+	// §6.1), as is any coding but a lone chunked or both framings at once.
+	if req.teOther || (req.chunked && (req.contentLength >= 0 || http10)) {
 		h.writeError(400, "bad request framing\n", true)
 		return false, false
 	}
@@ -446,7 +448,7 @@ func (h *h1conn) sendOn(uc *upConn, a *attempt, shared bool) error {
 				return fmt.Errorf("sending the request body: %w", cerr)
 			}
 			// The client failed mid-body.
-			h.writeError(400, "incomplete request body\n", true)
+			h.writeError(400, bodyErrorText(cerr), true)
 			return &answeredError{code: 400}
 		}
 		// The request's clock starts once its body is sent.

@@ -492,28 +492,6 @@ func parseDecimal(b []byte) (int64, bool) {
 	return n, true
 }
 
-func parseHex(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 15 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range b {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int64(d)
-	}
-	return n, true
-}
-
 var tokenTable = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
