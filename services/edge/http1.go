@@ -192,6 +192,13 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 				j++
 			}
 			hostHdr, hasHost = target[i:j], true
+			if len(hostHdr) == 0 || indexByte(hostHdr, '@') >= 0 {
+				h.writeError(400, "bad request target\n", true)
+				return false, false
+			}
+			// The target's authority replaces the Host header (RFC 9112
+			// §3.2.2): the request is routed and forwarded by it.
+			req.setHost(span{req.l2.s + int32(i), req.l2.s + int32(j)})
 			path = target[j:]
 			if len(path) == 0 {
 				path = slash

@@ -279,6 +279,16 @@ func (h *head) note(hs *hdrSpan) error {
 	return nil
 }
 
+// setHost makes every Host header field's value sp, a span of the head
+// (an absolute-form target's authority).
+func (h *head) setHost(sp span) {
+	for i := range h.hdrs {
+		if h.hdrs[i].kind == hkHost {
+			h.hdrs[i].val = sp
+		}
+	}
+}
+
 // inConnTokens reports whether name was listed in a Connection header.
 func (h *head) inConnTokens(name []byte) bool {
 	for _, t := range h.connTokens {
