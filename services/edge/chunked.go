@@ -63,11 +63,8 @@ func reframeChunked(dst *bufio.Writer, src *bufio.Reader, dl *copyDeadlines, rec
 			return err
 		}
 		if rechunk {
-			var tmp [maxChunkSizeDigits + 2]byte
-			b := strconv.AppendInt(tmp[:0], size, 16)
-			b = append(b, '\r', '\n')
-			if _, err := dst.Write(b); err != nil {
-				return &writeErr{err}
+			if err := writeChunkSize(dst, size); err != nil {
+				return err
 			}
 		}
 		if size == 0 {
@@ -85,6 +82,22 @@ func reframeChunked(dst *bufio.Writer, src *bufio.Reader, dl *copyDeadlines, rec
 			}
 		}
 	}
+}
+
+// writeChunkSize writes a chunk-size line, in dst's own buffer so that
+// nothing is allocated.
+func writeChunkSize(dst *bufio.Writer, size int64) error {
+	if dst.Available() < maxChunkSizeDigits+2 {
+		if err := dst.Flush(); err != nil {
+			return &writeErr{err}
+		}
+	}
+	b := strconv.AppendInt(dst.AvailableBuffer(), size, 16)
+	b = append(b, '\r', '\n')
+	if _, err := dst.Write(b); err != nil {
+		return &writeErr{err}
+	}
+	return nil
 }
 
 // copyTrailers reads the trailer section up to its empty line, checking

@@ -164,3 +164,28 @@ func FuzzCopyChunked(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCopyChunked re-frames a 1 MiB body of 16 KiB chunks with an
+// extension and a trailer; it must not allocate.
+func BenchmarkCopyChunked(b *testing.B) {
+	var in bytes.Buffer
+	chunk := strings.Repeat("x", 16<<10)
+	for range 64 {
+		in.WriteString("4000;ext=1\r\n" + chunk + "\r\n")
+	}
+	in.WriteString("0\r\nX-Sum: 1\r\n\r\n")
+	body := in.Bytes()
+	r := bytes.NewReader(body)
+	br := bufio.NewReaderSize(r, 8<<10)
+	bw := bufio.NewWriterSize(io.Discard, 8<<10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for range b.N {
+		r.Reset(body)
+		br.Reset(r)
+		if err := copyChunked(bw, br, nil); err != nil {
+			b.Fatal(err)
+		}
+		bw.Flush()
+	}
+}
