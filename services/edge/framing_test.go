@@ -223,6 +223,34 @@ func TestSmugglingLenientBackend(t *testing.T) {
 	inst, _ := startEdge(t, fmt.Sprintf("routes:\n  - addresses: [%q]\n", lb.addr))
 	addr := inst.Addrs["http"]
 	innocent := &http.Client{Timeout: 10 * time.Second}
+	// Another innocent client sends requests all along, on its own
+	// keep-alive connection.
+	stop := make(chan struct{})
+	bgDone := make(chan int)
+	go func() {
+		c := &http.Client{Timeout: 10 * time.Second}
+		n := 0
+		defer func() { bgDone <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			want := fmt.Sprintf("/background-%d", n)
+			resp, err := c.Get("http://" + addr + want)
+			if err != nil {
+				t.Errorf("background %s: %v", want, err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != want {
+				t.Errorf("background %s got %d %q", want, resp.StatusCode, b)
+			}
+			n++
+		}
+	}()
 	for try := range tries {
 		for i, a := range attacks {
 			path := fmt.Sprintf("/attack-%d-%d", try, i)
@@ -240,20 +268,22 @@ func TestSmugglingLenientBackend(t *testing.T) {
 			}
 		}
 	}
+	close(stop)
+	background := <-bgDone
 	paths, malformed := lb.seen()
 	for _, p := range paths {
-		if !strings.HasPrefix(p, "/innocent-") {
+		if !strings.HasPrefix(p, "/innocent-") && !strings.HasPrefix(p, "/background-") {
 			t.Errorf("the backend parsed a request for %s", p)
 		}
 	}
 	if malformed != 0 {
 		t.Errorf("the backend read %d malformed request lines", malformed)
 	}
-	if len(paths) != tries*len(attacks) {
-		t.Errorf("the backend parsed %d requests, want the %d innocent ones", len(paths), tries*len(attacks))
+	if want := tries*len(attacks) + background; len(paths) != want {
+		t.Errorf("the backend parsed %d requests, want the %d innocent ones", len(paths), want)
 	}
-	t.Logf("%d tries of %d attacks: %d innocent requests answered, backend parsed %d requests, none hidden",
-		tries, len(attacks), tries*len(attacks), len(paths))
+	t.Logf("%d tries of %d attacks: %d interleaved and %d background innocent requests answered, backend parsed %d requests, none hidden",
+		tries, len(attacks), tries*len(attacks), background, len(paths))
 }
 
 // attackOnce sends req on a fresh connection and returns the status of
