@@ -132,38 +132,15 @@ func BenchmarkJoinPingPong(b *testing.B) {
 	}
 }
 
-func BenchmarkPoolGetPut(b *testing.B) {
-	l := listenLoopback(b)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			b.Cleanup(func() { c.Close() })
-		}
-	}()
-	p := NewPool(PoolOptions{})
-	defer p.Close()
-	ctx := context.Background()
-	key := l.Addr().String()
-	c, err := p.Get(ctx, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.Put(c)
+func BenchmarkIdleProbe(b *testing.B) {
+	c, _ := tcpPair(b)
+	var p IdleProbe
+	p.Init(c)
 	b.ReportAllocs()
-	b.ResetTimer()
 	for range b.N {
-		c, err := p.Get(ctx, key)
-		if err != nil {
-			b.Fatal(err)
+		if !p.Reusable() {
+			b.Fatal("a healthy idle connection is not reusable")
 		}
-		p.Put(c)
-	}
-	b.StopTimer()
-	if s := p.Stats(); s.Dials != 1 {
-		b.Fatalf("stats %+v: the idle connection was not reused", s)
 	}
 }
 

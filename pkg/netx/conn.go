@@ -3,14 +3,14 @@ package netx
 import "net"
 
 // transparent is implemented by this package's connection wrappers, which
-// add bookkeeping (tracking, pooling) but never change the bytes. Wrappers
+// add bookkeeping (tracking) but never change the bytes. Wrappers
 // that do change them, such as *tls.Conn, are deliberately not unwrapped.
 type transparent interface {
 	netxInner() net.Conn
 }
 
 // Unwrap returns the connection beneath this package's wrappers (the
-// connections a Listener accepts and a Pool hands out), typically a
+// connections a Listener accepts), typically a
 // *net.TCPConn. Other connections, including *tls.Conn, are returned as
 // they are.
 func Unwrap(c net.Conn) net.Conn {

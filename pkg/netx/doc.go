@@ -53,19 +53,19 @@
 //	ln, err := in.Listener("http", "tcp", ":8080") // nil: bind it yourself
 //	in.Ready()
 //
-// # Pooling
+// # Reusing idle connections
 //
-// A Pool keeps up to MaxIdlePerKey idle connections per key (a backend
-// address), handing out the most recently used first (LIFO, so the rest
-// age out). Idle connections are closed after IdleTimeout, are not reused
-// after MaxLifetime, and are checked with a non-blocking MSG_PEEK before
-// reuse: one the peer has closed, or one holding bytes nobody asked for,
-// is discarded and counted as Dead in Stats.
+// A proxy that keeps connections to a backend open between requests
+// checks each one just before reuse with an IdleProbe: a non-blocking
+// MSG_PEEK finds a connection the peer has closed or reset while it sat
+// idle, or one holding bytes nobody asked for, so the next request goes
+// on a fresh connection instead of failing or reading someone else's
+// answer. The check allocates nothing.
 //
-//	p := netx.NewPool(netx.PoolOptions{MaxIdlePerKey: 32, IdleTimeout: 30 * time.Second})
-//	c, err := p.Get(ctx, "10.0.0.7:8080")
-//	... use c ...
-//	p.Put(c) // or c.Close() if the connection is no longer usable
+//	var p netx.IdleProbe
+//	p.Init(conn) // once, after dialing
+//	...
+//	if !p.Reusable() { conn.Close(); /* dial again */ }
 //
 // # Joining two connections
 //

@@ -57,32 +57,33 @@ func ExampleJoin() {
 	// shutdown: <nil>
 }
 
-func ExamplePool() {
+func ExampleIdleProbe() {
 	backend, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer backend.Close()
+	accepted := make(chan net.Conn, 1)
 	go func() {
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
+		c, err := backend.Accept()
+		if err == nil {
+			accepted <- c
 		}
 	}()
-
-	pool := netx.NewPool(netx.PoolOptions{MaxIdlePerKey: 4, IdleTimeout: 30 * time.Second})
-	defer pool.Close()
-	ctx := context.Background()
-	for range 3 {
-		c, err := pool.Get(ctx, backend.Addr().String())
-		if err != nil {
-			fmt.Println(err)
-			return
-		}
-		// ... write a request, read the response ...
-		pool.Put(c)
+	conn, err := net.Dial("tcp", backend.Addr().String())
+	if err != nil {
+		fmt.Println(err)
+		return
 	}
-	s := pool.Stats()
-	fmt.Printf("dials %d, reuses %d, idle %d\n", s.Dials, s.Hits, s.Idle)
-	// Output: dials 1, reuses 2, idle 1
+	defer conn.Close()
+	var p netx.IdleProbe
+	p.Init(conn)
+	server := <-accepted
+	// ... a request and its response; the connection goes idle ...
+	fmt.Println("reusable:", p.Reusable())
+	server.Close() // the backend closes the idle connection
+	for p.Reusable() {
+		time.Sleep(time.Millisecond) // the FIN is on its way
+	}
+	fmt.Println("reusable after the backend closed it:", p.Reusable())
+	// Output:
+	// reusable: true
+	// reusable after the backend closed it: false
 }

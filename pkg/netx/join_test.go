@@ -14,12 +14,13 @@ import (
 )
 
 // proxyKind says how the proxy's two connections are made: raw accepted
-// and dialed *net.TCPConn, or through this package's Listener and Pool.
+// and dialed *net.TCPConn, or accepted through this package's Listener
+// (a wrapper) and dialed by its Dialer.
 type proxyKind string
 
 const (
 	kindRaw     proxyKind = "raw"
-	kindWrapped proxyKind = "listener+pool"
+	kindWrapped proxyKind = "listener+dialer"
 )
 
 // proxyConns returns client <-> a (proxy) and b (proxy) <-> server.
@@ -37,8 +38,6 @@ func proxyConns(t testing.TB, kind proxyKind) (client, a, b, server net.Conn) {
 	}
 	t.Cleanup(func() { front.Close() })
 	back := listenLoopback(t)
-	pool := NewPool(PoolOptions{})
-	t.Cleanup(func() { pool.Close() })
 
 	accepted := make(chan net.Conn, 2)
 	go func() {
@@ -52,7 +51,7 @@ func proxyConns(t testing.TB, kind proxyKind) (client, a, b, server net.Conn) {
 		t.Fatal(err)
 	}
 	a = <-accepted
-	pc, err := pool.Get(ctx, back.Addr().String())
+	pc, err := (&Dialer{}).DialContext(ctx, "tcp", back.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@
 
 package netx
 
-// initPeek does nothing where the socket cannot be peeked; such
-// connections are assumed alive.
-func (c *PoolConn) initPeek() {}
+import "net"
+
+// Init does nothing where the socket cannot be peeked: every connection
+// counts as reusable.
+func (p *IdleProbe) Init(c net.Conn) { p.rc, p.fn = nil, nil }

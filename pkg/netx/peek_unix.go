@@ -3,28 +3,39 @@
 package netx
 
 import (
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// initPeek prepares the non-blocking MSG_PEEK read that alive uses.
-func (c *PoolConn) initPeek() {
-	sc, ok := Unwrap(c.Conn).(syscall.Conn)
+// Init sets the probe up for c.
+func (p *IdleProbe) Init(c net.Conn) {
+	p.rc, p.fn = nil, nil
+	rc, ok := probeTarget(c)
 	if !ok {
 		return
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	c.rc = rc
-	c.peekFn = func(fd uintptr) bool {
-		err := peekSocket(int(fd), c.peekBuf[:])
+	p.rc = rc
+	p.fn = func(fd uintptr) bool {
+		err := peekSocket(int(fd), p.buf[:])
 		// EAGAIN: nothing to read and no end of stream, the healthy case.
 		// No error means the peek returned the peer's close (0 bytes) or
 		// bytes nobody asked for; any other error is a broken connection.
-		c.peekLive = err == unix.EAGAIN || err == unix.EWOULDBLOCK
+		p.live = err == unix.EAGAIN || err == unix.EWOULDBLOCK
 		return true // never wait for readiness
 	}
+}
+
+// probeTarget returns the socket beneath this package's wrappers.
+func probeTarget(c net.Conn) (syscall.RawConn, bool) {
+	sc, ok := Unwrap(c).(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	return rc, true
 }

@@ -58,8 +58,8 @@ func TestJoinZeroCopy(t *testing.T) {
 			a.Close()
 			b.Close()
 		}, true},
-		{"ReadFrom wrapped", kindWrapped, func(a, b net.Conn) {
-			b.(io.ReaderFrom).ReadFrom(a)
+		{"WriteTo wrapped", kindWrapped, func(a, b net.Conn) {
+			a.(io.WriterTo).WriteTo(b)
 			b.(closeWriter).CloseWrite()
 			a.Close()
 			b.Close()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http/httputil"
 	"time"
 )
 
@@ -122,89 +121,12 @@ func copyN(dst *bufio.Writer, src *bufio.Reader, n int64, dl *copyDeadlines) err
 	return nil
 }
 
-// copyChunked copies one chunked body verbatim, trailers included, and
-// checks its framing as it goes.
-func copyChunked(dst *bufio.Writer, src *bufio.Reader, dl *copyDeadlines) error {
-	for {
-		line, err := readLine(dst, src, dl)
-		if err != nil {
-			return err
-		}
-		sz := trimOWS(trimCRLF(line))
-		if i := indexByte(sz, ';'); i >= 0 {
-			sz = trimOWS(sz[:i])
-		}
-		size, ok := parseHex(sz)
-		if !ok {
-			return errMalformed
-		}
-		if _, err := dst.Write(line); err != nil {
-			return &writeErr{err}
-		}
-		if size == 0 {
-			// Trailer section, up to and including the empty line.
-			for {
-				tl, err := readLine(dst, src, dl)
-				if err != nil {
-					return err
-				}
-				if _, err := dst.Write(tl); err != nil {
-					return &writeErr{err}
-				}
-				if len(trimCRLF(tl)) == 0 {
-					return nil
-				}
-			}
-		}
-		if err := copyN(dst, src, size, dl); err != nil {
-			return err
-		}
-		crlf, err := readLine(dst, src, dl)
-		if err != nil {
-			return err
-		}
-		if len(trimCRLF(crlf)) != 0 {
-			return errMalformed
-		}
-		if _, err := dst.Write(crlf); err != nil {
-			return &writeErr{err}
-		}
+// bodyErrorText is the edge's 400 answer to a request body that failed
+// while it was being sent: malformed framing is named, anything else (the
+// client stopped sending) is an incomplete body.
+func bodyErrorText(err error) string {
+	if errors.Is(err, errMalformed) {
+		return err.Error() + "\n"
 	}
-}
-
-// readLine reads one line (bounded by the reader's buffer), flushing dst
-// first when it would block.
-func readLine(dst *bufio.Writer, src *bufio.Reader, dl *copyDeadlines) ([]byte, error) {
-	if src.Buffered() == 0 {
-		if err := dl.beforeWait(dst); err != nil {
-			return nil, err
-		}
-	}
-	line, err := src.ReadSlice('\n')
-	if err != nil {
-		if err == io.EOF {
-			return nil, errShortBody
-		}
-		if err == bufio.ErrBufferFull {
-			return nil, errMalformed
-		}
-		return nil, err
-	}
-	return line, nil
-}
-
-func trimCRLF(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == '\n' {
-		b = b[:n-1]
-		if n := len(b); n > 0 && b[n-1] == '\r' {
-			b = b[:n-1]
-		}
-	}
-	return b
-}
-
-// copyDechunked decodes a chunked body for an HTTP/1.0 client.
-func copyDechunked(dst *bufio.Writer, src *bufio.Reader) error {
-	_, err := io.Copy(dst, httputil.NewChunkedReader(src))
-	return err
+	return "incomplete request body\n"
 }

@@ -55,22 +55,6 @@ func FuzzParseResponseHead(f *testing.F) {
 	})
 }
 
-// FuzzCopyChunked checks the chunked copier on arbitrary input.
-func FuzzCopyChunked(f *testing.F) {
-	f.Add([]byte("5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"))
-	f.Add([]byte("ffffffffffffffff\r\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var out bytes.Buffer
-		w := bufio.NewWriter(&out)
-		if copyChunked(w, bufio.NewReaderSize(bytes.NewReader(b), 16), nil) == nil {
-			w.Flush()
-			if !bytes.Equal(out.Bytes(), b[:out.Len()]) {
-				t.Fatal("copy changed the bytes")
-			}
-		}
-	})
-}
-
 // FuzzParseConfig checks the config parser never panics.
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("routes:\n  - {host: a, path_prefix: /x, addresses: [\"127.0.0.1:1\"]}\n"))

@@ -104,14 +104,23 @@ func (p *proxy) serveConn(c net.Conn, isTLS bool) {
 	}
 }
 
-// waitRequest waits for the first byte of the next request within the
-// idle timeout, then moves the connection to active unless drain took it
-// first. Drain's marks are read after the deadline is armed, so its
-// wake-up (which follows its mark) is never overwritten; a fresh
-// connection is served even while draining (accept.go).
+// waitRequest waits for the first byte of the next request, then moves
+// the connection to active unless drain took it first. A fresh connection
+// has the header timeout from its accept for its whole first head, so one
+// that never sends a byte is closed then (silently, as nginx and HAProxy
+// do); between requests the idle timeout applies until the first byte,
+// and the header timeout from there. Drain's marks are read after the
+// deadline is armed, so its wake-up (which follows its mark) is never
+// overwritten; a fresh connection is served even while draining
+// (accept.go).
 func (h *h1conn) waitRequest() bool {
+	fresh := h.state.Load() == stNew
 	if h.br.Buffered() == 0 {
-		h.dl.read(time.Now(), h.p.opt.IdleTimeout)
+		if fresh {
+			h.dl.readExact(time.Now().Add(h.p.opt.ReadHeaderTimeout))
+		} else {
+			h.dl.read(time.Now(), h.p.opt.IdleTimeout)
+		}
 		switch st := h.state.Load(); {
 		case st == stClosed:
 			return false
@@ -127,8 +136,8 @@ func (h *h1conn) waitRequest() bool {
 	}
 	// A head that arrived whole needs no header timer; one arriving in
 	// pieces must complete within the header timeout (slow clients).
-	if b, _ := h.br.Peek(h.br.Buffered()); !bytes.Contains(b, crlfcrlf) {
-		h.dl.read(time.Now(), h.p.opt.ReadHeaderTimeout)
+	if b, _ := h.br.Peek(h.br.Buffered()); !fresh && !bytes.Contains(b, crlfcrlf) {
+		h.dl.readExact(time.Now().Add(h.p.opt.ReadHeaderTimeout))
 	}
 	return true
 }
@@ -166,7 +175,9 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 	}
 	http10 := req.buf[req.l3.e-1] == '0'
 	keep = !req.connClose && (!http10 || req.connKeepAlive) && !p.draining.Load()
-	if req.teOther || (req.chunked && req.contentLength >= 0) {
+	// Transfer-Encoding in an HTTP/1.0 request is faulty framing (RFC 9112
+	// §6.1), as is any coding but a lone chunked or both framings at once.
+	if req.teOther || (req.chunked && (req.contentLength >= 0 || http10)) {
 		h.writeError(400, "bad request framing\n", true)
 		return false, false
 	}
@@ -181,6 +192,13 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 				j++
 			}
 			hostHdr, hasHost = target[i:j], true
+			if len(hostHdr) == 0 || indexByte(hostHdr, '@') >= 0 {
+				h.writeError(400, "bad request target\n", true)
+				return false, false
+			}
+			// The target's authority replaces the Host header (RFC 9112
+			// §3.2.2): the request is routed and forwarded by it.
+			req.setHost(span{req.l2.s + int32(i), req.l2.s + int32(j)})
 			path = target[j:]
 			if len(path) == 0 {
 				path = slash
@@ -442,7 +460,7 @@ func (h *h1conn) sendOn(uc *upConn, a *attempt, shared bool) error {
 				return fmt.Errorf("sending the request body: %w", cerr)
 			}
 			// The client failed mid-body.
-			h.writeError(400, "incomplete request body\n", true)
+			h.writeError(400, bodyErrorText(cerr), true)
 			return &answeredError{code: 400}
 		}
 		// The request's clock starts once its body is sent.

@@ -279,6 +279,16 @@ func (h *head) note(hs *hdrSpan) error {
 	return nil
 }
 
+// setHost makes every Host header field's value sp, a span of the head
+// (an absolute-form target's authority).
+func (h *head) setHost(sp span) {
+	for i := range h.hdrs {
+		if h.hdrs[i].kind == hkHost {
+			h.hdrs[i].val = sp
+		}
+	}
+}
+
 // inConnTokens reports whether name was listed in a Connection header.
 func (h *head) inConnTokens(name []byte) bool {
 	for _, t := range h.connTokens {
@@ -488,28 +498,6 @@ func parseDecimal(b []byte) (int64, bool) {
 			return 0, false
 		}
 		n = n*10 + int64(c-'0')
-	}
-	return n, true
-}
-
-func parseHex(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 15 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range b {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int64(d)
 	}
 	return n, true
 }

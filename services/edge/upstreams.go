@@ -81,6 +81,7 @@ type upConn struct {
 	b      *backend
 	dl     deadlines
 	idleAt time.Time
+	probe  netx.IdleProbe // checked before each reuse (get)
 }
 
 func newUpstreams(d *netx.Dialer, maxIdle int, idle time.Duration, met *metrics) *upstreams {
@@ -342,12 +343,16 @@ func (s *upService) backendFor(es *balance.EndpointState) *backend {
 	return (*s.backends.Load())[es.ID()]
 }
 
-// get returns a pooled connection or dials one.
+// get returns a pooled connection or dials one. An idle connection is
+// reused only if it is young enough and its socket shows neither the
+// backend's close nor bytes nobody asked for (a late or unsolicited
+// response, which would otherwise be read as the answer to the next
+// request); others are closed.
 func (b *backend) get(ctx context.Context, u *upstreams) (*upConn, error) {
 	for {
 		select {
 		case uc := <-b.idle:
-			if time.Since(uc.idleAt) > u.idleTimeout {
+			if time.Since(uc.idleAt) > u.idleTimeout || !uc.probe.Reusable() {
 				uc.c.Close()
 				continue
 			}
@@ -362,6 +367,7 @@ func (b *backend) get(ctx context.Context, u *upstreams) (*upConn, error) {
 	}
 	uc := &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10), b: b}
 	uc.dl.reset(c)
+	uc.probe.Init(c)
 	return uc, nil
 }
 
