@@ -100,7 +100,8 @@ type attempt struct {
 	sel      balance.Selection
 	b        *backend
 	start    time.Time
-	timedOut bool // its per-try timeout was counted
+	answered time.Time // the first byte of its answer came; zero until then
+	timedOut bool      // its per-try timeout was counted
 	fl       flight
 
 	// Owned by runTries.
@@ -111,7 +112,7 @@ type attempt struct {
 // reset makes a reusable for another request (the fast path keeps one
 // per connection).
 func (a *attempt) reset() {
-	a.sel, a.b, a.start, a.timedOut = balance.Selection{}, nil, time.Time{}, false
+	a.sel, a.b, a.start, a.answered, a.timedOut = balance.Selection{}, nil, time.Time{}, time.Time{}, false
 	a.cancel, a.abandoned = nil, nil
 	a.fl.reset()
 }
@@ -124,8 +125,11 @@ type tries struct {
 	info  balance.PickInfo
 	rules tryRules
 	start time.Time // the request's clock (--response-timeout)
-	n     int       // tries begun
-	tried [maxTries]*backend
+	// firstByte is when the answer relayed to the client began (zero:
+	// none did); firstByte - start is the upstream latency.
+	firstByte time.Time
+	n         int // tries begun
+	tried     [maxTries]*backend
 }
 
 func (t *tries) init(p *proxy, svc *upService, set *balance.Set, info balance.PickInfo, rules tryRules, start time.Time) {
@@ -228,6 +232,14 @@ func (t *tries) begin(a *attempt, sel balance.Selection, b *backend) {
 	b.mReq.Inc()
 }
 
+// answer records that a's answer began now: its latency, reported to the
+// balancer and fed to the local picker (p2c, outlier detection), is the
+// time to this first byte, whatever the body's streaming takes later.
+func (t *tries) answer(a *attempt) {
+	now := time.Now()
+	a.answered, t.firstByte = now, now
+}
+
 // tryEnd is how a try ended, for its backend's record.
 type tryEnd uint8
 
@@ -254,6 +266,9 @@ func (t *tries) end(a *attempt, e tryEnd) {
 		return
 	}
 	lat := time.Since(a.start)
+	if !a.answered.IsZero() {
+		lat = a.answered.Sub(a.start)
+	}
 	o, po := balance.Success, balancerv1.Outcome_OUTCOME_SUCCESS
 	switch e {
 	case endFailed:
@@ -445,6 +460,7 @@ func runTries[T any](ctx context.Context, t *tries, ops *tryOps[T], first *attem
 				continue
 			}
 			if r.err == nil {
+				t.answer(r.a)
 				for _, o := range live {
 					abandon(o, errLostRace)
 				}
