@@ -546,3 +546,56 @@ func accessLines(t *testing.T, path string) [][]string {
 	}
 	return out
 }
+
+// TestTCPTriesLikeHTTP: the TCP proxy picks, retries and reports through
+// the same try code as HTTP requests: a connection whose backend refuses
+// goes to another backend not tried yet, the refusal is reported as
+// OUTCOME_FAILURE, and the connected backend's report carries the connect
+// time, not the connection's lifetime.
+func TestTCPTriesLikeHTTP(t *testing.T) {
+	live := tcpBackend(t, false)
+	dead := refusingAddr(t)
+	bal := startBalancer(t)
+	bal.push(&balancerv1.WatchEndpointsResponse{Service: "db", Endpoints: []*balancerv1.Endpoint{endpoint("dead", dead), endpoint("live", live)}})
+	inst, _ := startEdge(t, "tcp:\n  - {listen: \"127.0.0.1:0\", service: db}\n", "--balancer-addr="+bal.addr, "--retries=1")
+	ce := &contractEdge{bal: bal}
+	eventually(t, 5*time.Second, "the endpoint set", func() bool {
+		c, err := net.Dial("tcp", inst.Addrs["tcp0"])
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		return string(b) == "|"
+	})
+	for i := range 10 {
+		c, err := net.Dial("tcp", inst.Addrs["tcp0"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "ping")
+		time.Sleep(100 * time.Millisecond) // a connection that lasts longer than its connect
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if string(b) != "PING|" {
+			t.Fatalf("connection %d: %q", i, b)
+		}
+	}
+	eventually(t, 5*time.Second, "reports of both backends", func() bool {
+		return len(ce.reports("dead")) > 0 && len(ce.reports("live")) >= 10
+	})
+	for _, r := range ce.reports("dead") {
+		if r.GetOutcome() != balancerv1.Outcome_OUTCOME_FAILURE {
+			t.Errorf("refusing backend reported %v", r.GetOutcome())
+		}
+	}
+	for _, r := range ce.reports("live") {
+		if r.GetOutcome() != balancerv1.Outcome_OUTCOME_SUCCESS || r.GetLatency().AsDuration() >= 100*time.Millisecond {
+			t.Errorf("live backend reported %v after %v, want success with the connect time", r.GetOutcome(), r.GetLatency().AsDuration())
+		}
+	}
+}
