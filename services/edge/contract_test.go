@@ -372,6 +372,13 @@ func TestPipelineContract(t *testing.T) {
 				ce.victim.Close() // its pooled connections break, new ones are refused
 				for i := range 10 {
 					r := ce.do(t, http.MethodGet, fmt.Sprintf("/gone/after/%d", i), nil, nil)
+					if grpc && i == 0 && r.grpcStatus == "14" && strings.Contains(r.grpcMsg, "closed the connection") {
+						// A call sent on the multiplexed connection while the
+						// backend was closing it may have reached the app: gRPC
+						// calls are never resent then (grpc_test.go). Only the
+						// first call can meet that connection.
+						continue
+					}
 					if r.code != http.StatusOK || r.hdr.Get("X-Backend") != "survivor" || (grpc && r.grpcStatus != "0") {
 						t.Fatalf("request %d after the kill: %d %q from %q (grpc-status %q %q)", i, r.code, r.body, r.hdr.Get("X-Backend"), r.grpcStatus, r.grpcMsg)
 					}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -342,6 +343,10 @@ func tryErr(ctx context.Context, a *attempt, err error, body *trackedBody) error
 	switch {
 	case errors.As(err, &de) && (body == nil || !body.read.Load()):
 		return &unsentError{err}
+	case strings.Contains(err.Error(), "client conn could not be established"):
+		// The backend closed the connection during the HTTP/2 handshake
+		// (net/http's error has no exported value): nothing was sent.
+		return &unsentError{errBackendClosed}
 	case ctx.Err() != nil:
 		return context.Cause(ctx)
 	case isTimeout(err):

@@ -124,6 +124,9 @@ func upstreamHeader(in http.Header, o *fwdOrigin) http.Header {
 		h[k] = v // values are not modified, only replaced
 	}
 	removeHopHeaders(h)
+	// The edge answers "Expect: 100-continue" itself (net/http's server
+	// does, on the first read of the body), as the fast path does.
+	delete(h, "Expect")
 	xff := o.appendXFF(nil, joinValues(h["X-Forwarded-For"]))
 	fwd := o.appendForwarded(nil, joinValues(h["Forwarded"]))
 	h["X-Forwarded-For"] = []string{string(xff)}

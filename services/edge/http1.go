@@ -220,7 +220,8 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 	x := &h.x
 	x.start, x.rt, x.code, x.n, x.backend = start, rt, 0, 0, ""
 	x.tries.firstByte = time.Time{}
-	keepConn, handed := h.forward(rt, path, hostHdr, http10, keep, start)
+	h.fw = fwdReq{rt: rt, path: path, hostHdr: hostHdr, http10: http10, clientKeep: keep}
+	keepConn, handed := h.forward()
 	h.endSpan(x.code, x.backend)
 	if handed {
 		return false, true
@@ -268,7 +269,8 @@ func (h *h1conn) discardBody() {
 	}
 }
 
-// fwdReq is what every try of the current request needs to send it.
+// fwdReq is the current request as every try needs it to send it: the
+// fast path's part of the pipeline's per-request state (exchange).
 type fwdReq struct {
 	rt                          *route
 	path, hostHdr               []byte
@@ -286,28 +288,29 @@ func (e *answeredError) Error() string { return "the client failed: " + strconv.
 // recording the outcome in h.x. The first try runs here, allocating
 // nothing; a try that does not simply get an answer hands the request to
 // runTries (try.go).
-func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep bool, start time.Time) (keep, handed bool) {
+func (h *h1conn) forward() (keep, handed bool) {
 	p := h.p
 	req := &h.req
 	x := &h.x
+	f := &h.fw
+	rt := f.rt
 	svc := rt.svc
-	hasBody := req.contentLength > 0 || req.chunked
-	upgrade := req.connUpgrade && countKind(req, hkUpgrade) > 0
+	f.hasBody = req.contentLength > 0 || req.chunked
+	f.upgrade = req.connUpgrade && countKind(req, hkUpgrade) > 0
 
 	var info balance.PickInfo
 	if svc.set.Load().Config().Policy == balance.ConsistentHashName {
 		info.Hash, info.HasHash = h.hashKey(svc)
 	}
 	t := &x.tries
-	sel, b, err := p.startTries(t, rt, info, p.rules(rt, isIdempotent(req.l1.of(req.buf)) && !hasBody && !upgrade), start)
+	sel, b, err := p.startTries(t, rt, info, p.rules(rt, isIdempotent(req.l1.of(req.buf)) && !f.hasBody && !f.upgrade), x.start)
 	if err != nil {
 		code, msg := pickFailure(svc.name, err)
 		h.discardBody()
-		h.writeError(code, msg+"\n", !clientKeep)
+		h.writeError(code, msg+"\n", !f.clientKeep)
 		x.code = code
 		return h.bodyDone(), false
 	}
-	h.fw = fwdReq{rt: rt, path: path, hostHdr: hostHdr, http10: http10, clientKeep: clientKeep, upgrade: upgrade, hasBody: hasBody}
 	a := &h.att
 	a.reset()
 	t.begin(a, sel, b)
