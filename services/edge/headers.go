@@ -154,27 +154,62 @@ func joinValues(v []string) []byte {
 
 // upstreamURL returns the URL of a request to addr for the raw request
 // target (origin form, still percent-encoded), with rt's prefix cut when
-// it strips. The path goes to the backend exactly as the client encoded
-// it: "%2F" stays "%2F" (decoding it first would turn
-// /x/..%2F..%2Fadmin into /x/../../admin, another resource).
+// it strips. The target goes to the backend as the client encoded it:
+// "%2F" stays "%2F" (decoding it first would turn /x/..%2F..%2Fadmin
+// into /x/../../admin, another resource). Only bytes that may not appear
+// in a request target (a space, say, which HTTP/2 lets through in :path)
+// are percent-encoded, so the backend always gets a well-formed request
+// line.
 func upstreamURL(rt *route, target, addr string) *url.URL {
 	if rt.strip {
 		target = string(rt.stripPath([]byte(target), nil))
 	}
 	path, query, hasQuery := strings.Cut(target, "?")
-	u := &url.URL{Scheme: "http", Host: addr, RawQuery: query, ForceQuery: hasQuery && query == ""}
-	if p, err := url.PathUnescape(path); err == nil {
-		u.Path, u.RawPath = p, path
-		if u.EscapedPath() == path {
-			return u
+	path = escapeTarget(path, false)
+	u := &url.URL{Scheme: "http", Host: addr, RawPath: path, RawQuery: escapeTarget(query, true), ForceQuery: hasQuery && query == ""}
+	u.Path, _ = url.PathUnescape(path) // valid: escapeTarget made it so
+	return u
+}
+
+// escapeTarget percent-encodes the bytes of a target's path (or, with
+// query, its query) that RFC 3986 does not allow there, keeping valid
+// %XX escapes as they are; a '%' not followed by two hex digits is
+// encoded as %25.
+func escapeTarget(s string, query bool) string {
+	ok := true
+	for i := 0; i < len(s) && ok; i++ {
+		ok = targetByteOK(s, i, query)
+	}
+	if ok {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+16)
+	for i := 0; i < len(s); i++ {
+		if targetByteOK(s, i, query) {
+			b = append(b, s[i])
+		} else {
+			b = append(b, '%', hex[s[i]>>4], hex[s[i]&15])
 		}
 	}
-	// A target url.URL would re-encode (invalid escapes, say): sent as
-	// it came, unless it could be read as a scheme-relative URL.
-	if strings.HasPrefix(path, "//") {
-		u.Path, u.RawPath = path, ""
-		return u
+	return string(b)
+}
+
+// targetByteOK reports whether s[i] may stand as it is in a path
+// (pchar and "/") or a query (pchar, "/" and "?").
+func targetByteOK(s string, i int, query bool) bool {
+	c := s[i]
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	case c == '%':
+		return i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2])
+	case c == '?':
+		return query
 	}
-	u.Path, u.RawPath, u.Opaque = "", "", path
-	return u
+	return strings.IndexByte("-._~!$&'()*+,;=:@/", c) >= 0
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
