@@ -12,6 +12,7 @@ debs=(
 	knot nsd                                 # reference authoritative servers: resolver tests (secondaries too), bench/resolver
 	etcd-server                              # the etcd backend's real etcd
 	haproxy nginx-light wrk iperf3 nmap      # proxy and network peers
+	nghttp2-client linux-perf                # h2load (h2c load), perf stat in bench/edge
 	iproute2 iputils-ping nftables curl      # namespaces, reference ping, loss rules
 	socat                                    # raw TCP/UDP clients in edge tests
 	jq                                       # JSON checks in the compose e2e

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Edge benchmark: one run, same backend, loopback only.
 #   HTTP: wrk -t1 -c50 against the backend directly, through the edge,
-#         through HAProxy (1 thread) and through nginx (1 worker); req/s and p99.
+#         through HAProxy (1 thread) and through nginx (1 worker), interleaved
+#         rounds; every round's req/s, p99, ratio to the same round's HAProxy
+#         and each proxy's CPU per request (from /proc/<pid>/stat). Then a
+#         Go CPU profile of the edge under the same load (--pprof), and h2c
+#         through the edge vs h2c directly with h2load (nghttp2-client).
 #   TCP:  iperf3 -t 5 directly, through the edge's TCP proxy (kernel socket
 #         buffer autotuning, and socket_buffer: 256 KiB) and through HAProxy
 #         mode tcp (user-space copy, and option splice-auto), interleaved
 #         for the given rounds; median Gbit/s and the proxy's CPU (% of one
 #         core, from /proc/<pid>/stat).
 #   Wire: raw TCP vs a wire stream through the edge (Go benchmark).
-# Needs: go, wrk, haproxy, nginx (nginx-light), iperf3 (Debian packages).
-# Usage: bench/edge/run.sh [duration-seconds] [rounds] [all|tcp]
-#   tcp runs only the iperf3 part (each round is 5 runs of 5 s).
+# Needs: go, wrk, haproxy, nginx (nginx-light), iperf3 (Debian packages);
+# h2load (nghttp2-client) for the h2c part, skipped without it.
+# Usage: bench/edge/run.sh [duration-seconds] [rounds] [all|http|tcp]
+#   http runs only the HTTP part; tcp only the iperf3 part (each round is
+#   5 runs of 5 s).
 set -euo pipefail
 DUR=${1:-10}
 ROUNDS=${2:-2}
@@ -43,13 +49,15 @@ tcp:
     addresses: ["$IPERF"]
     socket_buffer: 262144
 YAML
-"$TMP/edge" --config "$TMP/edge.yaml" --http-addr $EDGE --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+EDGEADMIN=127.0.0.1:19190
+"$TMP/edge" --config "$TMP/edge.yaml" --http-addr $EDGE --grpc-addr 127.0.0.1:0 --admin-addr $EDGEADMIN --pprof \
   --wire-addr "" --balancer-addr "" --runtime-socket "$TMP/rt.sock" --log-level warn & PIDS+=($!)
 EDGEPID=$!
 # The same edge held to one OS thread, like HAProxy's nbthread 1.
 printf 'routes:\n  - name: bench\n    addresses: ["%s"]\n' "$BE" > "$TMP/edge1.yaml"
 GOMAXPROCS=1 "$TMP/edge" --config "$TMP/edge1.yaml" --http-addr $EDGE1 --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
   --wire-addr "" --balancer-addr "" --runtime-socket "$TMP/rt1.sock" --log-level warn & PIDS+=($!)
+EDGE1PID=$!
 
 cat > "$TMP/haproxy.cfg" <<CFG
 global
@@ -99,42 +107,88 @@ http {
 }
 CFG
 nginx -c "$TMP/nginx.conf" -e "$TMP/nginx/error.log" >/dev/null 2>&1 & PIDS+=($!)
+NGXMASTER=$!
 
 iperf3 -s -B 127.0.0.1 -p ${IPERF##*:} >/dev/null 2>&1 & PIDS+=($!)
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; exit 1; }
 for a in $BE $EDGE $EDGE1 $HAP $NGX $IPERF $EDGETCP $HAPTCP $EDGETCPB $HAPTCPS; do wait_port $a; done
 
-declare -A RPS P99
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# cpu_ticks PID...: user+system ticks of these processes together.
+cpu_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(ticks "$p"))); done; echo $s; }
+HZ=$(getconf CLK_TCK)
+
 if [ "$ONLY" != tcp ]; then
-run_wrk() { # name addr
-  local out; out=$(wrk -t1 -c50 -d${DUR}s --latency "http://$2/" 2>&1)
-  local r p; r=$(awk '/Requests\/sec/ {print $2}' <<<"$out"); p=$(awk '$1=="99%" {print $2}' <<<"$out")
-  if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "  $1: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"; fi
-  echo "  $1 round: $r req/s, p99 $p"
-  RPS[$1]="${RPS[$1]:-} $r"; P99[$1]="${P99[$1]:-} $p"
+# nginx's worker is the master's child.
+NGXWORKER=$(pgrep -P "$NGXMASTER" | head -1)
+declare -A PIDOF=([direct]="" [edge]="$EDGEPID" [edge-1cpu]="$EDGE1PID" [haproxy]="$HAPPID" [nginx]="$NGXWORKER")
+declare -A ADDROF=([direct]=$BE [edge]=$EDGE [edge-1cpu]=$EDGE1 [haproxy]=$HAP [nginx]=$NGX)
+TARGETS="direct edge edge-1cpu haproxy nginx"
+ROWS=()
+run_wrk() { # name round -> prints one row: req/s p99 cpu-us/req
+  local pid=${PIDOF[$1]} c0=0 c1=0 out r p cpu
+  [ -n "$pid" ] && c0=$(cpu_ticks $pid)
+  out=$(wrk -t1 -c50 -d${DUR}s --latency "http://${ADDROF[$1]}/" 2>&1)
+  [ -n "$pid" ] && c1=$(cpu_ticks $pid)
+  r=$(awk '/Requests\/sec/ {print $2}' <<<"$out"); p=$(awk '$1=="99%" {print $2}' <<<"$out")
+  if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "  $1: $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2; fi
+  cpu=-
+  [ -n "$pid" ] && cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v r="$r" -v d="$DUR" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/(r*d)}')
+  echo "$r $p $cpu"
 }
-echo "HTTP: wrk -t1 -c50 -d${DUR}s, $ROUNDS interleaved rounds"
-for a in $BE $EDGE $EDGE1 $HAP $NGX; do wrk -t1 -c50 -d1s "http://$a/" >/dev/null; done
-for r in $(seq $ROUNDS); do
-  run_wrk direct $BE; run_wrk edge $EDGE; run_wrk edge-1cpu $EDGE1; run_wrk haproxy $HAP; run_wrk nginx $NGX
-done
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.2f", v }'; }
-best_rps() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | tail -1; }
-med_p99() { tr ' ' '\n' <<<"$1" | grep -v '^$' | while read -r x; do echo "$x" | to_ms; echo; done | grep -v '^$' | sort -g | head -1; }
-HREF=$(best_rps "${RPS[haproxy]}")
-echo
-printf "%-10s %12s %14s %12s\n" target "req/s(best)" "p99(ms,best)" "vs haproxy"
-for w in direct edge edge-1cpu haproxy nginx; do
-  b=$(best_rps "${RPS[$w]}"); p=$(med_p99 "${P99[$w]}")
-  printf "%-10s %12s %14s %11.2fx\n" $w "$b" "$p" "$(awk -v a="$b" -v h="$HREF" 'BEGIN{print a/h}')"
+echo "HTTP: wrk -t1 -c50 -d${DUR}s, $ROUNDS interleaved rounds (every round reported; CPU: the proxy's user+system CPU-microseconds per request)"
+for a in $BE $EDGE $EDGE1 $HAP $NGX; do wrk -t1 -c50 -d1s "http://$a/" >/dev/null; done
+printf "%-6s %-10s %10s %9s %11s %12s\n" round target "req/s" "p99(ms)" "vs haproxy" "CPU-us/req"
+for r in $(seq $ROUNDS); do
+  declare -A ROW=()
+  for w in $TARGETS; do ROW[$w]=$(run_wrk $w $r); done
+  h=$(awk '{print $1}' <<<"${ROW[haproxy]}")
+  for w in $TARGETS; do
+    read -r rps p99 cpu <<<"${ROW[$w]}"
+    printf "%-6s %-10s %10s %9s %10.2fx %12s\n" "$r" $w "$rps" "$(to_ms <<<"$p99")" "$(awk -v a="$rps" -v h="$h" 'BEGIN{print a/h}')" "$cpu"
+  done
 done
+
+echo
+echo "Where the edge's CPU goes: Go CPU profile, ${DUR}s of the same wrk load (top functions, cumulative, then flat)"
+curl -s -o "$TMP/cpu.pprof" "http://$EDGEADMIN/debug/pprof/profile?seconds=$DUR" &
+CURLPID=$!
+sleep 0.5
+wrk -t1 -c50 -d${DUR}s "http://$EDGE/" >/dev/null
+wait $CURLPID
+(cd "$ROOT" && go tool pprof -top -cum -nodecount=25 "$TMP/edge" "$TMP/cpu.pprof" 2>/dev/null | sed -n '1,32p' | sed 's/^/  /')
+(cd "$ROOT" && go tool pprof -top -nodecount=15 "$TMP/edge" "$TMP/cpu.pprof" 2>/dev/null | sed -n '6,22p' | sed 's/^/  /')
+if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; then
+  echo
+  echo "perf stat, ${DUR}s of wrk load each (context switches and CPU of the proxy process):"
+  for w in edge haproxy nginx; do
+    wrk -t1 -c50 -d${DUR}s "http://${ADDROF[$w]}/" > "$TMP/wrk.$w" &
+    WPID=$!
+    sleep 0.5
+    perf stat -e task-clock,context-switches,cpu-migrations -p "${PIDOF[$w]}" -- sleep $((DUR - 1)) 2> "$TMP/perf.$w" >/dev/null || true
+    wait $WPID
+    echo "  $w: $(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.$w") req/s; $(awk '/task-clock|context-switches/ {printf "%s %s  ", $1, $2}' "$TMP/perf.$w")"
+  done
 fi
+
+if command -v h2load >/dev/null; then
+  echo
+  echo "h2c: h2load -c50 -m1 -D${DUR}, $ROUNDS interleaved rounds (direct to the backend's h2c vs through the edge's h2c)"
+  for r in $(seq $ROUNDS); do
+    d=$(h2load -c50 -m1 -D${DUR} "http://$BE/" 2>&1 | awk '/^finished in/ {print $4}')
+    e=$(h2load -c50 -m1 -D${DUR} "http://$EDGE/" 2>&1 | awk '/^finished in/ {print $4}')
+    printf "  round %s: direct %s req/s, edge %s req/s, edge/direct %.2fx\n" "$r" "$d" "$e" "$(awk -v a="$e" -v b="$d" 'BEGIN{print a/b}')"
+  done
+fi
+fi
+
+[ "$ONLY" = http ] && exit 0
 
 echo
 echo "TCP: iperf3 -t 5, $ROUNDS interleaved rounds (proxy CPU in % of one core)"
 declare -A GB CPU
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 ip_rate() { # name addr [proxy pid]
   local c0=0 c1=0 t0 t1 v u
   [ -n "${3:-}" ] && c0=$(ticks "$3"); t0=$(date +%s.%N)

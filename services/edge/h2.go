@@ -4,16 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -21,9 +21,10 @@ import (
 )
 
 // fallbackServer serves what the fast path does not: HTTP/2 over TLS and
-// h2c. Connections are handed to it through an in-memory listener; it
-// proxies with net/http's ReverseProxy and the same routes and pickers,
-// except gRPC calls, which go to the backend over HTTP/2 (grpcproxy.go).
+// h2c. Connections are handed to it through an in-memory listener;
+// net/http's server reads and writes the frames and h2handler runs each
+// request through the pipeline (pipeline.go). Requests go to the backend
+// over HTTP/1.1 (tr), gRPC calls over h2c (grpcTr, grpcproxy.go).
 type fallbackServer struct {
 	ln     *chanListener
 	srv    *http.Server
@@ -48,21 +49,19 @@ func newFallback(p *proxy) *fallbackServer {
 		IdleConnTimeout:        90 * time.Second,
 		ResponseHeaderTimeout:  p.opt.ResponseHeaderTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
+		DisableCompression:     true,
+		WriteBufferSize:        8 << 10,
+		ReadBufferSize:         8 << 10,
 	}
 	f := &fallbackServer{ln: newChanListener(), tr: tr, grpcTr: newGRPCTransport(p)}
 	f.srv = &http.Server{
-		Handler:           &h2handler{p: p, rp: &httputil.ReverseProxy{}, tr: tr, grpcTr: f.grpcTr},
+		Handler:           &h2handler{p: p, tr: tr, grpcTr: f.grpcTr},
 		Protocols:         &protos,
 		ReadHeaderTimeout: p.opt.ReadHeaderTimeout,
 		IdleTimeout:       p.opt.IdleTimeout,
 		MaxHeaderBytes:    p.opt.MaxHeaderBytes,
 		ErrorLog:          nil,
 	}
-	h := f.srv.Handler.(*h2handler)
-	h.rp.Transport = h2transport{h}
-	h.rp.Rewrite = h.rewrite
-	h.rp.ErrorHandler = h.errorHandler
-	h.rp.ModifyResponse = h.modifyResponse
 	go f.srv.Serve(f.ln)
 	return f
 }
@@ -121,53 +120,28 @@ func (l *chanListener) Close() error {
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
 
+// h2handler is the pipeline for requests net/http's server reads: HTTP/2
+// over TLS and h2c, and gRPC calls among them. A gRPC call differs from
+// other requests only in its try rules (conservative: see grpcRules), its
+// transport to the backend (h2c), how the edge's own answers look (a
+// grpc-status) and in flushing every message as it comes.
 type h2handler struct {
 	p      *proxy
-	rp     *httputil.ReverseProxy
-	tr     *http.Transport // each try of a request that is not gRPC
-	grpcTr *http.Transport
+	tr     *http.Transport // requests that are not gRPC: HTTP/1.1 to the backend
+	grpcTr *http.Transport // gRPC calls: h2c to the backend
 }
 
-type h2ctxKey struct{}
-
-// h2state is one request's state between ServeHTTP and the ReverseProxy's
-// hooks and transport.
-type h2state struct {
-	rt    *route
-	tries tries
-	first *attempt // begun by ServeHTTP, made by the transport
-	ran   bool     // the transport ran the tries
-	win   *attempt // the try whose answer went to the client
-	code  int
-	edge  bool // the edge answered (errorHandler), not the backend
+// h2exchange is one request's pipeline state on this path.
+type h2exchange struct {
+	exchange
+	grpc    bool
+	host    []byte
+	aborted bool // the backend's body broke off after the head went out
 }
-
-// h2result is what the access log records of a request served here.
-type h2result struct {
-	code       int
-	n          int64  // response body bytes relayed from the backend
-	backend    string // "" when no backend was chosen
-	grpcStatus string // "" unless a gRPC call
-}
-
-// countWriter counts the response body bytes written through it.
-// ReverseProxy reaches Flush and the rest through Unwrap.
-type countWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (c *countWriter) Write(b []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(b)
-	c.n += int64(n)
-	return n, err
-}
-
-func (c *countWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // logAccess logs a request served over HTTP/2 (or handed to net/http),
 // in the same format as the fast path's lines.
-func (h *h2handler) logAccess(r *http.Request, start time.Time, host []byte, rt *route, res h2result) {
+func (h *h2handler) logAccess(r *http.Request, x *h2exchange) {
 	if h.p.access == nil {
 		return
 	}
@@ -179,30 +153,48 @@ func (h *h2handler) logAccess(r *http.Request, start time.Time, host []byte, rt 
 	if target == "" {
 		target = r.URL.RequestURI()
 	}
-	writeAccess(h.p.access, &accessEntry[string]{start: start, client: client, method: r.Method,
-		host: string(host), target: target, proto: r.Proto,
-		code: res.code, n: res.n, route: routeName(rt), backend: res.backend, grpcStatus: res.grpcStatus})
+	n := x.n
+	if x.edge {
+		n = 0 // the edge's own answer, as on the fast path
+	}
+	writeAccess(h.p.access, &accessEntry[string]{start: x.start, client: client, method: r.Method,
+		host: string(x.host), target: target, proto: r.Proto,
+		code: x.code, n: n, route: routeName(x.rt), backend: x.backend, grpcStatus: x.grpcStatus})
+}
+
+// answer sends the edge's own answer: code and msg as plain text with
+// X-Edge-Error, or for a gRPC call the grpc-status code stands for.
+func (h *h2handler) answer(w http.ResponseWriter, x *h2exchange, code int, msg string) {
+	x.edge = true
+	if x.grpc {
+		g := grpcCodeOf(code)
+		x.code, x.standsFor, x.grpcStatus = http.StatusOK, code, strconv.Itoa(g)
+		grpcError(w, g, "edge: "+msg)
+		return
+	}
+	x.code = code
+	hd := w.Header()
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("X-Edge-Error", "1")
+	hd.Set("Content-Length", strconv.Itoa(len(msg)+1))
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
 }
 
 func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
-	start := time.Now()
-	grpc := isGRPC(r)
+	x := &h2exchange{exchange: exchange{start: time.Now()}, grpc: isGRPC(r)}
 	if p.limiter != nil {
-		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !p.limiter.allow(ap.Addr().Unmap(), time.Now()) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !p.limiter.allow(ap.Addr().Unmap(), x.start) {
 			p.met.limited.Inc()
-			if grpc {
-				grpcError(w, grpcResourceExhausted, "edge: rate limit exceeded")
-				return
-			}
-			http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
-			return
+			h.answer(w, x, http.StatusTooManyRequests, "rate limit exceeded")
+			return // not logged, as on the fast path
 		}
 	}
-	host := normHost([]byte(r.Host))
-	path := []byte(r.RequestURI)
-	if len(path) == 0 || path[0] != '/' {
-		path = []byte(r.URL.RequestURI())
+	x.host = normHost([]byte(r.Host))
+	target := r.RequestURI // the raw :path
+	if target == "" || target[0] != '/' {
+		target = r.URL.RequestURI()
 	}
 	get := func(name string) ([]byte, bool) {
 		v := r.Header.Values(name)
@@ -211,227 +203,262 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return []byte(v[0]), true
 	}
-	rt := p.routes.Load().match(host, path, get)
-	if rt == nil && p.awaitFirstSet(r.Context().Done()) {
-		rt = p.routes.Load().match(host, path, get)
+	x.rt = p.matchRoute(x.host, []byte(target), get, r.Context().Done())
+	if x.rt == nil {
+		h.answer(w, x, http.StatusNotFound, "no route for "+string(x.host)+target)
+	} else {
+		h.forward(w, r, x, target)
+		p.observe(&x.exchange)
 	}
-	if rt == nil {
-		if grpc {
-			grpcError(w, grpcUnimplemented, "edge: no route for "+string(host)+string(path))
-			h.logAccess(r, start, host, nil, h2result{code: http.StatusOK, grpcStatus: strconv.Itoa(grpcUnimplemented)})
-			return
-		}
-		http.Error(w, "no route for "+string(host)+string(path), http.StatusNotFound)
-		h.logAccess(r, start, host, nil, h2result{code: http.StatusNotFound})
-		return
+	h.logAccess(r, x)
+}
+
+// grpcRules are the try rules of a gRPC call: moved to another backend
+// only when it never reached one (the edge neither buffers a call's
+// messages nor knows whether its method is idempotent), no per-try
+// timeout or hedging (an answer may legitimately take long). Its
+// deadline is the caller's grpc-timeout, which the client and the backend
+// enforce, else --response-timeout for the response headers.
+func (p *proxy) grpcRules(r *http.Request) tryRules {
+	rules := tryRules{overall: p.opt.ResponseHeaderTimeout, retries: min(max(p.opt.Retries, 0), maxTries-1)}
+	if r.Header.Get("Grpc-Timeout") != "" {
+		rules.overall = 0
 	}
-	if grpc {
-		h.logAccess(r, start, host, rt, h.serveGRPC(w, r, rt))
-		return
-	}
-	set := rt.svc.set.Load()
+	return rules
+}
+
+// forward runs the request's tries on rt's backends and relays the
+// answer (or the edge's own).
+func (h *h2handler) forward(w http.ResponseWriter, r *http.Request, x *h2exchange, target string) {
+	p := h.p
+	rt := x.rt
 	var info balance.PickInfo
-	if set.Config().Policy == balance.ConsistentHashName {
+	if rt.svc.set.Load().Config().Policy == balance.ConsistentHashName {
 		if k, ok := rt.svc.hashOn.Load().Hash(r); ok {
 			info.Hash, info.HasHash = k, true
 		}
 	}
-	p.budget.deposit()
-	st := &h2state{rt: rt}
-	t := &st.tries
 	// An HTTP/2 request always has a Body; ContentLength is 0 when the
 	// headers ended the stream (and -1 when a body of unknown length comes).
 	hasBody := r.ContentLength != 0
-	rules := p.rules(rt, isIdempotentMethod(r.Method) && !hasBody && r.Header.Get("Upgrade") == "")
-	if hasBody {
-		// The body streams while the backend may answer already: the
-		// transport's --response-timeout counts from its end, and no
-		// try of such a request is resent.
-		rules.tryTimeout, rules.overall = 0, 0
+	var rules tryRules
+	if x.grpc {
+		rules = p.grpcRules(r)
+	} else {
+		rules = p.rules(rt, isIdempotentMethod(r.Method) && !hasBody)
+		if hasBody {
+			// The body streams while the backend may answer already: the
+			// transport's --response-timeout counts from its end, and no
+			// try of such a request is resent once it read the body.
+			rules.tryTimeout, rules.overall = 0, 0
+		}
 	}
-	t.init(p, rt.svc, set, info, rules, start)
-	sel, b, err := t.pick()
+	t := &x.tries
+	sel, b, err := p.startTries(t, rt, info, rules, x.start)
 	if err != nil {
-		rt.mCode[5].Inc()
-		http.Error(w, "no healthy backend for service "+rt.svc.name, http.StatusServiceUnavailable)
-		h.logAccess(r, start, host, rt, h2result{code: http.StatusServiceUnavailable})
+		code, msg := pickFailure(rt.svc.name, err)
+		h.answer(w, x, code, msg)
 		return
 	}
-	st.first = &attempt{}
-	t.begin(st.first, sel, b)
-	ctx := context.WithValue(r.Context(), h2ctxKey{}, st)
+	first := &attempt{}
+	t.begin(first, sel, b)
+
+	ctx := r.Context()
 	var span trace.Span
 	if p.tracer != nil {
 		ctx = propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
-		ctx, span = p.tracer.Start(ctx, r.Method+" "+rt.name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
-				attribute.String("network.protocol.version", r.Proto), attribute.String("edge.route", rt.name)))
+		ctx, span = p.startSpan(ctx, r.Method, rt, r.URL.Path, string(x.host), r.RemoteAddr, r.Proto, x.grpc)
 	}
-	cw := &countWriter{ResponseWriter: w}
-	h.rp.ServeHTTP(cw, r.WithContext(ctx))
-	res := h2result{code: st.code, n: cw.n}
-	if !st.ran {
-		t.end(st.first, endIgnored) // ReverseProxy refused the request itself
-	}
-	if a := st.win; a != nil {
-		res.backend = a.b.id
-		e := endAnswered
-		if st.code >= 500 {
-			e = endFailed
-		}
-		t.end(a, e)
-		a.cancel(nil)
-	}
+	o := originOf(r)
+	hdr := upstreamHeader(r.Header, &o)
 	if span != nil {
-		span.SetAttributes(attribute.Int("http.response.status_code", st.code))
-		if res.backend != "" {
-			span.SetAttributes(attribute.String("edge.backend", res.backend))
-		}
-		if st.code >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(st.code))
-		}
-		span.End()
+		delete(hdr, "Traceparent")
+		delete(hdr, "Tracestate")
+		propagator.Inject(ctx, propagation.HeaderCarrier(hdr))
 	}
-	rt.mCode[statusClass(st.code)].Inc()
-	rt.mDur.Observe(time.Since(start).Seconds())
-	if st.edge {
-		res.n = 0 // the edge's own error page, as on the fast path
-	}
-	h.logAccess(r, start, host, rt, res)
-}
-
-// h2transport is the ReverseProxy's transport: it runs the request's
-// tries (runTries), each a RoundTrip to the try's backend.
-type h2transport struct{ h *h2handler }
-
-// RoundTrip runs the tries of out, whose h2state ServeHTTP prepared.
-func (x h2transport) RoundTrip(out *http.Request) (*http.Response, error) {
-	st := out.Context().Value(h2ctxKey{}).(*h2state)
-	st.ran = true
 	var body *trackedBody
-	if out.Body != nil && out.Body != http.NoBody {
-		body = &trackedBody{rc: out.Body}
+	if hasBody && r.Body != nil && r.Body != http.NoBody {
+		body = &trackedBody{rc: r.Body, rc2: http.NewResponseController(w), timeout: p.opt.ClientTimeout}
+	}
+	tr := h.tr
+	if x.grpc {
+		tr = h.grpcTr
 	}
 	ops := &tryOps[*http.Response]{
 		do: func(ctx context.Context, a *attempt) (*http.Response, error) {
 			if a.fl.evicted.Load() {
 				return nil, &unsentError{errLeft}
 			}
-			r := out.Clone(ctx)
-			r.URL.Host = a.b.addr
+			out := (&http.Request{Method: r.Method, URL: upstreamURL(rt, target, a.b.addr),
+				Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: hdr, Host: r.Host, Trailer: r.Trailer}).WithContext(ctx)
 			if body != nil {
-				r.Body = body
-			}
-			resp, err := x.h.tr.RoundTrip(r)
-			if err != nil {
-				var de *dialError
-				switch {
-				case errors.As(err, &de) && (body == nil || !body.read.Load()):
-					return nil, &unsentError{err}
-				case ctx.Err() != nil:
-					return nil, context.Cause(ctx)
-				case isTimeout(err):
-					return nil, errTimeout
+				out.Body, out.ContentLength = body, r.ContentLength
+				if out.ContentLength == 0 {
+					out.ContentLength = -1
 				}
-				return nil, fmt.Errorf("backend %s: %w", a.b.id, err)
+			}
+			resp, err := tr.RoundTrip(out)
+			if err != nil {
+				return nil, tryErr(ctx, a, err, body)
 			}
 			return resp, nil
 		},
 		discard: func(resp *http.Response) { resp.Body.Close() },
 	}
-	resp, a, err := runTries(out.Context(), &st.tries, ops, st.first, startFirst, nil)
-	st.win = a
-	return resp, err
-}
-
-func (h *h2handler) rewrite(pr *httputil.ProxyRequest) {
-	st := pr.In.Context().Value(h2ctxKey{}).(*h2state)
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = st.first.b.addr // each try sets its own
-	pr.Out.Host = pr.In.Host
-	if st.rt.strip {
-		rest := pr.In.URL.Path[min(len(st.rt.prefix), len(pr.In.URL.Path)):]
-		if rest == "" || rest[0] != '/' {
-			rest = "/" + rest
+	resp, a, err := runTries(ctx, t, ops, first, startFirst, nil)
+	if err != nil {
+		x.backend = t.tried[min(t.n, maxTries)-1].id
+		if r.Context().Err() != nil {
+			x.code = 499 // the client left first
+		} else {
+			code, msg := edgeAnswer(rt.svc.name, err)
+			h.answer(w, x, code, msg)
 		}
-		pr.Out.URL.Path, pr.Out.URL.RawPath = rest, ""
+		p.endSpan(span, x.code, x.backend, x.grpcStatus)
+		return
 	}
-	pr.SetXForwarded()
-	if h.p.tracer != nil {
-		pr.Out.Header.Del("Traceparent")
-		pr.Out.Header.Del("Tracestate")
-		propagator.Inject(pr.In.Context(), propagation.HeaderCarrier(pr.Out.Header))
-	}
-	proto := "http"
-	if pr.In.TLS != nil {
-		proto = "https"
-	}
-	ip := pr.Out.Header.Get("X-Forwarded-For")
-	if i := lastComma(ip); i >= 0 {
-		ip = ip[i+1:]
-	}
-	fwd := fmt.Sprintf("for=%s;host=%q;proto=%s", forwardedFor(trimSpace(ip)), pr.In.Host, proto)
-	if prior := pr.In.Header.Values("Forwarded"); len(prior) > 0 {
-		fwd = joinComma(prior) + ", " + fwd
-	}
-	pr.Out.Header.Set("Forwarded", fwd)
-}
-
-func (h *h2handler) modifyResponse(resp *http.Response) error {
-	st := resp.Request.Context().Value(h2ctxKey{}).(*h2state)
-	st.code = resp.StatusCode
-	return nil
-}
-
-// errorHandler answers when no try got an answer (every try has been
-// ended and counted by then) or the answer could not be relayed.
-func (h *h2handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	st := r.Context().Value(h2ctxKey{}).(*h2state)
-	st.edge = true
+	x.backend = a.b.id
+	failed := h.relay(w, r, x, resp, a)
+	e := endAnswered
 	switch {
+	case failed:
+		e = endFailed
 	case r.Context().Err() != nil:
-		st.code = 499 // the client left first
-	case errors.Is(err, errTimeout), isTimeout(err), errors.Is(err, context.DeadlineExceeded):
-		st.code = http.StatusGatewayTimeout
-		http.Error(w, "gateway timeout: the backend did not answer in time", st.code)
-	case errors.Is(err, errLeft), errors.Is(err, errNoBackend):
-		st.code = http.StatusServiceUnavailable
-		http.Error(w, "no healthy backend for service "+st.rt.svc.name, st.code)
+		e = endIgnored // the client left: no test of the backend
+	}
+	t.end(a, e)
+	a.cancel(nil)
+	p.endSpan(span, x.code, x.backend, x.grpcStatus)
+	if x.aborted {
+		// The body broke off after the head went out: reset the stream so
+		// the client does not take a cut body for a whole one.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// tryErr maps a failed RoundTrip to the try rules' errors.
+func tryErr(ctx context.Context, a *attempt, err error, body *trackedBody) error {
+	var de *dialError
+	switch {
+	case errors.As(err, &de) && (body == nil || !body.read.Load()):
+		return &unsentError{err}
+	case strings.Contains(err.Error(), "client conn could not be established"):
+		// The backend closed the connection during the HTTP/2 handshake
+		// (net/http's error has no exported value): nothing was sent.
+		return &unsentError{errBackendClosed}
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case isTimeout(err):
+		return errTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return errBackendClosed
+	}
+	return fmt.Errorf("backend %s: %w", a.b.id, err)
+}
+
+var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// errBackendIdle: the backend was silent within a response body for
+// longer than --backend-idle-timeout.
+var errBackendIdle = errors.New("the backend went silent within its response body")
+
+// relay sends the backend's answer resp to the client: head, body
+// (flushed as it comes when streamed, every message for gRPC), trailers.
+// It reports whether the answer counts as the backend's failure.
+func (h *h2handler) relay(w http.ResponseWriter, r *http.Request, x *h2exchange, resp *http.Response, a *attempt) (failed bool) {
+	p := h.p
+	defer resp.Body.Close()
+	x.code = resp.StatusCode
+	failed = resp.StatusCode >= 500
+	hdr := w.Header()
+	for k, v := range resp.Header {
+		hdr[k] = v
+	}
+	removeHopHeaders(hdr)
+	delete(hdr, "Trailer")
+	status := ""
+	if x.grpc {
+		status = resp.Header.Get("Grpc-Status") // trailers-only
+	}
+	stream := x.grpc || resp.ContentLength < 0
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	var wdl time.Time
+	write := func(b []byte) error {
+		// --client-timeout bounds each write, the deadline moved lazily.
+		if ct := p.opt.ClientTimeout; ct > 0 {
+			if now := time.Now(); wdl.Sub(now) < ct/2 {
+				wdl = now.Add(ct)
+				rc.SetWriteDeadline(wdl)
+			}
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		if stream {
+			return rc.Flush()
+		}
+		return nil
+	}
+	if stream && status == "" {
+		rc.Flush() // metadata and streamed heads reach the client now
+	}
+	// --backend-idle-timeout bounds silence within the body (gRPC
+	// streams may be quiet as long as they like: pings watch them).
+	var idle *time.Timer
+	if !x.grpc && p.opt.BackendIdleTimeout > 0 {
+		idle = time.AfterFunc(p.opt.BackendIdleTimeout, func() { a.cancel(errBackendIdle) })
+		defer idle.Stop()
+	}
+	bp := h2BufPool.Get().(*[]byte)
+	buf := *bp
+	var rerr, werr error
+	for {
+		n, err := resp.Body.Read(buf)
+		if idle != nil {
+			idle.Reset(p.opt.BackendIdleTimeout)
+		}
+		if n > 0 {
+			if werr = write(buf[:n]); werr != nil {
+				break
+			}
+			x.n += int64(n)
+		}
+		if err != nil {
+			if err != io.EOF {
+				rerr = err
+			}
+			break
+		}
+	}
+	h2BufPool.Put(bp)
+	clientGone := werr != nil || r.Context().Err() != nil
+	switch {
+	case rerr == nil && werr == nil:
+		for k, v := range resp.Trailer {
+			hdr[http.TrailerPrefix+k] = v
+		}
+		if s := resp.Trailer.Get("Grpc-Status"); s != "" {
+			status = s
+		}
+	case clientGone:
+		x.code = 499
+	case x.grpc:
+		// The backend's stream broke after the response began.
+		failed = true
+		status = strconv.Itoa(grpcUnavailable)
+		hdr[http.TrailerPrefix+"Grpc-Status"] = []string{status}
+		hdr[http.TrailerPrefix+"Grpc-Message"] = []string{grpcEncodeMessage("edge: backend stream broke: " + rerr.Error())}
 	default:
-		st.code = http.StatusBadGateway
-		http.Error(w, "bad gateway: "+err.Error(), st.code)
+		failed = true // the backend broke off its body
+		x.aborted = true
 	}
-}
-
-func lastComma(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == ',' {
-			return i
+	if x.grpc {
+		x.grpcStatus = status
+		if status == strconv.Itoa(grpcUnavailable) {
+			failed = true
 		}
 	}
-	return -1
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && s[0] == ' ' {
-		s = s[1:]
-	}
-	return s
-}
-
-func forwardedFor(ip string) string {
-	for i := 0; i < len(ip); i++ {
-		if ip[i] == ':' {
-			return `"[` + ip + `]"`
-		}
-	}
-	return ip
-}
-
-func joinComma(v []string) string {
-	s := v[0]
-	for _, x := range v[1:] {
-		s += ", " + x
-	}
-	return s
+	return failed
 }

@@ -48,10 +48,12 @@ type h1conn struct {
 	trace   *traceState
 	dl      deadlines
 
-	// The current request's tries (try.go); the first try is made on
-	// this goroutine with these, allocating nothing.
-	tries   tries
+	// The current request's pipeline state (pipeline.go) and tries
+	// (try.go); the first try is made on this goroutine with these,
+	// allocating nothing.
+	x       exchange
 	att     attempt
+	fwdBuf  []byte // forwarding header values being written (under headMu)
 	fw      fwdReq
 	firstUC *upConn          // the first try's connection, adopted by runTries
 	headMu  sync.Mutex       // serialises tries writing request heads (scratch)
@@ -231,24 +233,24 @@ func (h *h1conn) serveOne() (keep, handed bool) {
 		h.handOffTo(ws.ln)
 		return false, true
 	}
-	rt := p.routes.Load().match(h.host, path, req.get)
-	if rt == nil && p.awaitFirstSet(nil) {
-		rt = p.routes.Load().match(h.host, path, req.get)
-	}
+	rt := p.matchRoute(h.host, path, req.get, nil)
 	if rt == nil {
 		h.discardBody()
 		h.writeError(404, "no route for "+string(h.host)+string(path)+"\n", !keep)
 		p.logAccess(h, start, 404, 0, nil, "")
 		return keep && h.bodyDone(), false
 	}
-	code, n, backendID, keepConn, handed := h.forward(rt, path, hostHdr, http10, keep, start)
+	x := &h.x
+	x.start, x.rt, x.code, x.n, x.backend = start, rt, 0, 0, ""
+	x.tries.firstByte = time.Time{}
+	h.fw = fwdReq{rt: rt, path: path, hostHdr: hostHdr, http10: http10, clientKeep: keep}
+	keepConn, handed := h.forward()
+	h.endSpan(x.code, x.backend)
 	if handed {
-		h.endSpan(code, backendID)
 		return false, true
 	}
-	h.endSpan(code, backendID)
-	rt.mCode[statusClass(code)].Inc()
-	p.logAccess(h, start, code, n, rt, backendID)
+	p.observe(x)
+	p.logAccess(h, start, x.code, x.n, rt, x.backend)
 	return keep && keepConn, false
 }
 
@@ -290,7 +292,8 @@ func (h *h1conn) discardBody() {
 	}
 }
 
-// fwdReq is what every try of the current request needs to send it.
+// fwdReq is the current request as every try needs it to send it: the
+// fast path's part of the pipeline's per-request state (exchange).
 type fwdReq struct {
 	rt                          *route
 	path, hostHdr               []byte
@@ -304,35 +307,33 @@ type answeredError struct{ code int }
 
 func (e *answeredError) Error() string { return "the client failed: " + strconv.Itoa(e.code) }
 
-// forward sends the request to a backend of rt and relays the response.
-// The first try runs here, allocating nothing; a try that does not simply
-// get an answer hands the request to runTries (try.go).
-func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep bool, start time.Time) (code int, n int64, backendID string, keep, handed bool) {
+// forward sends the request to a backend of rt and relays the response,
+// recording the outcome in h.x. The first try runs here, allocating
+// nothing; a try that does not simply get an answer hands the request to
+// runTries (try.go).
+func (h *h1conn) forward() (keep, handed bool) {
 	p := h.p
 	req := &h.req
+	x := &h.x
+	f := &h.fw
+	rt := f.rt
 	svc := rt.svc
-	set := svc.set.Load()
-	hasBody := req.contentLength > 0 || req.chunked
-	upgrade := req.connUpgrade && countKind(req, hkUpgrade) > 0
-	p.budget.deposit()
+	f.hasBody = req.contentLength > 0 || req.chunked
+	f.upgrade = req.connUpgrade && countKind(req, hkUpgrade) > 0
 
 	var info balance.PickInfo
-	if set.Config().Policy == balance.ConsistentHashName {
+	if svc.set.Load().Config().Policy == balance.ConsistentHashName {
 		info.Hash, info.HasHash = h.hashKey(svc)
 	}
-	t := &h.tries
-	t.init(p, svc, set, info, p.rules(rt, isIdempotent(req.l1.of(req.buf)) && !hasBody && !upgrade), start)
-	sel, b, err := t.pick()
+	t := &x.tries
+	sel, b, err := p.startTries(t, rt, info, p.rules(rt, isIdempotent(req.l1.of(req.buf)) && !f.hasBody && !f.upgrade), x.start)
 	if err != nil {
-		msg := "no healthy backend for service " + svc.name + "\n"
-		if errors.Is(err, balance.ErrNoEndpoint) {
-			msg = "no backend available for service " + svc.name + " (none registered, or all disabled)\n"
-		}
+		code, msg := pickFailure(svc.name, err)
 		h.discardBody()
-		h.writeError(503, msg, !clientKeep)
-		return 503, 0, "", h.bodyDone(), false
+		h.writeError(code, msg+"\n", !f.clientKeep)
+		x.code = code
+		return h.bodyDone(), false
 	}
-	h.fw = fwdReq{rt: rt, path: path, hostHdr: hostHdr, http10: http10, clientKeep: clientKeep, upgrade: upgrade, hasBody: hasBody}
 	a := &h.att
 	a.reset()
 	t.begin(a, sel, b)
@@ -347,6 +348,7 @@ func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep boo
 	}
 	switch {
 	case err == nil:
+		t.answer(a)
 		h.gotFirst(uc, a)
 	case (err == errTryTimeout || err == errLeft) && t.rules.safe:
 		h.firstUC = uc
@@ -360,48 +362,42 @@ func (h *h1conn) forward(rt *route, path, hostHdr []byte, http10, clientKeep boo
 	}
 	h.firstUC = nil
 	if err != nil {
+		x.backend = t.tried[min(t.n, maxTries)-1].id
 		var ae *answeredError
 		if errors.As(err, &ae) {
-			return ae.code, 0, "", false, false
+			x.code = ae.code
+			return false, false
 		}
-		code, msg := h.tryError(err)
-		h.writeError(code, msg, true)
-		return code, 0, "", false, false
+		code, msg := edgeAnswer(svc.name, err)
+		h.writeError(code, msg+"\n", true)
+		x.code = code
+		return false, false
 	}
 	res := h.relay(uc, a)
 	e := endAnswered
 	if res.failed {
 		e = endFailed
 	}
-	backendID = a.b.id
+	x.backend = a.b.id
 	t.end(a, e)
 	if res.handed {
-		return 101, res.n, backendID, false, true
+		x.code, x.n = 101, res.n
+		return false, true
 	}
 	if res.sent {
-		rt.mDur.Observe(time.Since(start).Seconds())
-		return res.code, res.n, backendID, res.keep, false
+		x.code, x.n = res.code, res.n
+		return res.keep, false
 	}
 	h.writeError(res.errCode, res.errMsg, true)
-	return res.errCode, 0, backendID, false, false
-}
-
-// tryError is the edge's answer when no try got an answer.
-func (h *h1conn) tryError(err error) (int, string) {
-	switch {
-	case errors.Is(err, errTimeout), isTimeout(err):
-		return 504, "gateway timeout: the backend did not answer in time\n"
-	case errors.Is(err, errLeft), errors.Is(err, errNoBackend):
-		return 503, "no healthy backend for service " + h.tries.svc.name + "\n"
-	}
-	return 502, "bad gateway: " + err.Error() + "\n"
+	x.code = res.errCode
+	return false, false
 }
 
 // sendFirst sends the request on a connection to the first try's backend.
 // Its errors are an *unsentError (nothing reached the backend), an
 // *answeredError, or a failure while sending.
 func (h *h1conn) sendFirst(a *attempt) (*upConn, error) {
-	t := &h.tries
+	t := &h.x.tries
 	uc, err := a.b.get(context.Background(), h.p.ups)
 	if err != nil {
 		return nil, &unsentError{err}
@@ -466,7 +462,7 @@ func (h *h1conn) sendOn(uc *upConn, a *attempt, shared bool) error {
 		// The request's clock starts once its body is sent.
 		now := time.Now()
 		a.start = now
-		h.tries.start = now
+		h.x.tries.start = now
 	}
 	if err := uc.bw.Flush(); err != nil {
 		return fmt.Errorf("sending the request: %w", err)
@@ -479,7 +475,7 @@ func (h *h1conn) sendOn(uc *upConn, a *attempt, shared bool) error {
 // errTimeout), its backend leaves (errLeft) or closes (errBackendClosed).
 // Deadlines move lazily: the try's by at most an eighth of it.
 func (h *h1conn) awaitFirst(uc *upConn, a *attempt) error {
-	t := &h.tries
+	t := &h.x.tries
 	dl, isTry := t.waitUntil(a)
 	slack := t.rules.overall / 2
 	if isTry {
@@ -506,7 +502,7 @@ func (h *h1conn) awaitFirst(uc *upConn, a *attempt) error {
 // awaitRest waits on after the try's own time ran out, until the
 // request's does.
 func (h *h1conn) awaitRest(uc *upConn, a *attempt) error {
-	uc.dl.readExact(h.tries.deadline())
+	uc.dl.readExact(h.x.tries.deadline())
 	if _, err := uc.br.Peek(1); err != nil {
 		if isTimeout(err) {
 			return errTimeout
@@ -524,7 +520,7 @@ func (h *h1conn) gotFirst(uc *upConn, a *attempt) {
 	}
 	a.b.land(&a.fl)
 	if a.fl.evicted.Load() {
-		uc.dl.readExact(h.tries.deadline())
+		uc.dl.readExact(h.x.tries.deadline())
 	}
 }
 
@@ -553,7 +549,7 @@ func (h *h1conn) tryAsync(ctx context.Context, a *attempt) (*upConn, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { uc.c.SetDeadline(aLongTimeAgo) })
 	err = h.sendOn(uc, a, true)
-	if !h.tries.rules.safe {
+	if !h.x.tries.rules.safe {
 		a.b.land(&a.fl) // sent: an unsafe request stays where it is
 	}
 	if err != nil {
@@ -574,7 +570,7 @@ func (h *h1conn) resumeAsync(ctx context.Context, a *attempt) (*upConn, error) {
 // awaitAsync waits for the first byte of an answer on uc until the
 // request's time runs out or ctx ends (stop undoes the wake-up on ctx).
 func (h *h1conn) awaitAsync(ctx context.Context, uc *upConn, stop func() bool) (*upConn, error) {
-	uc.dl.readExact(h.tries.deadline())
+	uc.dl.readExact(h.x.tries.deadline())
 	_, err := uc.br.Peek(1)
 	if !stop() {
 		uc.c.Close()
@@ -693,7 +689,8 @@ func (h *h1conn) relay(uc *upConn, a *attempt) (r attemptResult) {
 }
 
 // writeUpstreamHead writes the request head for the backend: hop-by-hop
-// headers removed, X-Forwarded-* and Forwarded set.
+// headers removed, X-Forwarded-* and Forwarded set (their values from
+// fwdOrigin, headers.go, as on every protocol).
 func (h *h1conn) writeUpstreamHead(w *bufio.Writer, rt *route, path, hostHdr []byte, upgrade bool, b *backend) {
 	p := h.p
 	req := &h.req
@@ -767,42 +764,19 @@ func (h *h1conn) writeUpstreamHead(w *bufio.Writer, rt *route, path, hostHdr []b
 	if req.chunked {
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 	}
-	scheme := "http"
-	if h.tls {
-		scheme = "https"
-	}
+	o := fwdOrigin{ip: h.ip, is6: h.ipAddr.Is6(), host: hostHdr, tls: h.tls}
 	w.WriteString("X-Forwarded-For: ")
-	if len(xff) > 0 {
-		w.Write(xff)
-		w.WriteString(", ")
-	}
-	w.Write(h.ip)
+	h.fwdBuf = o.appendXFF(h.fwdBuf[:0], xff)
+	w.Write(h.fwdBuf)
 	w.WriteString("\r\nX-Forwarded-Proto: ")
-	w.WriteString(scheme)
+	w.WriteString(o.scheme())
 	if len(hostHdr) > 0 {
 		w.WriteString("\r\nX-Forwarded-Host: ")
 		w.Write(hostHdr)
 	}
 	w.WriteString("\r\nForwarded: ")
-	if len(fwd) > 0 {
-		w.Write(fwd)
-		w.WriteString(", ")
-	}
-	w.WriteString("for=")
-	if h.ipAddr.Is6() {
-		w.WriteString("\"[")
-		w.Write(h.ip)
-		w.WriteString("]\"")
-	} else {
-		w.Write(h.ip)
-	}
-	if len(hostHdr) > 0 {
-		w.WriteString(";host=\"")
-		w.Write(hostHdr)
-		w.WriteByte('"')
-	}
-	w.WriteString(";proto=")
-	w.WriteString(scheme)
+	h.fwdBuf = o.appendForwarded(h.fwdBuf[:0], fwd)
+	w.Write(h.fwdBuf)
 	w.WriteString("\r\n")
 	if trace != nil {
 		trace.writeHeaders(w)

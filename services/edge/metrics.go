@@ -6,10 +6,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
 // metrics are the edge's Prometheus series.
 type metrics struct {
 	reqs        *prometheus.CounterVec
 	dur         *prometheus.HistogramVec
+	up          *prometheus.HistogramVec
 	beReqs      *prometheus.CounterVec
 	beFails     *prometheus.CounterVec
 	retries     prometheus.Counter
@@ -30,8 +33,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_http_requests_total", Help: "HTTP requests by route and status class."},
 			[]string{"route", "code"}),
 		dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "edge_http_request_duration_seconds", Help: "Time to the backend's response headers, by route.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
+			Name: "edge_http_request_duration_seconds", Help: "Time from the request head to the end of the response (body streaming included), by route.",
+			Buckets: durationBuckets},
+			[]string{"route"}),
+		up: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_http_upstream_latency_seconds", Help: "Time from sending the request to the first byte of the backend's answer (every try together), by route.",
+			Buckets: durationBuckets},
 			[]string{"route"}),
 		beReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_backend_requests_total", Help: "Requests and connections sent to each backend."},
@@ -59,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_http_rate_limited_total", Help: "Requests refused by the per-client rate limit."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reqs, m.dur, m.beReqs, m.beFails, m.retries, m.tryTimeouts, m.hedges, m.dropped, m.tcpConns, m.udpFlows, m.wireStreams, m.limited)
+		reg.MustRegister(m.reqs, m.dur, m.up, m.beReqs, m.beFails, m.retries, m.tryTimeouts, m.hedges, m.dropped, m.tcpConns, m.udpFlows, m.wireStreams, m.limited)
 	}
 	return m
 }
@@ -70,6 +77,7 @@ func (m *metrics) routeSeries(r *route) {
 		r.mCode[i] = m.reqs.WithLabelValues(r.name, c)
 	}
 	r.mDur = m.dur.WithLabelValues(r.name)
+	r.mUp = m.up.WithLabelValues(r.name)
 }
 
 func (m *metrics) backendCounters(b *backend) (req, fail prometheus.Counter) {

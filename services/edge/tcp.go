@@ -60,32 +60,37 @@ func (e *Edge) startTCP(rt *service.Runtime, i int, cfg TCPConfig) (*tcpProxy, e
 func (t *tcpProxy) drain(ctx context.Context) error { return t.ln.Shutdown(ctx) }
 
 func (t *tcpProxy) handle(ctx context.Context, c net.Conn) {
-	t.e.met.tcpConns.WithLabelValues(t.name).Inc()
+	p := t.e.proxy
+	p.met.tcpConns.WithLabelValues(t.name).Inc()
 	var info balance.PickInfo
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		info = balance.PickInfo{Hash: balance.HashAddr(ap.Addr()), HasHash: true} // used by consistent_hash only
 	}
-	up, sel, b, err := dialService(ctx, t.svc, info, t.dial, 1+t.e.cfg.HTTP.Retries, t.e.proxy.rep)
+	// The connection's tries follow the HTTP path's rules for a request
+	// that never reached a backend (try.go: tries.connect).
+	p.budget.deposit()
+	var tr tries
+	tr.init(p, t.svc, t.svc.set.Load(), info, tryRules{retries: min(max(t.e.cfg.HTTP.Retries, 0), maxTries-1), conn: true}, time.Now())
+	var a attempt
+	up, err := tr.connect(ctx, t.dial, &a)
 	if err != nil {
 		c.Close()
 		return
 	}
-	defer b.active.Add(-1)
-	start := time.Now()
 	if t.cfg.ProxyProtocol {
 		if _, err := up.Write(proxyV2Header(c.RemoteAddr(), c.LocalAddr())); err != nil {
 			up.Close()
 			c.Close()
-			sel.Done(balance.Failure, time.Since(start))
+			tr.end(&a, endFailed)
 			return
 		}
 	}
 	_, _, err = netx.Join(ctx, c, up, netx.JoinOptions{IdleTimeout: time.Duration(t.cfg.IdleTimeout)})
-	o := balance.Success
+	e := endAnswered
 	if err != nil && !errors.Is(err, netx.ErrIdleTimeout) && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
-		o = balance.Ignore // a reset mid-stream may be either side's doing
+		e = endIgnored // a reset mid-stream may be either side's doing
 	}
-	sel.Done(o, time.Since(start))
+	tr.end(&a, e)
 }
 
 // maxLocalSkips bounds the picks that land on an endpoint the dialer

@@ -78,6 +78,7 @@ type tryRules struct {
 	retries    int           // tries after the first, at most
 	safe       bool          // may be resent once it reached a backend
 	hedge      bool          // on a per-try timeout, race a new try (safe requests only)
+	conn       bool          // a connection's tries (TCP proxy), not an HTTP request's
 }
 
 // rules returns the try rules of an HTTP request on rt; safe says whether
@@ -100,7 +101,9 @@ type attempt struct {
 	sel      balance.Selection
 	b        *backend
 	start    time.Time
-	timedOut bool // its per-try timeout was counted
+	answered time.Time // the first byte of its answer came; zero until then
+	timedOut bool      // its per-try timeout was counted
+	reported bool      // its outcome went to the balancer already (connect)
 	fl       flight
 
 	// Owned by runTries.
@@ -111,7 +114,7 @@ type attempt struct {
 // reset makes a reusable for another request (the fast path keeps one
 // per connection).
 func (a *attempt) reset() {
-	a.sel, a.b, a.start, a.timedOut = balance.Selection{}, nil, time.Time{}, false
+	a.sel, a.b, a.start, a.answered, a.timedOut, a.reported = balance.Selection{}, nil, time.Time{}, time.Time{}, false, false
 	a.cancel, a.abandoned = nil, nil
 	a.fl.reset()
 }
@@ -124,8 +127,11 @@ type tries struct {
 	info  balance.PickInfo
 	rules tryRules
 	start time.Time // the request's clock (--response-timeout)
-	n     int       // tries begun
-	tried [maxTries]*backend
+	// firstByte is when the answer relayed to the client began (zero:
+	// none did); firstByte - start is the upstream latency.
+	firstByte time.Time
+	n         int // tries begun
+	tried     [maxTries]*backend
 }
 
 func (t *tries) init(p *proxy, svc *upService, set *balance.Set, info balance.PickInfo, rules tryRules, start time.Time) {
@@ -220,12 +226,20 @@ func (t *tries) begin(a *attempt, sel balance.Selection, b *backend) {
 		t.tried[t.n] = b
 	}
 	t.n++
-	if t.n > 1 {
+	if t.n > 1 && !t.rules.conn {
 		t.p.met.retries.Inc()
 	}
 	b.active.Add(1)
 	b.total.Add(1)
 	b.mReq.Inc()
+}
+
+// answer records that a's answer began now: its latency, reported to the
+// balancer and fed to the local picker (p2c, outlier detection), is the
+// time to this first byte, whatever the body's streaming takes later.
+func (t *tries) answer(a *attempt) {
+	now := time.Now()
+	a.answered, t.firstByte = now, now
 }
 
 // tryEnd is how a try ended, for its backend's record.
@@ -254,6 +268,9 @@ func (t *tries) end(a *attempt, e tryEnd) {
 		return
 	}
 	lat := time.Since(a.start)
+	if !a.answered.IsZero() {
+		lat = a.answered.Sub(a.start)
+	}
 	o, po := balance.Success, balancerv1.Outcome_OUTCOME_SUCCESS
 	switch e {
 	case endFailed:
@@ -266,7 +283,9 @@ func (t *tries) end(a *attempt, e tryEnd) {
 		b.mFail.Inc()
 	}
 	a.sel.Done(o, lat)
-	t.report(b, po, lat)
+	if !a.reported {
+		t.report(b, po, lat)
+	}
 }
 
 // timeout counts a's per-try timeout now, while a may go on waiting.
@@ -286,6 +305,44 @@ func (t *tries) timeout(a *attempt) {
 func (t *tries) report(b *backend, o balancerv1.Outcome, lat time.Duration) {
 	if !t.svc.static {
 		t.p.rep.add(report{svc: t.svc.name, id: b.id, outcome: o, latency: lat})
+	}
+}
+
+// connect makes the tries of a connection (the TCP proxy): pick a
+// backend, connect, and on a connect failure (counted and reported
+// against that backend) connect to another one not tried yet, under
+// --retries and the retry budget, as for an HTTP request that never
+// reached its backend. The connected try is reported to the balancer at
+// once, its latency the connect time; the caller ends it (t.end) when
+// the connection is over, which holds its place in the picker's count of
+// active requests (least_conn, p2c) until then.
+func (t *tries) connect(ctx context.Context, d contextDialer, a *attempt) (net.Conn, error) {
+	sel, b, err := t.pick()
+	if err != nil {
+		return nil, err
+	}
+	for {
+		t.begin(a, sel, b)
+		c, err := d.DialContext(ctx, "tcp", b.addr)
+		if err == nil {
+			t.answer(a)
+			t.report(b, balancerv1.Outcome_OUTCOME_SUCCESS, a.answered.Sub(a.start))
+			a.reported = true
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			t.end(a, endIgnored)
+			return nil, err
+		}
+		t.end(a, endFailed)
+		if !t.mayRetry() {
+			return nil, err
+		}
+		var ok bool
+		if sel, b, ok = t.pickOther(false); !ok {
+			t.p.budget.refund()
+			return nil, err
+		}
 	}
 }
 
@@ -445,6 +502,7 @@ func runTries[T any](ctx context.Context, t *tries, ops *tryOps[T], first *attem
 				continue
 			}
 			if r.err == nil {
+				t.answer(r.a)
 				for _, o := range live {
 					abandon(o, errLostRace)
 				}

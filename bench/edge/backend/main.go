@@ -1,5 +1,6 @@
 // Command backend is the small HTTP backend the edge benchmarks proxy to:
-// GET / answers a fixed 13-byte body with keep-alive.
+// GET / answers a fixed 13-byte body with keep-alive, over HTTP/1.1 and
+// h2c (prior knowledge), so h2load can measure it directly too.
 package main
 
 import (
@@ -19,5 +20,9 @@ func main() {
 		w.Header()["Content-Length"] = []string{clen}
 		w.Write(body)
 	})
-	log.Fatal(http.ListenAndServe(*addr, h))
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Addr: *addr, Handler: h, Protocols: &protos}
+	log.Fatal(srv.ListenAndServe())
 }
