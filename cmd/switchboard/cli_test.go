@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/switchboard-net/switchboard/pkg/config"
+	"github.com/switchboard-net/switchboard/pkg/service"
+	"github.com/switchboard-net/switchboard/services/registry"
 )
 
 // startDevStack runs `switchboard dev` in-process on free ports and returns
@@ -435,4 +439,66 @@ func bashSyntax(script string) string {
 		return "bash -n: " + err.Error() + ": " + string(out)
 	}
 	return ""
+}
+
+// TestCLILocked drives a registry locked as the compose stack runs it
+// (bootstrap's certificates, tokens and ACL): with the CA, the client
+// certificate and the operator's token from SWITCHBOARD_* the commands
+// work; the viewer's token reads but may not register, which exits 1 with
+// the status in words; without a certificate nothing gets through.
+func TestCLILocked(t *testing.T) {
+	dir, host := t.TempDir(), t.TempDir()
+	runBootstrapCmd(t, "--dir", dir, "--host", host)
+	p := func(rel string) string { return filepath.Join(dir, "registry", rel) }
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan map[string]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- service.Run(ctx, registry.Spec(), []string{
+			"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--data-dir=" + t.TempDir(),
+			"--tls-cert=" + p("cert.pem"), "--tls-key=" + p("key.pem"), "--tls-ca=" + p("ca.pem"),
+			"--acl-file=" + p("acl.yaml"), "--token-file=" + p("token"),
+		}, service.WithEnv(config.NoEnv), service.WithLogOutput(io.Discard),
+			service.WithReady(func(a map[string]string) { addrs <- a }))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	var a map[string]string
+	select {
+	case a = <-addrs:
+	case err := <-done:
+		t.Fatalf("registry: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("registry not ready within 20s")
+	}
+	_, grpcPort, _ := net.SplitHostPort(a["grpc"])
+	t.Setenv("SWITCHBOARD_REGISTRY_ADDR", "localhost:"+grpcPort)
+	t.Setenv("SWITCHBOARD_TLS_CA", filepath.Join(host, "ca.pem"))
+	t.Setenv("SWITCHBOARD_TLS_CERT", filepath.Join(host, "client.pem"))
+	t.Setenv("SWITCHBOARD_TLS_KEY", filepath.Join(host, "client-key.pem"))
+	t.Setenv("SWITCHBOARD_TOKEN_FILE", filepath.Join(host, "operator.token"))
+	bg := context.Background()
+
+	if code, out, errOut := cliRun(bg, "register", "web", "web-1", "127.0.0.1:9000"); code != 0 || !strings.Contains(out, "registered web/web-1") {
+		t.Fatalf("operator register: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := cliRun(bg, "services"); code != 0 || !strings.Contains(out, "web") {
+		t.Errorf("operator services: exit %d\n%s%s", code, out, errOut)
+	}
+	viewer := []string{"--token-file", filepath.Join(host, "viewer.token")}
+	if code, out, errOut := cliRun(bg, append([]string{"instances", "web"}, viewer...)...); code != 0 || !strings.Contains(out, "web-1") {
+		t.Errorf("viewer instances: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut := cliRun(bg, append([]string{"register", "web", "web-2", "127.0.0.1:9001"}, viewer...)...)
+	if code != 1 || !strings.Contains(errOut, "registry: permission denied") {
+		t.Errorf("viewer register: exit %d, want 1 and the status in words\n%s%s", code, out, errOut)
+	}
+	// Without a client certificate the handshake fails: unavailable.
+	code, out, errOut = cliRun(bg, "services", "--tls-cert", "", "--tls-key", "", "--timeout", "3s")
+	if code != 1 || !strings.Contains(errOut, "registry:") {
+		t.Errorf("no certificate: exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	// A token and a token file are exclusive: a usage error.
+	if code, _, errOut := cliRun(bg, "services", "--token", "x"); code != 2 || !strings.Contains(errOut, "exclusive") {
+		t.Errorf("--token with SWITCHBOARD_TOKEN_FILE: exit %d: %s", code, errOut)
+	}
 }
