@@ -54,6 +54,13 @@ var defaultAddrs = map[string]string{
 // serviceNames lists the services in the order help shows them.
 var serviceNames = []string{"registry", "balancer", "resolver", "prober", "edge"}
 
+// cliParseOnly, when set (by tests), stops a client command once its
+// command line parsed: newClient returns errParsedOnly.
+var cliParseOnly bool
+
+// errParsedOnly is newClient's answer under cliParseOnly.
+var errParsedOnly = errors.New("parsed only")
+
 // notFoundError is a lookup that found nothing (exit code 3).
 type notFoundError struct{ error }
 
@@ -176,6 +183,9 @@ func newClient(name, synopsis string, fs *flag.FlagSet, args []string, minArgs, 
 		return nil, usageError{fmt.Errorf("usage: switchboard %s", synopsis)}
 	}
 	c.args = pos
+	if cliParseOnly {
+		return nil, errParsedOnly
+	}
 	if err := c.credentials(); err != nil {
 		return nil, usageError{err}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -95,7 +96,7 @@ type cliCase struct {
 	check     func(out string) string // extra check of the table form; returns a complaint
 }
 
-// TestCLI runs every command docs/cli.md documents against `switchboard dev`
+// TestCLI runs every client command README.md and docs/ show against `switchboard dev`
 // in table and JSON form and checks what a user would read: the rows, the
 // words, the exit codes, and that JSON keeps zero values.
 func TestCLI(t *testing.T) {
@@ -379,10 +380,22 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
-	// Every command docs/cli.md shows has run above.
-	for _, cmd := range documentedCommands(t) {
+	// Every command the docs show has run above.
+	keys, lines := documentedCommands(t)
+	for _, cmd := range keys {
 		if !covered[cmd] {
-			t.Errorf("docs/cli.md shows %q, which this test does not run", cmd)
+			t.Errorf("the docs show %q, which this test does not run", cmd)
+		}
+	}
+	// And every documented command line parses: its flags exist, its
+	// arguments are enough.
+	cliParseOnly = true
+	defer func() { cliParseOnly = false }()
+	for _, args := range lines {
+		var out, errOut syncBuffer
+		cmd := lookupCLI(args)
+		if err := cmd.run(ctx, args[1:], &out, &errOut); !errors.Is(err, errParsedOnly) && !(args[0] == "completion" && err == nil) {
+			t.Errorf("documented %q does not parse: %v %s", strings.Join(args, " "), err, errOut.String())
 		}
 	}
 }
@@ -395,36 +408,50 @@ func commandKey(args []string) string {
 	return args[0]
 }
 
-// documentedCommands reads the "$ switchboard ..." examples of docs/cli.md.
-func documentedCommands(t *testing.T) []string {
+// documentedCommands reads the client commands README.md and docs/*.md
+// show (lines that start with "switchboard", "$ switchboard" or
+// "go run ./cmd/switchboard"), as "command" or "command sub".
+func documentedCommands(t *testing.T) (keys []string, lines [][]string) {
 	t.Helper()
-	f, err := os.Open("../../docs/cli.md")
+	files, err := filepath.Glob("../../docs/*.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	re := regexp.MustCompile(`^\$ switchboard (.*)$`)
+	files = append(files, "../../README.md")
+	re := regexp.MustCompile(`^\s*(?:\$ )?(?:go run \./cmd/)?switchboard ([a-z].*)$`)
 	seen := map[string]bool{}
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		m := re.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
+	perFile := map[string]int{}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
 		}
-		args := strings.Fields(m[1])
-		if lookupCLI(args) == nil {
-			continue // dev, tls ...: tested elsewhere
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			m := re.FindStringSubmatch(sc.Text())
+			if m == nil {
+				continue
+			}
+			line, _, _ := strings.Cut(m[1], "#")
+			args := shellWords(line)
+			if len(args) == 0 || lookupCLI(args) == nil {
+				continue // dev, tls ...: tested elsewhere
+			}
+			perFile[filepath.Base(name)]++
+			if !strings.ContainsAny(line, "$<>") { // shell expansions stay unparsed
+				lines = append(lines, args)
+			}
+			if k := commandKey(args); !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
 		}
-		if k := commandKey(args); !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
+		f.Close()
 	}
-	if len(out) < 20 {
-		t.Fatalf("docs/cli.md shows only %d client commands: %v", len(out), out)
+	if len(keys) < 20 || perFile["cli.md"] == 0 || perFile["README.md"] == 0 {
+		t.Fatalf("the docs show only %d client commands (%v): %v", len(keys), perFile, keys)
 	}
-	return out
+	return keys, lines
 }
 
 // bashSyntax checks the completion script with bash -n.
@@ -501,4 +528,34 @@ func TestCLILocked(t *testing.T) {
 	if code, _, errOut := cliRun(bg, "services", "--token", "x"); code != 2 || !strings.Contains(errOut, "exclusive") {
 		t.Errorf("--token with SWITCHBOARD_TOKEN_FILE: exit %d: %s", code, errOut)
 	}
+}
+
+// shellWords splits a command line as sh would for plain words and quotes.
+func shellWords(line string) []string {
+	var out []string
+	var cur strings.Builder
+	in, quote := false, rune(0)
+	for _, r := range line {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '"' || r == '\'':
+			quote, in = r, true
+		case r == ' ' || r == '\t':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
 }
