@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -249,6 +250,28 @@ func (c *client) conn(service string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
+// ready waits, at most --timeout, until the connection to service is up:
+// streams (watch, probe) run as long as they need, but reaching the
+// service is bounded.
+func (c *client) ready(ctx context.Context, service string) error {
+	cc, err := c.conn(service)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	cc.Connect()
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(cctx, s) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s: unavailable: no connection to %s within %s (is it running? see --%s-addr)", service, cc.Target(), c.cfg.timeout, service)
+		}
+	}
+	return nil
+}
+
 // close closes every connection.
 func (c *client) close() {
 	for _, cc := range c.conns {
@@ -284,11 +307,13 @@ func rpcError(service string, err error) error {
 func codeWords(c codes.Code) string {
 	s := c.String()
 	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && r >= 'A' && r <= 'Z' {
+	prev := rune(0)
+	for _, r := range s {
+		if r >= 'A' && r <= 'Z' && prev >= 'a' && prev <= 'z' {
 			b.WriteByte(' ')
 		}
 		b.WriteRune(r)
+		prev = r
 	}
 	return strings.ToLower(b.String())
 }

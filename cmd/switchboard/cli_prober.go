@@ -154,6 +154,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := c.ready(ctx, "prober"); err != nil {
+		return err
+	}
 	stream, err := pr.Run(ctx, &proberv1.RunRequest{Spec: spec})
 	if err != nil {
 		return rpcError("prober", err)

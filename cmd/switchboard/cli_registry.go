@@ -332,6 +332,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(c.args) == 1 {
 		svc = c.args[0]
 	}
+	if err := c.ready(ctx, "registry"); err != nil {
+		return err
+	}
 	stream, err := reg.Watch(ctx, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: !*passing})
 	if err != nil {
 		return rpcError("registry", err)
@@ -405,10 +408,10 @@ func printChanges(w io.Writer, prev map[string]*registryv1.Instance, snap *regis
 	if first && len(lines) == 0 {
 		lines = append(lines, stamp+" (no instances)")
 	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i][11:] < lines[j][11:] })
 	if snap.GetStale() {
 		lines = append(lines, stamp+" ! the registry's backend is unreachable: this is the last known state")
 	}
-	sort.SliceStable(lines, func(i, j int) bool { return lines[i][11:] < lines[j][11:] })
 	for k := range prev {
 		delete(prev, k)
 	}

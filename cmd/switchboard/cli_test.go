@@ -231,6 +231,7 @@ func TestCLI(t *testing.T) {
 		{args: []string{"instances"}, code: 2, table: []string{"usage: switchboard instances SERVICE"}},
 		{args: []string{"services", "-o", "xml"}, code: 2, noJSON: true, table: []string{`--output "xml"`}},
 		{args: []string{"services", "--registry-addr", closed, "--timeout", "3s"}, code: 1, table: []string{"registry: unavailable"}},
+		{args: []string{"watch", "--registry-addr", closed, "--timeout", "1s"}, code: 1, table: []string{"registry: unavailable", "within 1s"}},
 	}
 	covered := map[string]bool{}
 	for _, c := range cases {
