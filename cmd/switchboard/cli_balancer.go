@@ -217,6 +217,10 @@ func (f *durationFlag) pb() *durationpb.Duration { return f.d }
 // the service's policy ignores weights. It returns "" when weights count or
 // the policy could not be read (then it says so instead).
 func weightWarning(ctx context.Context, c *client, service string) string {
+	if strings.HasPrefix(service, "static:") {
+		// Static services take their policy from the edge's config file.
+		return "note: " + service + " takes its policy from the edge's config file: the weight counts unless that policy is round_robin"
+	}
 	bal, err := c.balancer()
 	if err != nil {
 		return "note: could not read the policy of " + service + " to check that it honours weights: " + err.Error()
