@@ -101,7 +101,11 @@ func cliUsage() string {
 		fmt.Fprintf(&b, "\n%s:\n", g)
 		for _, c := range cliCommands {
 			if c.group == g {
-				fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.summary)
+				name := c.name
+				if len(c.subs) == 1 {
+					name += " " + c.subs[0] // "health set": plain "health" is the URL check
+				}
+				fmt.Fprintf(&b, "  %-11s %s\n", name, c.summary)
 			}
 		}
 	}
