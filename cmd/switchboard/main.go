@@ -10,6 +10,8 @@
 //	switchboard tls ca create | cert create --name NAME
 //	                                     make a CA and the certificates it signs
 //	switchboard version                  print the version, commit and Go release
+//	switchboard services | instances SVC | pick SVC | probe ping HOST | ...
+//	                                     day-two client commands (docs/cli.md)
 package main
 
 import (
@@ -29,7 +31,7 @@ var version = "dev"
 
 const usage = `usage: switchboard <command> [flags]
 
-commands:
+run the stack:
   dev       run registry, balancer, resolver, prober and edge in one process,
             on the embedded store, with a demo app behind the edge
   connect   forward local TCP connections to a service through an edge's
@@ -39,8 +41,15 @@ commands:
   tls       make a CA and the certificates it signs for mutual TLS
   bootstrap write the compose stack's certificates, tokens and ACLs (idempotent)
   version   print the version (commit and Go release when stamped)
+`
 
-Run 'switchboard <command> -h' for a command's flags.
+// usageTail ends the help, after the client commands (cli.go).
+const usageTail = `
+The client commands reach each service at --registry-addr, --balancer-addr,
+--resolver-addr, --prober-addr and --edge-addr (default: switchboard dev's
+ports; env SWITCHBOARD_REGISTRY_ADDR ...), print tables (-o json|yaml for
+machines) and exit 0 ok, 1 failure, 2 usage error, 3 not found.
+Run 'switchboard <command> -h' for a command's flags (docs/cli.md).
 `
 
 func main() {
@@ -52,8 +61,11 @@ func main() {
 // run dispatches a command and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage+cliUsage()+usageTail)
 		return 2
+	}
+	if lookupCLI(args) != nil {
+		return runCLI(ctx, args, stdout, stderr)
 	}
 	var err error
 	switch args[0] {
@@ -73,9 +85,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		info, ok := debug.ReadBuildInfo()
 		fmt.Fprintln(stdout, "switchboard", versionString(info, ok))
 	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage+cliUsage()+usageTail)
 	default:
-		fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s%s%s", args[0], usage, cliUsage(), usageTail)
 		return 2
 	}
 	switch {
