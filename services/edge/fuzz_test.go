@@ -88,7 +88,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"tcp:\n  - {listen: x, service: a}\n", "tcp[0].listen"},
 		{"udp:\n  - {listen: \":1\", service: a, max_flows: -1}\n", "udp[0].max_flows"},
 		{"tcp:\n  - {listen: \":1\", service: a, socket_buffer: -1}\n", "tcp[0].socket_buffer"},
-		{"bogus: 1\n", "field bogus not found"},
+		{"bogus: 1\n", "bogus: unknown field"},
 		{"services:\n  a:b: [\"1.2.3.4:5\"]\n", "services.a:b"},
 		{"tcp:\n  - {listen: \":1\", service: a, idle_timeout: soon}\n", "duration \"soon\""},
 	}
