@@ -6,8 +6,10 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -198,17 +200,18 @@ func fieldErr(field, format string, args ...any) *ConfigError {
 func (c *FileConfig) Validate() error {
 	for _, name := range sortedKeys(c.Services) {
 		addrs := c.Services[name]
-		f := fmt.Sprintf("services.%s", name)
-		if name == "" || strings.ContainsAny(name, " :/") {
+		f := "services." + name
+		if strings.ContainsFunc(name, unicode.IsControl) {
+			f = "services." + strconv.Quote(name)
+		}
+		if name == "" || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == ':' || r == '/' }) {
 			return fieldErr(f, "a service name has no spaces, colons or slashes")
 		}
 		if len(addrs) == 0 {
 			return fieldErr(f, "needs at least one address")
 		}
-		for j, a := range addrs {
-			if _, _, err := net.SplitHostPort(a); err != nil {
-				return fieldErr(fmt.Sprintf("%s[%d]", f, j), "%s", addrErr(err))
-			}
+		if err := checkAddrs(f, addrs); err != nil {
+			return err
 		}
 	}
 	routeNames := map[string]bool{}
@@ -301,10 +304,20 @@ func checkTargets(f, service string, addrs []string) error {
 	if strings.HasPrefix(service, "static:") {
 		return fieldErr(f+".service", "the static: prefix is reserved")
 	}
+	return checkAddrs(f+".addresses", addrs)
+}
+
+// checkAddrs checks a list of host:port addresses, each listed once.
+func checkAddrs(f string, addrs []string) error {
+	seen := make(map[string]int, len(addrs))
 	for j, a := range addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
-			return fieldErr(fmt.Sprintf("%s.addresses[%d]", f, j), "%s", addrErr(err))
+			return fieldErr(fmt.Sprintf("%s[%d]", f, j), "%s", addrErr(err))
 		}
+		if k, dup := seen[a]; dup {
+			return fieldErr(fmt.Sprintf("%s[%d]", f, j), "%q is listed twice (also %s[%d])", a, f, k)
+		}
+		seen[a] = j
 	}
 	return nil
 }

@@ -27,11 +27,44 @@ import (
 
 var durationType = reflect.TypeFor[Duration]()
 
+// maxAliasedNodes bounds the nodes checkNode visits through aliases: a
+// few aliases of aliases would otherwise make a small file a huge one.
+const maxAliasedNodes = 100_000
+
 // checkNode checks that n fits type t, the Go type it will decode into,
 // and returns the first mismatch at field.
 func checkNode(n *yaml.Node, t reflect.Type, field string) *ConfigError {
+	c := &nodeChecker{left: maxAliasedNodes}
+	return c.node(n, t, field)
+}
+
+type nodeChecker struct {
+	left    int // nodes still allowed through aliases
+	aliased int // > 0 while inside an alias's expansion
+}
+
+// deref follows an alias; the caller calls c.aliased-- when done with
+// what it returns, if it was an alias.
+func (c *nodeChecker) deref(n *yaml.Node) (*yaml.Node, bool) {
+	if n.Kind != yaml.AliasNode || n.Alias == nil {
+		return n, false
+	}
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
+	}
+	c.aliased++
+	return n, true
+}
+
+func (c *nodeChecker) node(n *yaml.Node, t reflect.Type, field string) *ConfigError {
+	n, alias := c.deref(n)
+	if alias {
+		defer func() { c.aliased-- }()
+	}
+	if c.aliased > 0 {
+		if c.left--; c.left < 0 {
+			return nodeErr(n, field, "too many nodes once aliases are expanded (at most %d)", maxAliasedNodes)
+		}
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return nil // the zero value
@@ -53,7 +86,7 @@ func checkNode(n *yaml.Node, t reflect.Type, field string) *ConfigError {
 		if n.Kind != yaml.MappingNode {
 			return wantErr(n, field, "a mapping with "+strings.Join(fieldNames(t), ", "))
 		}
-		return checkMapping(n, field, func(k *yaml.Node, f string) (reflect.Type, *ConfigError) {
+		return c.mapping(n, field, func(k *yaml.Node, f string) (reflect.Type, *ConfigError) {
 			ft, ok := fieldType(t, k.Value)
 			if !ok {
 				return nil, nodeErr(k, f, "unknown field (want one of %s)", strings.Join(fieldNames(t), ", "))
@@ -64,13 +97,13 @@ func checkNode(n *yaml.Node, t reflect.Type, field string) *ConfigError {
 		if n.Kind != yaml.MappingNode {
 			return wantErr(n, field, "a mapping")
 		}
-		return checkMapping(n, field, func(*yaml.Node, string) (reflect.Type, *ConfigError) { return t.Elem(), nil })
+		return c.mapping(n, field, func(*yaml.Node, string) (reflect.Type, *ConfigError) { return t.Elem(), nil })
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			return wantErr(n, field, "a list")
 		}
 		for i, item := range n.Content {
-			if err := checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", field, i)); err != nil {
+			if err := c.node(item, t.Elem(), fmt.Sprintf("%s[%d]", field, i)); err != nil {
 				return err
 			}
 		}
@@ -97,9 +130,9 @@ func checkNode(n *yaml.Node, t reflect.Type, field string) *ConfigError {
 	return nodeErr(n, field, "cannot be checked") // a FileConfig field of a kind not handled above
 }
 
-// checkMapping checks a mapping's keys (names, each once; YAML's "<<"
+// mapping checks a mapping's keys (names, each once; YAML's "<<"
 // merges allowed) and their values, each against the type elem gives.
-func checkMapping(n *yaml.Node, field string, elem func(k *yaml.Node, f string) (reflect.Type, *ConfigError)) *ConfigError {
+func (c *nodeChecker) mapping(n *yaml.Node, field string, elem func(k *yaml.Node, f string) (reflect.Type, *ConfigError)) *ConfigError {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -109,13 +142,7 @@ func checkMapping(n *yaml.Node, field string, elem func(k *yaml.Node, f string) 
 				merged = v.Content
 			}
 			for _, m := range merged {
-				if m.Kind == yaml.AliasNode && m.Alias != nil {
-					m = m.Alias
-				}
-				if m.Kind != yaml.MappingNode {
-					return wantErr(m, field+".<<", "a mapping to merge")
-				}
-				if err := checkMapping(m, field, elem); err != nil {
+				if err := c.merge(m, field, elem); err != nil {
 					return err
 				}
 			}
@@ -137,11 +164,23 @@ func checkMapping(n *yaml.Node, field string, elem func(k *yaml.Node, f string) 
 		if err != nil {
 			return err
 		}
-		if err := checkNode(v, t, f); err != nil {
+		if err := c.node(v, t, f); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// merge checks a mapping merged in with "<<".
+func (c *nodeChecker) merge(m *yaml.Node, field string, elem func(k *yaml.Node, f string) (reflect.Type, *ConfigError)) *ConfigError {
+	m, alias := c.deref(m)
+	if alias {
+		defer func() { c.aliased-- }()
+	}
+	if m.Kind != yaml.MappingNode {
+		return wantErr(m, field+".<<", "a mapping to merge")
+	}
+	return c.mapping(m, field, elem)
 }
 
 func joinField(parent, name string) string {

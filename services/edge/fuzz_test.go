@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -75,8 +76,14 @@ func FuzzCopyChunked(f *testing.F) {
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("routes:\n  - {host: a, path_prefix: /x, addresses: [\"127.0.0.1:1\"]}\n"))
 	f.Add([]byte(`{"tcp": [{"listen": "127.0.0.1:0", "service": "db", "idle_timeout": "1s"}]}`))
+	f.Add([]byte("routes:\n  - name: a\n    host: b\n   path_prefix: /x\n"))
+	f.Add([]byte("routes:\n  - &b {name: a, service: web}\n  - <<: *b\n    name: c\n    policy: leastconn\n"))
+	f.Add([]byte("services:\n  web: [\"1.2.3.4:5\", \"1.2.3.4:5\"]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ParseConfig(b)
+		// An error is one log line, whatever the file holds.
+		if _, err := ParseConfig(b); err != nil && strings.ContainsAny(err.Error(), "\r\n") {
+			t.Fatalf("error spans lines: %q", err)
+		}
 	})
 }
 
