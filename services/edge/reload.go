@@ -340,9 +340,24 @@ func (e *Edge) applyFile(f *FileConfig) {
 	e.mu.Lock()
 	prev := e.file
 	e.mu.Unlock()
+	var had map[string]staticService
+	if prev != nil {
+		had = staticServices(prev)
+	}
 	next := staticServices(f)
 	for _, name := range sortedKeys(next) {
 		s := next[name]
+		old, ok := had[name]
+		if ok && old.policy == s.policy && slices.Equal(old.addrs, s.addrs) {
+			continue
+		}
+		if !ok && !strings.HasPrefix(name, "static:") {
+			// A balancer service the file now defines: a fresh service
+			// of that name, since requests read an upService's static
+			// flag without a lock (the old one serves its requests in
+			// flight until the new route table is in).
+			e.ups.releaseStatic(name)
+		}
 		if err := e.ups.setStatic(name, s.policy, s.addrs); err != nil {
 			e.log.Error("static service not applied", "service", name, "err", err)
 		}
@@ -352,7 +367,7 @@ func (e *Edge) applyFile(f *FileConfig) {
 	// Until the swap, the old routes still reach the released services'
 	// endpoints (their sets stay; only their pools close).
 	if prev != nil {
-		for name := range staticServices(prev) {
+		for name := range had {
 			if _, ok := next[name]; !ok {
 				e.ups.releaseStatic(name)
 				if e.watch != nil && !strings.HasPrefix(name, "static:") {

@@ -151,7 +151,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	stop := make(chan struct{})
 	load := startReloadLoad(base+"/app", 4, stop, "a", "b")
-	eventually(t, 5*time.Second, "load running", func() bool { return load.ok.Load() > 50 })
+	eventually(t, 10*time.Second, "load running", func() bool { return load.ok.Load() > 50 })
 
 	// 1. Move /app to b and add /new on c, by rename.
 	v2 := fmt.Sprintf("routes:\n  - name: app\n    path_prefix: /app\n    addresses: [%q]\n  - name: new\n    path_prefix: /new\n    addresses: [%q]\n", addr(b.URL), addr(c.URL))
@@ -169,10 +169,10 @@ func TestReloadUnderLoad(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("the new route answered %v after the write", took.Round(time.Millisecond))
-	if took > time.Second {
-		t.Errorf("the new route answered %v after the write, want within 1s", took)
+	if took > reloadBound {
+		t.Errorf("the new route answered %v after the write, want within %v", took, reloadBound)
 	}
-	eventually(t, 5*time.Second, "/app on b", func() bool { _, got := body(hc, base+"/app"); return got == "b" })
+	eventually(t, 10*time.Second, "/app on b", func() bool { _, got := body(hc, base+"/app"); return got == "b" })
 	if got := runtimeCmd(t, sock, "show config"); !strings.Contains(got, "version        2\n") || !strings.Contains(got, sum(v2)) || !strings.Contains(got, "(file)") {
 		t.Fatalf("show config after the reload:\n%s", got)
 	}
@@ -184,7 +184,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// counted, and the routes of version 2 keep serving.
 	broken := strings.Replace(v2, "  - name: new\n", "  - name: new\n    policy: leastconn\n", 1)
 	writeConfig(t, path, broken, false)
-	eventually(t, 5*time.Second, "the broken file refused", func() bool {
+	eventually(t, 10*time.Second, "the broken file refused", func() bool {
 		_, failed := reloadCounts(metricsText(t, inst))
 		return failed == "1"
 	})
@@ -209,7 +209,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// 3. Fixed again, in place, with /new gone: version 3, /new is 404.
 	v3 := fmt.Sprintf("routes:\n  - name: app\n    path_prefix: /app\n    addresses: [%q, %q]\n", addr(a.URL), addr(b.URL))
 	writeConfig(t, path, v3, false)
-	eventually(t, 5*time.Second, "/new removed", func() bool { code, _ := body(hc, base+"/new"); return code == 404 })
+	eventually(t, 10*time.Second, "/new removed", func() bool { code, _ := body(hc, base+"/new"); return code == 404 })
 
 	close(stop)
 	load.wg.Wait()

@@ -140,7 +140,9 @@ func (u *upstreams) update(name string, cfg balance.Config, eps []balance.Endpoi
 	s := u.serviceLocked(name)
 	if static {
 		u.fixed[name] = true
-		s.static = true
+		if !s.static { // read unlocked by requests: written only while unshared (reload.go)
+			s.static = true
+		}
 	}
 	if cfg != s.cfg {
 		set, err := balance.New(cfg)
