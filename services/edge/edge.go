@@ -161,7 +161,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		return &service.FlagError{Err: fmt.Errorf("--https-cert and --https-key: %d certificates but %d keys", len(cfg.HTTPSCerts), len(cfg.HTTPSKeys))}
 	}
 	e := &Edge{cfg: cfg, log: rt.Log}
-	loaded, err := e.readFiles()
+	loaded, err := e.readFiles(nil)
 	if err != nil {
 		return err
 	}

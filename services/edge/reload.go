@@ -105,41 +105,57 @@ func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 	return m
 }
 
+// errFilesMoved says the files changed again between the watcher's look
+// and the reload's read: the watcher's next look reloads them.
+var errFilesMoved = errors.New("the files changed while being read")
+
 // readFiles reads and checks the config file and the HTTPS certificates,
-// without applying anything.
-func (e *Edge) readFiles() (*loadedFiles, error) {
+// without applying anything. With want set (the watcher's settled
+// fingerprint), files that no longer match it give errFilesMoved before
+// anything is parsed: a file caught in the middle of an in-place write is
+// neither applied nor counted as an error.
+func (e *Edge) readFiles(want *[sha256.Size]byte) (*loadedFiles, error) {
 	l := &loadedFiles{file: &FileConfig{}}
 	h := sha256.New()
+	var conf []byte
 	if p := e.cfg.ConfigFile; p != "" {
-		b, err := os.ReadFile(p)
-		if err != nil {
+		var err error
+		if conf, err = os.ReadFile(p); err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if l.file, err = parseConfig(p, b); err != nil {
-			return nil, err
-		}
-		s := sha256.Sum256(b)
+		s := sha256.Sum256(conf)
 		l.sum = hex.EncodeToString(s[:])
 		h.Write(s[:])
 	}
+	pems := make([][2][]byte, len(e.cfg.HTTPSCerts))
 	for i := range e.cfg.HTTPSCerts {
-		certPEM, err := os.ReadFile(e.cfg.HTTPSCerts[i])
-		if err == nil {
-			var keyPEM []byte
-			if keyPEM, err = os.ReadFile(e.cfg.HTTPSKeys[i]); err == nil {
-				var kp tls.Certificate
-				if kp, err = tls.X509KeyPair(certPEM, keyPEM); err == nil {
-					l.certs = append(l.certs, kp)
-					h.Write(certPEM)
-					h.Write(keyPEM)
-				}
-			}
+		var err error
+		if pems[i][0], err = os.ReadFile(e.cfg.HTTPSCerts[i]); err == nil {
+			pems[i][1], err = os.ReadFile(e.cfg.HTTPSKeys[i])
 		}
 		if err != nil {
 			return nil, fmt.Errorf("--https-cert %s / --https-key %s: %w", e.cfg.HTTPSCerts[i], e.cfg.HTTPSKeys[i], err)
 		}
+		h.Write(pems[i][0])
+		h.Write(pems[i][1])
 	}
 	h.Sum(l.print[:0])
+	if want != nil && l.print != *want {
+		return nil, errFilesMoved
+	}
+	if p := e.cfg.ConfigFile; p != "" {
+		var err error
+		if l.file, err = parseConfig(p, conf); err != nil {
+			return nil, err
+		}
+	}
+	for i, pair := range pems {
+		kp, err := tls.X509KeyPair(pair[0], pair[1])
+		if err != nil {
+			return nil, fmt.Errorf("--https-cert %s / --https-key %s: %w", e.cfg.HTTPSCerts[i], e.cfg.HTTPSKeys[i], err)
+		}
+		l.certs = append(l.certs, kp)
+	}
 	return l, nil
 }
 
@@ -194,12 +210,19 @@ func (e *Edge) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 
 // reload reads the files again and applies what can change live. On any
 // error nothing changes. trigger names the cause (sighup, file, runtime).
-func (e *Edge) reload(trigger string) (*configState, error) {
+func (e *Edge) reload(trigger string) (*configState, error) { return e.reloadIf(trigger, nil) }
+
+// reloadIf is reload, when the files on disk still have the fingerprint
+// want (nil: whatever they hold).
+func (e *Edge) reloadIf(trigger string, want *[sha256.Size]byte) (*configState, error) {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	cur := e.live.Load()
 	next := *cur
-	l, err := e.readFiles()
+	l, err := e.readFiles(want)
+	if errors.Is(err, errFilesMoved) {
+		return nil, err
+	}
 	if err != nil {
 		next.lastErr, next.lastErrAt = err.Error(), time.Now()
 		next.failed++
@@ -481,7 +504,7 @@ func (e *Edge) watchFiles(ctx context.Context) error {
 		}
 		seen = now
 		if now != *e.loadedPrint.Load() {
-			e.reload("file")
+			e.reloadIf("file", &now)
 		}
 	}
 }
