@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,12 @@ type watcher struct {
 	// or link-local addresses (--allow-loopback, allow_loopback).
 	allowLocal func(service string) bool
 	refused    map[string]bool // endpoints already logged as refused
+
+	// applyMu serialises apply (the stream's and replay's, reload.go);
+	// last is each service's last set, replayed when the config file
+	// stops defining a service of that name.
+	applyMu sync.Mutex
+	last    map[string]*balancerv1.WatchEndpointsResponse
 
 	// An outage, seen from Follow's goroutine: since when, and the
 	// dropped-reports count then.
@@ -63,7 +70,14 @@ func (w *watcher) update(resp *balancerv1.WatchEndpointsResponse) {
 			"reports_dropped", w.ups.met.reportsDropped.Load()-w.droppedThen)
 		w.lostAt = time.Time{}
 	}
-	if err := w.apply(resp); err != nil {
+	w.applyMu.Lock()
+	if w.last == nil {
+		w.last = map[string]*balancerv1.WatchEndpointsResponse{}
+	}
+	w.last[resp.GetService()] = resp
+	err := w.apply(resp)
+	w.applyMu.Unlock()
+	if err != nil {
 		w.log.Warn("endpoint set rejected", "service", resp.GetService(), "err", err)
 		return
 	}

@@ -1,16 +1,19 @@
 package edge
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/switchboard-net/switchboard/pkg/balance"
 )
 
 // FileConfig is the static configuration file (YAML or JSON): HTTP routes,
@@ -115,47 +118,103 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // LoadConfig reads and validates a configuration file. YAML is a superset
 // of JSON, so both parse with the YAML decoder; unknown keys are errors.
+// Errors are *ConfigError, naming the file, the line and the field.
 func LoadConfig(path string) (*FileConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := ParseConfig(b)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return c, nil
+	return parseConfig(path, b)
 }
 
-// ParseConfig parses and validates configuration text.
-func ParseConfig(b []byte) (*FileConfig, error) {
+// ParseConfig parses and validates configuration text. Errors are
+// *ConfigError with the line and the field (and no file).
+func ParseConfig(b []byte) (*FileConfig, error) { return parseConfig("", b) }
+
+func parseConfig(file string, b []byte) (*FileConfig, error) {
 	var c FileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, syntaxError(file, b, err)
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		doc = doc.Content[0]
+	}
+	if root.Kind != 0 {
+		if err := checkNode(doc, reflect.TypeFor[FileConfig](), ""); err != nil {
+			err.File = file
+			return nil, err
+		}
+		if err := doc.Decode(&c); err != nil {
+			// checkNode accepts only what decodes; this is a backstop.
+			return nil, &ConfigError{File: file, Line: doc.Line, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		}
 	}
 	if err := c.Validate(); err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			ce.File = file
+			if ce.Line == 0 && root.Kind != 0 {
+				ce.Line = locate(doc, ce.Field)
+			}
+		}
 		return nil, err
 	}
 	return &c, nil
 }
 
+// ConfigError is a mistake in the configuration file, in the operator's
+// terms: "edge.yaml:12: routes[2].policy: unknown policy ...".
+type ConfigError struct {
+	File  string // as given to --config; empty for text without a file
+	Line  int    // 1-based; 0 when not known
+	Field string // the field's path, as routes[2].policy; empty for syntax errors
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		b.WriteString(e.File + ": ")
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// fieldErr is a Validate error about one field; parseConfig adds where
+// the field is written.
+func fieldErr(field, format string, args ...any) *ConfigError {
+	return &ConfigError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
 // Validate checks every field and names the first bad one.
 func (c *FileConfig) Validate() error {
-	for name, addrs := range c.Services {
-		f := fmt.Sprintf("services.%s", name)
-		if name == "" || strings.ContainsAny(name, " :/") {
-			return fmt.Errorf("%s: a service name has no spaces, colons or slashes", f)
+	for _, name := range sortedKeys(c.Services) {
+		addrs := c.Services[name]
+		f := "services." + name
+		if strings.ContainsFunc(name, unicode.IsControl) {
+			f = "services." + strconv.Quote(name)
+		}
+		if name == "" || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == ':' || r == '/' }) {
+			return fieldErr(f, "a service name has no spaces, colons or slashes")
 		}
 		if len(addrs) == 0 {
-			return fmt.Errorf("%s: needs at least one address", f)
+			return fieldErr(f, "needs at least one address")
 		}
-		if err := checkTargets(f, "", addrs); err != nil {
+		if err := checkAddrs(f, addrs); err != nil {
 			return err
 		}
 	}
-	names := map[string]bool{}
+	routeNames := map[string]bool{}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		f := fmt.Sprintf("routes[%d]", i)
@@ -163,7 +222,7 @@ func (c *FileConfig) Validate() error {
 			r.PathPrefix = "/"
 		}
 		if !strings.HasPrefix(r.PathPrefix, "/") {
-			return fmt.Errorf("%s.path_prefix: must start with /, got %q", f, r.PathPrefix)
+			return fieldErr(f+".path_prefix", "must start with /, got %q", r.PathPrefix)
 		}
 		if r.Host == "*" {
 			r.Host = ""
@@ -172,62 +231,93 @@ func (c *FileConfig) Validate() error {
 		if err := checkTargets(f, r.Service, r.Addresses); err != nil {
 			return err
 		}
+		if r.Policy != "" {
+			if _, ok := balance.Lookup(r.Policy); !ok {
+				return fieldErr(f+".policy", "unknown policy %q (want one of %s)", r.Policy, strings.Join(balance.Names(), ", "))
+			}
+			if r.Service != "" {
+				return fieldErr(f+".policy", "applies to addresses only; the policy of service %q is set in the balancer", r.Service)
+			}
+		}
 		if r.TryTimeout != nil && *r.TryTimeout < 0 {
-			return fmt.Errorf("%s.try_timeout: must not be negative, got %v", f, time.Duration(*r.TryTimeout))
+			return fieldErr(f+".try_timeout", "must not be negative, got %v", time.Duration(*r.TryTimeout))
 		}
 		if r.Name == "" {
 			r.Name = r.Host + r.PathPrefix
 		}
-		if names[r.Name] {
-			return fmt.Errorf("%s.name: duplicate %q", f, r.Name)
+		if routeNames[r.Name] {
+			return fieldErr(f+".name", "duplicate %q", r.Name)
 		}
-		names[r.Name] = true
+		routeNames[r.Name] = true
 	}
 	for i := range c.TCP {
 		t := &c.TCP[i]
 		f := fmt.Sprintf("tcp[%d]", i)
 		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
-			return fmt.Errorf("%s.listen: %w", f, err)
+			return fieldErr(f+".listen", "%s", addrErr(err))
 		}
 		if err := checkTargets(f, t.Service, t.Addresses); err != nil {
 			return err
 		}
 		if t.SocketBuffer < 0 {
-			return fmt.Errorf("%s.socket_buffer: must not be negative", f)
+			return fieldErr(f+".socket_buffer", "must not be negative")
 		}
 	}
 	for i := range c.UDP {
 		u := &c.UDP[i]
 		f := fmt.Sprintf("udp[%d]", i)
 		if _, _, err := net.SplitHostPort(u.Listen); err != nil {
-			return fmt.Errorf("%s.listen: %w", f, err)
+			return fieldErr(f+".listen", "%s", addrErr(err))
 		}
 		if err := checkTargets(f, u.Service, u.Addresses); err != nil {
 			return err
 		}
 		if u.MaxFlows < 0 {
-			return fmt.Errorf("%s.max_flows: must not be negative", f)
+			return fieldErr(f+".max_flows", "must not be negative")
 		}
 	}
 	for i, name := range c.AllowLoopback {
 		if name == "" || strings.ContainsAny(name, " \t") {
-			return fmt.Errorf("allow_loopback[%d]: a service name, without spaces, got %q", i, name)
+			return fieldErr(fmt.Sprintf("allow_loopback[%d]", i), "a service name, without spaces, got %q", name)
 		}
 	}
 	return nil
 }
 
+// addrErr words a host:port parse error for the file: net's errors say
+// "address x: missing port in address".
+func addrErr(err error) string {
+	var ae *net.AddrError
+	if errors.As(err, &ae) {
+		if ae.Addr == "" {
+			return "want host:port, got nothing"
+		}
+		return fmt.Sprintf("want host:port, got %q (%s)", ae.Addr, ae.Err)
+	}
+	return err.Error()
+}
+
 func checkTargets(f, service string, addrs []string) error {
 	if (service == "") == (len(addrs) == 0) {
-		return fmt.Errorf("%s: exactly one of service and addresses must be set", f)
+		return fieldErr(f, "exactly one of service and addresses must be set")
 	}
 	if strings.HasPrefix(service, "static:") {
-		return fmt.Errorf("%s.service: the static: prefix is reserved", f)
+		return fieldErr(f+".service", "the static: prefix is reserved")
 	}
+	return checkAddrs(f+".addresses", addrs)
+}
+
+// checkAddrs checks a list of host:port addresses, each listed once.
+func checkAddrs(f string, addrs []string) error {
+	seen := make(map[string]int, len(addrs))
 	for j, a := range addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
-			return fmt.Errorf("%s.addresses[%d]: %w", f, j, err)
+			return fieldErr(fmt.Sprintf("%s[%d]", f, j), "%s", addrErr(err))
 		}
+		if k, dup := seen[a]; dup {
+			return fieldErr(fmt.Sprintf("%s[%d]", f, j), "%q is listed twice (also %s[%d])", a, f, k)
+		}
+		seen[a] = j
 	}
 	return nil
 }

@@ -8,15 +8,18 @@ package edge
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-net/switchboard/pkg/netx"
@@ -35,6 +38,7 @@ type Config struct {
 	WireTLS       bool
 	AllowLoopback bool
 	ConfigFile    string
+	ConfigPoll    time.Duration
 	BalancerAddr  string
 	RegistryAddr  string
 	ProberAddr    string
@@ -79,7 +83,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.WireWSPath, "wire-ws-path", "", "wire protocol over WebSocket: the path on the HTTP listeners where an Upgrade request becomes a wire session (for example /wire; empty disables). Served on --https-addr, and on --http-addr when it is loopback or with --insecure")
 	fs.StringVar(&c.WireCompression, "wire-compression", "", "DATA compression the wire listeners accept, in preference order: zstd, s2 or both comma-separated (empty: none); a client asks for it in HELLO")
 	fs.BoolVar(&c.AllowLoopback, "allow-loopback", false, "let endpoints from the registry on loopback and link-local addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, unspecified) get traffic, on every protocol")
-	fs.StringVar(&c.ConfigFile, "config", "", "static routes and TCP/UDP listeners (YAML or JSON file)")
+	fs.StringVar(&c.ConfigFile, "config", "", "static routes and TCP/UDP listeners (YAML or JSON file); reloaded on SIGHUP, the runtime API's reload, and when it changes on disk")
+	fs.DurationVar(&c.ConfigPoll, "config-poll", 500*time.Millisecond, "how often --config and the --https-cert/--https-key files are checked for changes, which reload them (0: only SIGHUP and the runtime API's reload)")
 	fs.StringVar(&c.BalancerAddr, "balancer-addr", "localhost:7200", "balancer gRPC address (empty: static routes only)")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "localhost:7100", "registry gRPC address, for the dashboard's services and health (empty: none)")
 	fs.StringVar(&c.ProberAddr, "prober-addr", "localhost:7400", "prober gRPC address, for the dashboard's probe RTTs (empty: none)")
@@ -144,8 +149,16 @@ type Edge struct {
 	wire   *wireServer
 	watch  *watcher
 	synced chan struct{} // closed at the balancer's first endpoint set
-	mu     sync.Mutex    // serialises route rebuilds
+	mu     sync.Mutex    // serialises route rebuilds; guards file and static
 	static []*route
+	log    *slog.Logger
+
+	// Reloads (reload.go).
+	reloadMu    sync.Mutex // one reload at a time
+	live        atomic.Pointer[configState]
+	loadedPrint atomic.Pointer[[sha256.Size]byte]
+	certs       atomic.Pointer[[]tls.Certificate] // the HTTPS listener's
+	rmet        *reloadMetrics
 }
 
 var errNotFound = errors.New("not found")
@@ -154,13 +167,12 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	if len(cfg.HTTPSCerts) != len(cfg.HTTPSKeys) {
 		return &service.FlagError{Err: fmt.Errorf("--https-cert and --https-key: %d certificates but %d keys", len(cfg.HTTPSCerts), len(cfg.HTTPSKeys))}
 	}
-	file := &FileConfig{}
-	if cfg.ConfigFile != "" {
-		var err error
-		if file, err = LoadConfig(cfg.ConfigFile); err != nil {
-			return err
-		}
+	e := &Edge{cfg: cfg, log: rt.Log}
+	loaded, err := e.readFiles(nil)
+	if err != nil {
+		return err
 	}
+	file := loaded.file
 	if cfg.Pprof {
 		rt.Admin.HandleFunc("/debug/pprof/", pprof.Index)
 		rt.Admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -170,7 +182,7 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	met := newMetrics(rt.Metrics)
 	dialer := &netx.Dialer{Timeout: cfg.HTTP.ConnectTimeout}
 	ups := newUpstreams(dialer, 256, 30*time.Second, met)
-	e := &Edge{cfg: cfg, file: file, ups: ups, met: met}
+	e.ups, e.met, e.rmet = ups, met, newReloadMetrics(rt.Metrics)
 
 	var rep *reporter
 	if cfg.BalancerAddr != "" {
@@ -233,10 +245,10 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	}
 	p.fallback = newFallback(p)
 
-	if err := e.loadStatic(); err != nil {
-		return err
-	}
-	e.rebuildRoutes()
+	e.applyFile(file)
+	e.loadedPrint.Store(&loaded.print)
+	e.publish(nil, &configState{version: 1, sum: loaded.sum, trigger: "start", loadedAt: time.Now(), ok: 0})
+	e.rmet.success.Set(1)
 	if e.watch != nil {
 		rt.Go("balancer-watch", e.watch.run)
 		rt.Go("balancer-reports", rep.run)
@@ -265,11 +277,12 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		p.listen(rt, "http", ln, nil)
 	}
 	var tlsConf *tls.Config
-	if len(cfg.HTTPSCerts) > 0 {
-		var err error
-		if tlsConf, err = loadTLS(cfg.HTTPSCerts, cfg.HTTPSKeys); err != nil {
-			return err
-		}
+	if len(loaded.certs) > 0 {
+		// Certificates come from the live set at each handshake, so a
+		// reload swaps them (reload.go); with several, the client's SNI
+		// name picks one, and the first is the fallback.
+		e.certs.Store(&loaded.certs)
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: e.getCertificate}
 	}
 	if cfg.HTTPSAddr != "" {
 		if tlsConf == nil {
@@ -319,6 +332,9 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	if err := e.startRestarts(rt); err != nil {
 		return err
 	}
+	if err := e.startReloads(rt); err != nil {
+		return err
+	}
 	rt.OnShutdown(func(ctx context.Context) error {
 		for _, c := range closers {
 			c.Close()
@@ -342,32 +358,6 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 		ups.closeAll()
 		return errors.Join(errs...)
 	})
-	return nil
-}
-
-// loadStatic registers the config file's routes and static services.
-func (e *Edge) loadStatic() error {
-	for name, addrs := range e.file.Services {
-		if err := e.ups.setStatic(name, "", addrs); err != nil {
-			return fmt.Errorf("config service %s: %w", name, err)
-		}
-	}
-	for _, r := range e.file.Routes {
-		svc := r.Service
-		if len(r.Addresses) > 0 {
-			svc = "static:" + r.Name
-			if err := e.ups.setStatic(svc, r.Policy, r.Addresses); err != nil {
-				return fmt.Errorf("config route %s: %w", r.Name, err)
-			}
-		}
-		rt := &route{name: r.Name, host: r.Host, prefix: r.PathPrefix, strip: r.StripPrefix,
-			service: svc, source: "config", svc: e.ups.service(svc), try: routeTryOf(&r)}
-		for k, v := range r.Headers {
-			rt.headers = append(rt.headers, [2]string{strings.ToLower(k), v})
-		}
-		e.met.routeSeries(rt)
-		e.static = append(e.static, rt)
-	}
 	return nil
 }
 
@@ -414,19 +404,4 @@ func (u *upstreams) tagRoutes() []tagRoute {
 		}
 	}
 	return out
-}
-
-// loadTLS loads the HTTPS listener's certificate pairs.
-func loadTLS(certs, keys []string) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	for i := range certs {
-		kp, err := tls.LoadX509KeyPair(certs[i], keys[i])
-		if err != nil {
-			return nil, fmt.Errorf("--https-cert %s / --https-key %s: %w", certs[i], keys[i], err)
-		}
-		c.Certificates = append(c.Certificates, kp)
-	}
-	// With several certificates, crypto/tls picks by SNI against each
-	// leaf's names and falls back to the first.
-	return c, nil
 }

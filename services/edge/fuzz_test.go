@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -59,8 +60,14 @@ func FuzzParseResponseHead(f *testing.F) {
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("routes:\n  - {host: a, path_prefix: /x, addresses: [\"127.0.0.1:1\"]}\n"))
 	f.Add([]byte(`{"tcp": [{"listen": "127.0.0.1:0", "service": "db", "idle_timeout": "1s"}]}`))
+	f.Add([]byte("routes:\n  - name: a\n    host: b\n   path_prefix: /x\n"))
+	f.Add([]byte("routes:\n  - &b {name: a, service: web}\n  - <<: *b\n    name: c\n    policy: leastconn\n"))
+	f.Add([]byte("services:\n  web: [\"1.2.3.4:5\", \"1.2.3.4:5\"]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ParseConfig(b)
+		// An error is one log line, whatever the file holds.
+		if _, err := ParseConfig(b); err != nil && strings.ContainsAny(err.Error(), "\r\n") {
+			t.Fatalf("error spans lines: %q", err)
+		}
 	})
 }
 
@@ -72,7 +79,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"tcp:\n  - {listen: x, service: a}\n", "tcp[0].listen"},
 		{"udp:\n  - {listen: \":1\", service: a, max_flows: -1}\n", "udp[0].max_flows"},
 		{"tcp:\n  - {listen: \":1\", service: a, socket_buffer: -1}\n", "tcp[0].socket_buffer"},
-		{"bogus: 1\n", "field bogus not found"},
+		{"bogus: 1\n", "bogus: unknown field"},
 		{"services:\n  a:b: [\"1.2.3.4:5\"]\n", "services.a:b"},
 		{"tcp:\n  - {listen: \":1\", service: a, idle_timeout: soon}\n", "duration \"soon\""},
 	}

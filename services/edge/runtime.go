@@ -26,6 +26,8 @@ const runtimeHelp = `commands:
   help                                   this text
   show routes                            HTTP routes in match order, TCP/UDP listeners
   show backends [service]                backends with state and counters
+  show config                            the live configuration's version, file hash, pending restarts, last reload error
+  reload                                 re-read --config and the HTTPS certificates (as SIGHUP does)
   disable backend <service> <id>         stop sending new traffic to a backend
   enable backend <service> <id>          undo disable
   set weight <service> <id> <weight>     override a backend's weight (0 clears)
@@ -161,7 +163,7 @@ func commandNeed(verb string) (access.Need, bool) {
 	switch verb {
 	case "show":
 		return needShow, true
-	case "disable", "enable", "set":
+	case "disable", "enable", "set", "reload":
 		return needOperate, true
 	}
 	return access.Need{}, false
@@ -196,6 +198,24 @@ func (e *Edge) runCommand(line string, caller *access.Caller) (out string, quit 
 			fmt.Fprintf(&b, "%-8s %-24s %-16s %-6v %-24s %s\n", r.Protocol, host, r.PathPrefix, r.Strip, r.Service, r.Source)
 		}
 		return b.String(), false
+	case f[0] == "show" && len(f) >= 2 && f[1] == "config":
+		if len(f) > 2 {
+			return "error: show config takes no arguments", false
+		}
+		return e.showConfig(), false
+	case f[0] == "reload":
+		if len(f) > 1 {
+			return "error: reload takes no arguments", false
+		}
+		st, err := e.reloadNow()
+		if err != nil {
+			return "error: " + err.Error(), false
+		}
+		out := fmt.Sprintf("ok: version %d sha256 %s", st.version, st.shortSum())
+		if len(st.needsRestart) > 0 {
+			out += "; needs a restart (SIGUSR2): " + strings.Join(st.needsRestart, ", ")
+		}
+		return out, false
 	case f[0] == "show" && len(f) >= 2 && f[1] == "backends":
 		if len(f) > 3 {
 			return "error: usage: show backends [service]", false

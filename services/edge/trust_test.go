@@ -652,6 +652,9 @@ func TestRuntimeTCPWithClientCertificates(t *testing.T) {
 		{"viewer", "show routes", "proto"},
 		{"viewer", "disable backend x y", `error: cert "viewer" lacks operator`},
 		{"operator", "disable backend x y", "error: not found"},
+		{"viewer", "show config", "version"},
+		{"viewer", "reload", `error: cert "viewer" lacks operator`},
+		{"operator", "reload", "error: nothing to reload"},
 		{"stranger", "show backends", `error: cert "stranger" lacks service "*" read`},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"sort"
 	"strings"
@@ -141,19 +142,20 @@ func (u *upstreams) update(name string, cfg balance.Config, eps []balance.Endpoi
 	s := u.serviceLocked(name)
 	if static {
 		u.fixed[name] = true
-		s.static = true
+		if !s.static { // read unlocked by requests: written only while unshared (reload.go)
+			s.static = true
+		}
 	}
+	set := s.set.Load()
 	if cfg != s.cfg {
-		set, err := balance.New(cfg)
-		if err != nil {
+		var err error
+		if set, err = balance.New(cfg); err != nil {
 			return fmt.Errorf("service %s: %w", name, err)
 		}
 		h, err := balance.ParseHashOn(cfg.HashOn)
 		if err != nil {
 			return fmt.Errorf("service %s: %w", name, err)
 		}
-		s.cfg = cfg
-		s.set.Store(set)
 		s.hashOn.Store(&h)
 	}
 	s.raw = eps
@@ -161,12 +163,23 @@ func (u *upstreams) update(name string, cfg balance.Config, eps []balance.Endpoi
 		tags = map[string][]string{}
 	}
 	s.tags = tags
-	return u.applyLocked(s)
+	if err := u.applyToLocked(s, set); err != nil {
+		return err
+	}
+	s.cfg = cfg
+	return nil
 }
 
 // applyLocked feeds the set with the raw endpoints plus overrides and
 // refreshes the backend map.
-func (u *upstreams) applyLocked(s *upService) error {
+func (u *upstreams) applyLocked(s *upService) error { return u.applyToLocked(s, s.set.Load()) }
+
+// applyToLocked is applyLocked with the set to feed: the service's, or a
+// new one (a new policy), published only once it holds the endpoints, so
+// requests never see an empty set in between. Every endpoint a set can
+// hand out has its backend in the map: new backends go in before the set
+// learns their endpoints, and old ones leave after it forgets theirs.
+func (u *upstreams) applyToLocked(s *upService, set *balance.Set) error {
 	eps := make([]balance.Endpoint, 0, len(s.raw))
 	for _, ep := range s.raw {
 		if o, ok := u.overrides[backendKey{s.name, ep.ID}]; ok {
@@ -181,23 +194,44 @@ func (u *upstreams) applyLocked(s *upService) error {
 		}
 		eps = append(eps, ep)
 	}
-	if err := s.set.Load().Update(eps); err != nil {
-		return fmt.Errorf("service %s: %w", s.name, err)
-	}
 	old := *s.backends.Load()
 	next := make(map[string]*backend, len(s.raw))
+	both := maps.Clone(old)
 	for _, ep := range s.raw {
 		if b := old[ep.ID]; b != nil && b.addr == ep.Addr {
 			next[ep.ID] = b
 			continue
 		}
 		next[ep.ID] = u.newBackend(s.name, ep.ID, ep.Addr)
+		both[ep.ID] = next[ep.ID]
+	}
+	s.backends.Store(&both)
+	if err := set.Update(eps); err != nil {
+		s.backends.Store(&old)
+		for id, b := range next {
+			if old[id] != b {
+				b.close()
+				u.met.forgetBackend(b)
+			}
+		}
+		return fmt.Errorf("service %s: %w", s.name, err)
+	}
+	if prev := s.set.Load(); set != prev {
+		s.set.Store(set)
+		// Requests that loaded the old set just before still pick from
+		// it: give it the same endpoints, whose backends are in the map.
+		prev.Update(eps)
 	}
 	s.backends.Store(&next)
 	for id, b := range old {
 		if next[id] != b {
 			b.close()
-			b.leave()
+			if !s.static {
+				// Gone from the balancer's set (deregistered, perhaps
+				// dying): its tries move elsewhere. One the config file
+				// dropped finishes what it has (a reload, reload.go).
+				b.leave()
+			}
 			u.met.forgetBackend(b)
 		}
 	}
