@@ -115,7 +115,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&h.ClientTimeout, "client-timeout", 30*time.Second, "time allowed for each client body read and response write")
 	fs.DurationVar(&h.TunnelIdleTimeout, "tunnel-idle-timeout", time.Hour, "idle timeout of upgraded (WebSocket) connections")
 	fs.IntVar(&h.MaxHeaderBytes, "max-header-bytes", 32<<10, "largest request header section (then 431)")
-	fs.IntVar(&h.MaxConns, "max-conns", 20000, "most client connections open at once per HTTP listener")
+	fs.IntVar(&h.MaxConns, "max-conns", 0, "most client connections open at once per HTTP listener (0: from the file descriptor limit, two per connection after 1024 kept back, shared by the HTTP listeners)")
 }
 
 // Spec returns the edge service, ready for service.Run (in a process
@@ -204,6 +204,19 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 			e.rebuildRoutes()
 			once.Do(func() { close(e.synced) })
 		}, allowLocal: func(svc string) bool { return cfg.AllowLoopback || allowed[svc] }}
+	}
+	if cfg.HTTP.MaxConns < 0 {
+		return &service.FlagError{Err: fmt.Errorf("--max-conns must not be negative, got %d", cfg.HTTP.MaxConns)}
+	}
+	if cfg.HTTP.MaxConns == 0 {
+		n := 0
+		for _, a := range []string{cfg.HTTPAddr, cfg.HTTPSAddr} {
+			if a != "" {
+				n++
+			}
+		}
+		cfg.HTTP.MaxConns = defaultMaxConns(fileLimit(), n)
+		rt.Log.Debug("connection limit from the file limit", "max_conns", cfg.HTTP.MaxConns, "file_limit", fileLimit())
 	}
 	p := newProxy(cfg.HTTP, rt.Log, ups, rep, met)
 	e.proxy = p

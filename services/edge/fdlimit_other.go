@@ -1,0 +1,6 @@
+//go:build !unix
+
+package edge
+
+// fileLimit is unknown here.
+func fileLimit() uint64 { return 0 }
