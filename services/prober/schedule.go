@@ -175,30 +175,33 @@ func (s *scheduler) notifyLocked() {
 func (s *scheduler) startLocked(sj *scheduled) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	sj.cancel, sj.done, sj.running = cancel, make(chan struct{}), true
+	job := sj.job // the loop's own: apply may swap sj.job for an equal job meanwhile
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(sj.done)
-		s.loop(ctx, sj)
+		s.loop(ctx, sj, job)
 	}()
 }
 
-// loop runs sj now and then every interval until ctx ends. Each run is
-// prepared afresh: the allowlist (registered instances) may have changed.
-func (s *scheduler) loop(ctx context.Context, sj *scheduled) {
-	every := sj.job.GetInterval().AsDuration()
+// loop runs job (sj's, when it started) now and then every interval until
+// ctx ends, keeping the results in sj. Each run is prepared afresh: the
+// allowlist (registered instances) may have changed. A changed job is
+// stopped and started again, so job stays sj's in all but its pointer.
+func (s *scheduler) loop(ctx context.Context, sj *scheduled, job *proberv1.Job) {
+	every := job.GetInterval().AsDuration()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, max(every, 2*time.Minute))
 		var res *proberv1.JobResult
-		j, err := s.r.prepare(rctx, sj.job.GetSpec(), "spec")
+		j, err := s.r.prepare(rctx, job.GetSpec(), "spec")
 		if err != nil {
 			res = failed(err)
-			res.JobId = sj.job.GetId()
-			s.r.met.observe(kindOf(sj.job.GetSpec()), sj.job.GetId(), res)
+			res.JobId = job.GetId()
+			s.r.met.observe(kindOf(job.GetSpec()), job.GetId(), res)
 		} else {
-			res = s.r.execute(rctx, j, sj.job.GetId(), nil)
+			res = s.r.execute(rctx, j, job.GetId(), nil)
 		}
 		cancel()
 		res.Prober = s.members.self
