@@ -257,6 +257,14 @@ func (s *Set) Pick(info PickInfo) (Selection, error) {
 	return Selection{}, ErrNoHealthy
 }
 
+// Take selects es outside the policy: a data plane's last resort for a
+// retry, such as an ejected endpoint whose checks pass when every endpoint
+// the policy offers was tried already. Done must follow, as after Pick.
+func (s *Set) Take(es *EndpointState) Selection {
+	es.outstanding.Add(1)
+	return Selection{Endpoint: es}
+}
+
 func take(es *EndpointState, sn *snapshot) (Selection, bool) {
 	if sn.panic {
 		es.outstanding.Add(1)
@@ -347,8 +355,9 @@ func (s *Set) report(es *EndpointState, o Outcome, latency time.Duration, probe 
 	}
 }
 
-// ejectLocked ejects es unless that would exceed the ejected share, and
-// reports whether it did. Caller holds s.mu.
+// ejectLocked ejects es unless that would exceed the ejected share (and
+// no ejected endpoint can make room: swapEjectionLocked), and reports
+// whether the snapshot must be rebuilt. Caller holds s.mu.
 func (s *Set) ejectLocked(es *EndpointState, now time.Time) bool {
 	o := &s.cfg.Load().Outlier
 	if o.ConsecutiveFailures == 0 {
@@ -364,13 +373,16 @@ func (s *Set) ejectLocked(es *EndpointState, now time.Time) bool {
 	if limit < 1 {
 		limit = 1
 	}
+	swapped := false
 	if ejected >= limit {
-		return false
+		if swapped = s.swapEjectionLocked(es, now); !swapped {
+			return false
+		}
 	}
 	es.mu.Lock()
 	defer es.mu.Unlock()
 	if es.status.Load()&stEjected != 0 || es.consecFail < o.ConsecutiveFailures {
-		return false // a success got in first, or someone else ejected it
+		return swapped // a success got in first, or someone else ejected it
 	}
 	if !es.returnedAt.IsZero() && now.Sub(es.returnedAt) > o.MaxEjection {
 		es.ejections = 0 // behaved for long enough: back-off starts over
@@ -385,6 +397,24 @@ func (s *Set) ejectLocked(es *EndpointState, now time.Time) bool {
 	es.consecFail = 0
 	es.status.Or(stEjected)
 	return true
+}
+
+// swapEjectionLocked makes room under the ejected share for es, which is
+// failing now, by letting back an ejected endpoint whose health checks do
+// not fail: its ejection rests on failures in the past, es's on failures
+// just seen (a backend ejected by a burst of timeouts, then another one
+// hanging: without the swap every request would go to the hung one). It
+// reports whether it let one back. Caller holds s.mu.
+func (s *Set) swapEjectionLocked(es *EndpointState, now time.Time) bool {
+	for _, e := range s.order {
+		if e == es || e.status.Load()&stEjected == 0 || e.ep.Load().Health == HealthUnhealthy {
+			continue
+		}
+		if e.liftEjection(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // liftEjection ends e's ejection at now because its active health checks

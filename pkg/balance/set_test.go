@@ -217,8 +217,10 @@ func TestMaxEjectedPercent(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("%d endpoints ejected, want 2 (the 50%% cap)", n)
 	}
-	if stateOf(s, "e02").Ejected() {
-		t.Fatal("third failing endpoint ejected beyond the cap")
+	// The third took the place of one ejected earlier whose checks do not
+	// fail (TestEjectionSwap): the cap holds.
+	if !stateOf(s, "e02").Ejected() {
+		t.Fatal("the endpoint failing last is not among the ejected")
 	}
 }
 
@@ -550,12 +552,44 @@ func TestCappedEjectionDoesNotRebuild(t *testing.T) {
 	cfg.PanicThresholdPercent = 0
 	s, _ := newSet(t, cfg, endpoints(2)) // 50% of 2: one may be ejected
 	failOn(t, s, "e00", 5)
+	// e00's checks fail too: nothing may make room for another ejection.
+	eps := endpoints(2)
+	eps[0].Health = HealthUnhealthy
+	if err := s.Update(eps); err != nil {
+		t.Fatal(err)
+	}
 	before := s.snap.Load()
-	failOn(t, s, "e01", 20)
+	for range 20 { // e00 is unhealthy and ejected: e01 takes every pick
+		mustPick(t, s, PickInfo{}).Done(Failure, time.Millisecond)
+	}
 	if stateOf(s, "e01").Ejected() {
 		t.Fatal("ejected beyond the cap")
 	}
 	if s.snap.Load() != before {
 		t.Fatal("refused ejections rebuilt the snapshot")
+	}
+}
+
+// TestEjectionSwap: at the cap, an endpoint failing now takes the place of
+// an ejected one whose checks do not fail (a burst of timeouts ejected it
+// earlier; now the other one hangs): the one failing now is ejected and
+// the other let back, instead of every request going to the one failing.
+func TestEjectionSwap(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PanicThresholdPercent = 0
+	s, _ := newSet(t, cfg, endpoints(2))
+	failOn(t, s, "e00", 5)
+	if !stateOf(s, "e00").Ejected() {
+		t.Fatal("e00 not ejected")
+	}
+	for range 5 { // e00 is ejected: e01 takes every pick
+		mustPick(t, s, PickInfo{}).Done(Failure, time.Millisecond)
+	}
+	if !stateOf(s, "e01").Ejected() || stateOf(s, "e00").Ejected() {
+		t.Fatalf("after e01 failed 5 times: e00 ejected %v, e01 ejected %v; want e01 ejected in e00's place",
+			stateOf(s, "e00").Ejected(), stateOf(s, "e01").Ejected())
+	}
+	if got := mustPick(t, s, PickInfo{}); got.Endpoint.ID() != "e00" {
+		t.Fatalf("picked %s, want e00 (let back)", got.Endpoint.ID())
 	}
 }

@@ -601,3 +601,47 @@ func TestRouteTryConfig(t *testing.T) {
 		t.Fatalf("%s after %d tries, want 504 after 2 (the route's try_timeout)", resp.Status, a.seen.Load()+b.seen.Load())
 	}
 }
+
+// TestRetryReachesEjectedHealthyBackend: one backend was ejected by a
+// burst of timeouts and is well again (its checks pass: nothing lifts the
+// ejection early), then the other hangs. Retries after a try timeout go
+// to the ejected backend rather than back to the hung one, so no request
+// fails — where every one used to wait out its tries on the hung backend.
+func TestRetryReachesEjectedHealthyBackend(t *testing.T) {
+	for _, proto := range transports {
+		t.Run(proto, func(t *testing.T) {
+			a, b := startHung(t, "a"), startHung(t, "b")
+			inst, sock := startEdge(t, fmt.Sprintf("routes:\n  - {name: web, addresses: [%q, %q]}\n", a.addr, b.addr))
+			url := "http://" + inst.Addrs["http"] + "/"
+			c := clientFor(proto, 5*time.Second)
+
+			// b times out until the edge ejects it.
+			b.delay = func(*http.Request) time.Duration { return 2 * time.Second }
+			b.hang.Store(true)
+			eventually(t, 20*time.Second, "b ejected", func() bool {
+				resp, err := c.Get(url)
+				if err == nil {
+					resp.Body.Close()
+				}
+				return backendHealthy(t, sock, "static:web", b.addr) == "false"
+			})
+			b.hang.Store(false) // well again; still ejected
+			a.delay = func(*http.Request) time.Duration { return 10 * time.Second }
+			a.hang.Store(true) // a paused app
+
+			c = clientFor(proto, 2*time.Second)
+			for i := range 10 {
+				start := time.Now()
+				resp, err := c.Get(url)
+				if err != nil {
+					t.Fatalf("request %d with a hung and an ejected backend: %v after %v", i, err, time.Since(start).Round(time.Millisecond))
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != "b" {
+					t.Fatalf("request %d: %d %q, want 200 from b", i, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+}

@@ -197,6 +197,20 @@ func (t *tries) pickOther(allowSame bool) (balance.Selection, *backend, bool) {
 		}
 		sel.Done(balance.Ignore, 0)
 	}
+	// Every endpoint the policy offers was tried (the others ejected):
+	// an ejected endpoint whose health checks pass is better than trying
+	// one that just failed or timed out again — outlier ejection guesses
+	// from failures that may have passed (a burst of timeouts under load),
+	// while the endpoint tried has just failed.
+	for _, es := range t.set.Endpoints() {
+		if !es.Ejected() || es.Endpoint().Health == balance.HealthUnhealthy {
+			continue
+		}
+		if b := t.svc.backendFor(es); b != nil && !t.triedBackend(b) {
+			keep.Done(balance.Ignore, 0)
+			return t.set.Take(es), b, true
+		}
+	}
 	if keepB != nil {
 		return keep, keepB, true
 	}
