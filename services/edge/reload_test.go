@@ -343,6 +343,12 @@ func TestReloadGivesServiceBackToBalancer(t *testing.T) {
 	if _, got := body(hc, base+"/"); got != "file" {
 		t.Fatalf("with services.web in the file: %q", got)
 	}
+	// The balancer's set has arrived (readiness says so) before the file
+	// gives web back to it.
+	eventually(t, 5*time.Second, "the balancer's first endpoint set", func() bool {
+		resp, _ := get(t, hc, "http://"+inst.Addrs["admin"]+"/readyz", "")
+		return resp.StatusCode == http.StatusOK
+	})
 	writeConfig(t, path, "routes:\n  - {name: site, service: web}\n", false)
 	if out := runtimeCmd(t, sock, "reload"); !strings.HasPrefix(out, "ok: version 2") {
 		t.Fatalf("reload: %q", out)
