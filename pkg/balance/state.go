@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // status bits, read lock-free on the pick path.
@@ -43,19 +44,40 @@ func (s BreakerState) String() string {
 // is per Set: two services (or routes) that share an address do not share
 // state. All methods are safe for concurrent use.
 type EndpointState struct {
+	// The pick line comes first and fills one cache line: every field a
+	// policy reads to choose, and the outstanding count every pick and
+	// Done write. EndpointState's size is a multiple of 64, so the
+	// allocator's size classes give each one its own lines and parallel
+	// pickers writing one endpoint's count never invalidate another's.
+	pickLine
+	// Fields the pickers never read (report path, rebuild, accessors), on
+	// lines of their own.
+	coldState
+	_ [(cacheLine - unsafe.Sizeof(coldState{})%cacheLine) % cacheLine]byte
+}
+
+// cacheLine is the cache line size of the machines we run on (amd64,
+// arm64 servers).
+const cacheLine = 64
+
+// pickLine holds what the pick path reads and writes.
+type pickLine struct {
+	outstanding atomic.Int64
+	ewma        atomic.Uint64 // float64 bits, nanoseconds; 0 = no sample
+	ewmaAt      atomic.Int64  // unix nanos of the last ewma update
+	status      atomic.Uint32
+	probes      atomic.Int32 // half-open trial requests in flight
+	_           [cacheLine - 32]byte
+}
+
+// coldState is the rest of an EndpointState.
+type coldState struct {
 	set *Set
 	id  string
 
-	// Hot, read on every pick.
-	outstanding atomic.Int64
-	status      atomic.Uint32
-	probes      atomic.Int32  // half-open trial requests in flight
-	ewma        atomic.Uint64 // float64 bits, nanoseconds; 0 = no sample
-	ewmaAt      atomic.Int64  // unix nanos of the last ewma update
-	effWeight   atomic.Uint64 // float64 bits, from the last rebuild
-
-	ep      atomic.Pointer[Endpoint]
-	removed atomic.Bool
+	effWeight atomic.Uint64 // float64 bits, from the last rebuild
+	ep        atomic.Pointer[Endpoint]
+	removed   atomic.Bool
 
 	requests atomic.Uint64
 	failures atomic.Uint64
@@ -72,6 +94,7 @@ type EndpointState struct {
 	// Guarded by set.mu.
 	rampStart   time.Time
 	wasEligible bool
+	gen         uint64 // the last Update that listed it
 }
 
 // ID returns the endpoint's ID.
