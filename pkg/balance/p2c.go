@@ -46,6 +46,8 @@ func buildP2C(b BuildInfo) Picker {
 	return p
 }
 
+// score is the candidate's cost divided by its weight, or maxScore when
+// it cannot admit. Everything it reads is on the endpoint's pick line.
 func (p *p2c) score(i int, now int64) float64 {
 	es := p.eps[i]
 	if !p.panic && !es.pickable(p.halfOpen) {
@@ -58,10 +60,12 @@ func (p *p2c) score(i int, now int64) float64 {
 	return s
 }
 
-func (p *p2c) Pick(PickInfo) (*EndpointState, error) {
+func (p *p2c) Pick(PickInfo) (*EndpointState, error) { return p.pick(), nil }
+
+func (p *p2c) pick() *EndpointState {
 	n := len(p.eps)
 	if n == 1 {
-		return p.eps[0], nil
+		return p.eps[0]
 	}
 	// Two distinct indexes from one 64-bit draw: the high half of r×n, and
 	// the low 32 bits scaled to n-1.
@@ -81,7 +85,7 @@ func (p *p2c) Pick(PickInfo) (*EndpointState, error) {
 	if p.score(j, now) < p.score(i, now) {
 		i = j
 	}
-	return p.eps[i], nil
+	return p.eps[i]
 }
 
 // maxScore ranks an endpoint that cannot admit a request below any other.

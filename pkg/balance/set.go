@@ -275,7 +275,7 @@ func (s *Set) Pick(info PickInfo) (Selection, error) {
 	const maxAttempts = 3
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		info.Attempt = attempt
-		es, err := sn.picker.Pick(info)
+		es, err := pickFrom(sn.picker, info)
 		if err != nil {
 			return Selection{}, err
 		}
@@ -297,6 +297,26 @@ func (s *Set) Pick(info PickInfo) (Selection, error) {
 		}
 	}
 	return Selection{}, ErrNoHealthy
+}
+
+// pickFrom calls the built-in policies directly, without an interface
+// call, so that their picks inline into Set.Pick.
+func pickFrom(p Picker, info PickInfo) (*EndpointState, error) {
+	switch p := p.(type) {
+	case *p2c:
+		return p.pick(), nil
+	case *leastConn:
+		return p.pick(), nil
+	case *roundRobin:
+		return p.pick(), nil
+	case *wrr:
+		return p.pick(), nil
+	case *random:
+		return p.pick(), nil
+	case *maglev:
+		return p.pick(info), nil
+	}
+	return p.Pick(info)
 }
 
 func take(es *EndpointState, sn *snapshot) (Selection, bool) {

@@ -96,3 +96,30 @@ func TestWRRRebuildAllocationsIndependentOfSize(t *testing.T) {
 		t.Fatalf("one-endpoint update allocates %.0f times at n=5000, %.0f at n=10: want no per-endpoint allocations", large, small)
 	}
 }
+
+// TestUnseededRandUniform: the runtime-backed source used by unseeded sets
+// covers all 64 bits (IntN uses the high half of a product, so a stuck
+// top bit would halve the range). Each of 16 top-nibble buckets expects
+// 256 of 4096 draws; under 100 is about 10 standard deviations off.
+func TestUnseededRandUniform(t *testing.T) {
+	r := newRand(0, false)
+	var top [16]int
+	var low [16]int
+	for range 4096 {
+		x := r.Uint64()
+		top[x>>60]++
+		low[x&15]++
+	}
+	for i := range top {
+		if top[i] < 100 || low[i] < 100 {
+			t.Fatalf("bucket %d: %d draws by top nibble, %d by low nibble, want about 256 each: %v %v", i, top[i], low[i], top, low)
+		}
+	}
+	seen := make([]bool, 7)
+	for range 1000 {
+		seen[r.IntN(7)] = true
+	}
+	if slices.Contains(seen, false) {
+		t.Fatalf("IntN(7) never returned some values in 1000 draws: %v", seen)
+	}
+}
