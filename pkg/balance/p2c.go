@@ -82,10 +82,29 @@ func (p *p2c) pick() *EndpointState {
 	} else {
 		now = time.Now().UnixNano()
 	}
-	if p.score(j, now) < p.score(i, now) {
-		i = j
+	// Load both candidates' pick lines before using either, so that at
+	// scale their two cache misses are in flight together; only then
+	// compare (score, for endpoints not plainly closed).
+	a, b := p.eps[i], p.eps[j]
+	sa, sb := a.status.Load(), b.status.Load()
+	ea, eb := a.ewma.Load(), b.ewma.Load()
+	oa, ob := a.outstanding.Load(), b.outstanding.Load()
+	ta, tb := a.ewmaAt.Load(), b.ewmaAt.Load()
+	if sa|sb != 0 {
+		if p.score(j, now) < p.score(i, now) {
+			return b
+		}
+		return a
 	}
-	return p.eps[i]
+	ca, cb := costOf(ea, oa, ta, now, p.decay), costOf(eb, ob, tb, now, p.decay)
+	if p.inv != nil {
+		ca *= p.inv[i]
+		cb *= p.inv[j]
+	}
+	if cb < ca {
+		return b
+	}
+	return a
 }
 
 // maxScore ranks an endpoint that cannot admit a request below any other.

@@ -181,15 +181,21 @@ func (e *EndpointState) pickable(halfOpenMax int32) bool {
 // nothing while idle, so it is tried at once, and a great deal while its
 // first requests are in flight, so it is not flooded before it answers.
 func (e *EndpointState) cost(now int64, decay float64) float64 {
-	l := math.Float64frombits(e.ewma.Load())
-	out := float64(e.outstanding.Load())
+	return costOf(e.ewma.Load(), e.outstanding.Load(), e.ewmaAt.Load(), now, decay)
+}
+
+// costOf is cost from the three fields' values, so that a picker can load
+// both candidates' fields first and have their cache misses overlap.
+func costOf(ewma uint64, outstanding, ewmaAt, now int64, decay float64) float64 {
+	l := math.Float64frombits(ewma)
+	out := float64(outstanding)
 	if l == 0 {
 		if out <= 0 {
 			return 0
 		}
 		return unsampledPenalty + out
 	}
-	if dt := now - e.ewmaAt.Load(); dt > 0 {
+	if dt := now - ewmaAt; dt > 0 {
 		l *= decayFactor(float64(dt) / decay)
 	}
 	return l * (out + 1)
