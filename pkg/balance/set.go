@@ -41,6 +41,7 @@ type Set struct {
 	// Rebuild scratch, reused so that a rebuild allocates no more for
 	// 50 000 endpoints than for 5.
 	eligible []bool
+	found    []*EndpointState // Update: each listed endpoint's state, nil if new
 }
 
 type snapshot struct {
@@ -134,13 +135,20 @@ func (s *Set) Update(eps []Endpoint) error {
 			clear(s.newIDs)
 		}
 	}()
+	if cap(s.found) < len(eps) {
+		s.found = make([]*EndpointState, len(eps))
+	}
+	found := s.found[:len(eps)]
+	defer clear(found)
 	for i := range eps {
 		id := eps[i].ID
 		if id == "" {
 			return fmt.Errorf("balance: endpoints[%d].ID: empty", i)
 		}
 		dup := false
-		if es := s.byID[id]; es != nil {
+		es := s.byID[id]
+		found[i] = es
+		if es != nil {
 			dup = es.gen == gen
 			es.gen = gen
 		} else {
@@ -168,7 +176,7 @@ func (s *Set) Update(eps []Endpoint) error {
 	}
 	for i := range eps {
 		ep := &eps[i]
-		es := s.byID[ep.ID]
+		es := found[i]
 		old := (*Endpoint)(nil)
 		if es == nil {
 			es = &EndpointState{}
