@@ -2,10 +2,19 @@ package balance
 
 import (
 	"math/bits"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
+	_ "unsafe" // for go:linkname
 )
+
+// cheaprand is the runtime's per-M wyrand (32 bits a draw). math/rand/v2's
+// top-level functions draw from a per-M ChaCha8 buffer instead, which
+// costs several times more per draw; picks need speed, not
+// unpredictability. The runtime keeps this symbol available to linkname
+// (go.dev/issue/67401). (Its cheaprand64 is not used: bit 63 is always 0.)
+//
+//go:linkname cheaprand runtime.cheaprand
+func cheaprand() uint32
 
 // Clock tells the time. Tests and simulations inject a fake one so that
 // slow start, ejection and breaker timing run without sleeping.
@@ -21,7 +30,9 @@ func (systemClock) Now() time.Time { return time.Now() }
 var SystemClock Clock = systemClock{}
 
 // Rand is a random source safe for concurrent use without locks. Unseeded,
-// it draws from math/rand/v2's runtime-backed per-thread generator; seeded
+// it draws from the runtime's per-thread wyrand generator (the one behind
+// the scheduler's and maps' randomness: no shared state, about a
+// nanosecond a draw); seeded
 // (WithSeed), it is a wyrand sequence advanced by an atomic add, which is
 // deterministic when picks come from one goroutine (tests, simulations).
 type Rand struct {
@@ -40,7 +51,7 @@ func newRand(seed uint64, seeded bool) *Rand {
 // Uint64 returns a uniformly distributed 64-bit value.
 func (r *Rand) Uint64() uint64 {
 	if !r.seeded {
-		return rand.Uint64()
+		return uint64(cheaprand())<<32 | uint64(cheaprand())
 	}
 	s := r.state.Add(wyP0)
 	hi, lo := bits.Mul64(s, s^wyP1)

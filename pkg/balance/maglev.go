@@ -85,7 +85,9 @@ func maglevTable(ids []string, w []float64, m uint32) []uint32 {
 	return table
 }
 
-func (p *maglev) Pick(info PickInfo) (*EndpointState, error) {
+func (p *maglev) Pick(info PickInfo) (*EndpointState, error) { return p.pick(info), nil }
+
+func (p *maglev) pick(info PickInfo) *EndpointState {
 	h := info.Hash
 	if !info.HasHash {
 		h = p.rand.Uint64()
@@ -95,5 +97,5 @@ func (p *maglev) Pick(info PickInfo) (*EndpointState, error) {
 		h = mix64(h + uint64(info.Attempt)*0x9e3779b97f4a7c15)
 	}
 	slot, _ := bits.Mul64(h, uint64(len(p.table)))
-	return p.eps[p.table[slot]], nil
+	return p.eps[p.table[slot]]
 }

@@ -46,6 +46,8 @@ func buildP2C(b BuildInfo) Picker {
 	return p
 }
 
+// score is the candidate's cost divided by its weight, or maxScore when
+// it cannot admit. Everything it reads is on the endpoint's pick line.
 func (p *p2c) score(i int, now int64) float64 {
 	es := p.eps[i]
 	if !p.panic && !es.pickable(p.halfOpen) {
@@ -58,10 +60,12 @@ func (p *p2c) score(i int, now int64) float64 {
 	return s
 }
 
-func (p *p2c) Pick(PickInfo) (*EndpointState, error) {
+func (p *p2c) Pick(PickInfo) (*EndpointState, error) { return p.pick(), nil }
+
+func (p *p2c) pick() *EndpointState {
 	n := len(p.eps)
 	if n == 1 {
-		return p.eps[0], nil
+		return p.eps[0]
 	}
 	// Two distinct indexes from one 64-bit draw: the high half of r×n, and
 	// the low 32 bits scaled to n-1.
@@ -78,10 +82,29 @@ func (p *p2c) Pick(PickInfo) (*EndpointState, error) {
 	} else {
 		now = time.Now().UnixNano()
 	}
-	if p.score(j, now) < p.score(i, now) {
-		i = j
+	// Load both candidates' pick lines before using either, so that at
+	// scale their two cache misses are in flight together; only then
+	// compare (score, for endpoints not plainly closed).
+	a, b := p.eps[i], p.eps[j]
+	sa, sb := a.status.Load(), b.status.Load()
+	ea, eb := a.ewma.Load(), b.ewma.Load()
+	oa, ob := a.outstanding.Load(), b.outstanding.Load()
+	ta, tb := a.ewmaAt.Load(), b.ewmaAt.Load()
+	if sa|sb != 0 {
+		if p.score(j, now) < p.score(i, now) {
+			return b
+		}
+		return a
 	}
-	return p.eps[i], nil
+	ca, cb := costOf(ea, oa, ta, now, p.decay), costOf(eb, ob, tb, now, p.decay)
+	if p.inv != nil {
+		ca *= p.inv[i]
+		cb *= p.inv[j]
+	}
+	if cb < ca {
+		return b
+	}
+	return a
 }
 
 // maxScore ranks an endpoint that cannot admit a request below any other.

@@ -26,7 +26,9 @@ func buildRandom(b BuildInfo) Picker {
 	return p
 }
 
-func (p *random) Pick(PickInfo) (*EndpointState, error) {
+func (p *random) Pick(PickInfo) (*EndpointState, error) { return p.pick(), nil }
+
+func (p *random) pick() *EndpointState {
 	r := p.rand.Uint64()
 	n := uint64(len(p.eps))
 	i, _ := bits.Mul64(r, n)
@@ -34,7 +36,7 @@ func (p *random) Pick(PickInfo) (*EndpointState, error) {
 		// The low 32 bits are nearly independent of the high product.
 		i = uint64(p.alias[i])
 	}
-	return p.eps[i], nil
+	return p.eps[i]
 }
 
 func allEqual(w []float64) bool {

@@ -23,7 +23,9 @@ func buildRoundRobin(b BuildInfo) Picker {
 	return p
 }
 
-func (p *roundRobin) Pick(PickInfo) (*EndpointState, error) {
+func (p *roundRobin) Pick(PickInfo) (*EndpointState, error) { return p.pick(), nil }
+
+func (p *roundRobin) pick() *EndpointState {
 	i := p.next.Add(1) - 1
-	return p.eps[i%uint64(len(p.eps))], nil
+	return p.eps[i%uint64(len(p.eps))]
 }

@@ -32,9 +32,16 @@ type Set struct {
 	// costs 20–400 ns depending on the machine.
 	now atomic.Int64
 
-	mu    sync.Mutex // serialises Update, rebuild, ejection
-	byID  map[string]*EndpointState
-	order []*EndpointState // in Update order
+	mu     sync.Mutex // serialises Update, rebuild, ejection
+	byID   map[string]*EndpointState
+	order  []*EndpointState // in Update order
+	gen    uint64           // counts Updates, to mark endpoints still listed
+	newIDs map[string]struct{}
+
+	// Rebuild scratch, reused so that a rebuild allocates no more for
+	// 50 000 endpoints than for 5.
+	eligible []bool
+	found    []*EndpointState // Update: each listed endpoint's state, nil if new
 }
 
 type snapshot struct {
@@ -111,27 +118,69 @@ func (s *Set) SetConfig(cfg Config) error {
 // that stays HealthHealthy stays ejected: checks that passed all along
 // do not contradict the failures that ejected it.
 func (s *Set) Update(eps []Endpoint) error {
-	seen := make(map[string]struct{}, len(eps))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Validate before changing anything. Existing endpoints are marked
+	// with this update's generation (a second mark is a duplicate); only
+	// new IDs need a scratch map, so an update costs map lookups for what
+	// stayed and allocations only for what changed.
+	s.gen++
+	gen := s.gen
+	defer func() {
+		// Keep the scratch map only while it stays small: clearing costs
+		// its capacity, and the first update fills it with every ID.
+		if len(s.newIDs) > 64 {
+			s.newIDs = nil
+		} else {
+			clear(s.newIDs)
+		}
+	}()
+	if cap(s.found) < len(eps) {
+		s.found = make([]*EndpointState, len(eps))
+	}
+	found := s.found[:len(eps)]
+	defer clear(found)
 	for i := range eps {
 		id := eps[i].ID
 		if id == "" {
 			return fmt.Errorf("balance: endpoints[%d].ID: empty", i)
 		}
-		if _, dup := seen[id]; dup {
+		dup := false
+		es := s.byID[id]
+		found[i] = es
+		if es != nil {
+			dup = es.gen == gen
+			es.gen = gen
+		} else {
+			if s.newIDs == nil {
+				s.newIDs = make(map[string]struct{})
+			}
+			_, dup = s.newIDs[id]
+			s.newIDs[id] = struct{}{}
+		}
+		if dup {
 			return fmt.Errorf("balance: endpoints[%d].ID: duplicate %q", i, id)
 		}
-		seen[id] = struct{}{}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := s.tick()
-	byID := make(map[string]*EndpointState, len(eps))
-	order := make([]*EndpointState, 0, len(eps))
+	for _, es := range s.order {
+		if es.gen != gen {
+			delete(s.byID, es.id)
+			es.removed.Store(true)
+			es.effWeight.Store(0)
+		}
+	}
+	order := s.order[:0]
+	if cap(order) < len(eps) {
+		order = make([]*EndpointState, 0, len(eps))
+	}
 	for i := range eps {
-		ep := eps[i]
-		es := s.byID[ep.ID]
+		ep := &eps[i]
+		es := found[i]
+		old := (*Endpoint)(nil)
 		if es == nil {
-			es = &EndpointState{set: s, id: ep.ID}
+			es = &EndpointState{}
+			es.set, es.id, es.gen = s, ep.ID, gen
 			switch {
 			case !ep.AddedAt.IsZero():
 				es.rampStart = ep.AddedAt
@@ -140,22 +189,23 @@ func (s *Set) Update(eps []Endpoint) error {
 			}
 			// Not ramped again for becoming eligible the first time.
 			es.wasEligible = true
-		} else if ep.Health == HealthHealthy && es.ep.Load().Health != HealthHealthy {
-			// Its active health checks pass again: an ejection (which
-			// came before this transition) need not run its course.
-			es.liftEjection(now)
+			s.byID[ep.ID] = es
+		} else {
+			old = es.ep.Load()
+			if ep.Health == HealthHealthy && old.Health != HealthHealthy {
+				// Its active health checks pass again: an ejection (which
+				// came before this transition) need not run its course.
+				es.liftEjection(now)
+			}
 		}
-		es.ep.Store(&ep)
-		byID[ep.ID] = es
+		if old == nil || *old != *ep {
+			cp := *ep
+			es.ep.Store(&cp)
+		}
 		order = append(order, es)
 	}
-	for id, es := range s.byID {
-		if _, ok := byID[id]; !ok {
-			es.removed.Store(true)
-			es.effWeight.Store(0)
-		}
-	}
-	s.byID, s.order, s.initialSet = byID, order, true
+	clear(order[len(order):cap(order)]) // let removed endpoints go
+	s.order, s.initialSet = order, true
 	s.rebuildLocked(now)
 	return nil
 }
@@ -233,7 +283,7 @@ func (s *Set) Pick(info PickInfo) (Selection, error) {
 	const maxAttempts = 3
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		info.Attempt = attempt
-		es, err := sn.picker.Pick(info)
+		es, err := pickFrom(sn.picker, info)
 		if err != nil {
 			return Selection{}, err
 		}
@@ -263,6 +313,26 @@ func (s *Set) Pick(info PickInfo) (Selection, error) {
 func (s *Set) Take(es *EndpointState) Selection {
 	es.outstanding.Add(1)
 	return Selection{Endpoint: es}
+}
+
+// pickFrom calls the built-in policies directly, without an interface
+// call, so that their picks inline into Set.Pick.
+func pickFrom(p Picker, info PickInfo) (*EndpointState, error) {
+	switch p := p.(type) {
+	case *p2c:
+		return p.pick(), nil
+	case *leastConn:
+		return p.pick(), nil
+	case *roundRobin:
+		return p.pick(), nil
+	case *wrr:
+		return p.pick(), nil
+	case *random:
+		return p.pick(), nil
+	case *maglev:
+		return p.pick(info), nil
+	}
+	return p.Pick(info)
 }
 
 func take(es *EndpointState, sn *snapshot) (Selection, bool) {
@@ -455,7 +525,10 @@ func (s *Set) rebuildLocked(now time.Time) {
 		}
 	}
 	n := len(s.order)
-	eligible := make([]bool, n)
+	if cap(s.eligible) < n {
+		s.eligible = make([]bool, n)
+	}
+	eligible := s.eligible[:n]
 	weights := make([]float64, n)
 	nElig := 0
 	for i, es := range s.order {

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // status bits, read lock-free on the pick path.
@@ -43,19 +44,40 @@ func (s BreakerState) String() string {
 // is per Set: two services (or routes) that share an address do not share
 // state. All methods are safe for concurrent use.
 type EndpointState struct {
+	// The pick line comes first and fills one cache line: every field a
+	// policy reads to choose, and the outstanding count every pick and
+	// Done write. EndpointState's size is a multiple of 64, so the
+	// allocator's size classes give each one its own lines and parallel
+	// pickers writing one endpoint's count never invalidate another's.
+	pickLine
+	// Fields the pickers never read (report path, rebuild, accessors), on
+	// lines of their own.
+	coldState
+	_ [(cacheLine - unsafe.Sizeof(coldState{})%cacheLine) % cacheLine]byte
+}
+
+// cacheLine is the cache line size of the machines we run on (amd64,
+// arm64 servers).
+const cacheLine = 64
+
+// pickLine holds what the pick path reads and writes.
+type pickLine struct {
+	outstanding atomic.Int64
+	ewma        atomic.Uint64 // float64 bits, nanoseconds; 0 = no sample
+	ewmaAt      atomic.Int64  // unix nanos of the last ewma update
+	status      atomic.Uint32
+	probes      atomic.Int32 // half-open trial requests in flight
+	_           [cacheLine - 32]byte
+}
+
+// coldState is the rest of an EndpointState.
+type coldState struct {
 	set *Set
 	id  string
 
-	// Hot, read on every pick.
-	outstanding atomic.Int64
-	status      atomic.Uint32
-	probes      atomic.Int32  // half-open trial requests in flight
-	ewma        atomic.Uint64 // float64 bits, nanoseconds; 0 = no sample
-	ewmaAt      atomic.Int64  // unix nanos of the last ewma update
-	effWeight   atomic.Uint64 // float64 bits, from the last rebuild
-
-	ep      atomic.Pointer[Endpoint]
-	removed atomic.Bool
+	effWeight atomic.Uint64 // float64 bits, from the last rebuild
+	ep        atomic.Pointer[Endpoint]
+	removed   atomic.Bool
 
 	requests atomic.Uint64
 	failures atomic.Uint64
@@ -72,6 +94,7 @@ type EndpointState struct {
 	// Guarded by set.mu.
 	rampStart   time.Time
 	wasEligible bool
+	gen         uint64 // the last Update that listed it
 }
 
 // ID returns the endpoint's ID.
@@ -158,15 +181,21 @@ func (e *EndpointState) pickable(halfOpenMax int32) bool {
 // nothing while idle, so it is tried at once, and a great deal while its
 // first requests are in flight, so it is not flooded before it answers.
 func (e *EndpointState) cost(now int64, decay float64) float64 {
-	l := math.Float64frombits(e.ewma.Load())
-	out := float64(e.outstanding.Load())
+	return costOf(e.ewma.Load(), e.outstanding.Load(), e.ewmaAt.Load(), now, decay)
+}
+
+// costOf is cost from the three fields' values, so that a picker can load
+// both candidates' fields first and have their cache misses overlap.
+func costOf(ewma uint64, outstanding, ewmaAt, now int64, decay float64) float64 {
+	l := math.Float64frombits(ewma)
+	out := float64(outstanding)
 	if l == 0 {
 		if out <= 0 {
 			return 0
 		}
 		return unsampledPenalty + out
 	}
-	if dt := now - e.ewmaAt.Load(); dt > 0 {
+	if dt := now - ewmaAt; dt > 0 {
 		l *= decayFactor(float64(dt) / decay)
 	}
 	return l * (out + 1)
