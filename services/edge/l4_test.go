@@ -85,6 +85,22 @@ tcp:
 		if i == 1 && got != "PING|"+c.LocalAddr().String() {
 			t.Fatalf("PROXY v2 source %q, want %q", got, c.LocalAddr())
 		}
+		// The backend's byte counts: "ping" (and the 28-byte PROXY v2
+		// header) sent, its answer received, once the connection is over.
+		sent, recv := 4, len(got)
+		if i == 1 {
+			sent += 28
+		}
+		backend := []string{plain, v2}[i]
+		lbl := func(dir string) string {
+			return fmt.Sprintf(`switchboard_edge_backend_bytes_total{backend=%q,direction=%q,service="static:%s"}`, backend, dir, name)
+		}
+		eventually(t, 5*time.Second, name+"'s byte counts", func() bool {
+			m := metricsText(t, inst)
+			s, _ := sample(m, lbl("sent"))
+			r, _ := sample(m, lbl("received"))
+			return s == float64(sent) && r == float64(recv)
+		})
 	}
 }
 
