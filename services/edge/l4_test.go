@@ -144,6 +144,17 @@ func TestUDPProxyFlows(t *testing.T) {
 			t.Fatalf("client %d got %q", i, got)
 		}
 	}
+	// Every client's datagram reached the backend and its reply came back
+	// (a datagram lost and sent again counts twice).
+	lbl := func(dir string) string {
+		return fmt.Sprintf(`switchboard_edge_backend_bytes_total{backend=%q,direction=%q,service="static:udp0"}`, up.LocalAddr().String(), dir)
+	}
+	eventually(t, 5*time.Second, "the backend's byte counts", func() bool {
+		m := metricsText(t, inst)
+		s, _ := sample(m, lbl("sent"))
+		r, _ := sample(m, lbl("received"))
+		return s >= 3*7 && r >= 3*7
+	})
 }
 
 func TestWireTunnel(t *testing.T) {

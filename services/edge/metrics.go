@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: durationBuckets},
 			[]string{"service", "backend"}),
 		beBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchboard_edge_backend_bytes_total", Help: "Bytes sent to and received from each backend, by direction (sent, received): on the wire for HTTP/1.1, upgraded, TCP and wire connections; bodies for HTTP/2 and gRPC."},
+			Name: "switchboard_edge_backend_bytes_total", Help: "Bytes sent to and received from each backend, by direction (sent, received): on the wire for HTTP/1.1, upgraded, TCP and wire connections, UDP payloads; bodies for HTTP/2 and gRPC."},
 			[]string{"service", "backend", "direction"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_edge_http_retries_total", Help: "Tries after a request's first (retries and hedges), each on a backend it has not tried when there is one."}),
