@@ -158,6 +158,13 @@ func TestAccessLogHTTP2AndGRPC(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// gRPC goes the HTTP/2 way: its bodies are counted both ways.
+	for _, dir := range []string{"sent", "received"} {
+		series := `switchboard_edge_backend_bytes_total{backend="` + gb.addr + `",direction="` + dir + `",service="static:grpc"}`
+		if v, _ := sample(m, series); v <= 0 {
+			t.Errorf("%s = %v, want the gRPC messages' bytes", series, v)
+		}
+	}
 
 	if err := inst.Stop(); err != nil { // flushes the access log
 		t.Fatal(err)
