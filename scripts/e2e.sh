@@ -13,6 +13,10 @@
 #   2. curl through the edge reaches both demo apps, balanced between them;
 #   3. dig resolves the demo service through the resolver to both apps;
 #   4. a scheduled prober ping job produces results;
+#   4b. every service's admin port serves /metrics with the documented
+#      names and labels (docs/*.md, deploy/prometheus/alerts.yaml), no
+#      label named job or instance, and promtool accepts the alert rules
+#      when it is installed;
 #   5. the dashboard API (edge admin /dashboard/api/state, https with the
 #      client certificate) shows the demo apps and the ping job, and
 #      headless Chromium screenshots the page (through a local socat that
@@ -39,6 +43,9 @@
 #   SWITCHBOARD_E2E_KEEP  1 leaves the stack running for a look
 #   SWITCHBOARD_E2E_ARTIFACTS  directory for the dashboard screenshot
 #   SWITCHBOARD_E2E_NO_BUILD   1 uses the images as they are (no images.sh)
+#   SWITCHBOARD_E2E_PROJECT    the compose project name (default
+#                         switchboard-e2e), to run beside another stack
+#                         (with SWITCHBOARD_IMAGE and the *_PORT variables)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=$root/.tools/bin:$PATH
@@ -62,10 +69,14 @@ export SWITCHBOARD_PROBER_PORT=${SWITCHBOARD_PROBER_PORT:-27400}
 export SWITCHBOARD_EDGE_PORT=${SWITCHBOARD_EDGE_PORT:-28080}
 export SWITCHBOARD_EDGE_GRPC_PORT=${SWITCHBOARD_EDGE_GRPC_PORT:-27500}
 export SWITCHBOARD_EDGE_ADMIN_PORT=${SWITCHBOARD_EDGE_ADMIN_PORT:-27501}
+export SWITCHBOARD_REGISTRY_ADMIN_PORT=${SWITCHBOARD_REGISTRY_ADMIN_PORT:-27101}
+export SWITCHBOARD_BALANCER_ADMIN_PORT=${SWITCHBOARD_BALANCER_ADMIN_PORT:-27201}
+export SWITCHBOARD_RESOLVER_ADMIN_PORT=${SWITCHBOARD_RESOLVER_ADMIN_PORT:-27301}
+export SWITCHBOARD_PROBER_ADMIN_PORT=${SWITCHBOARD_PROBER_ADMIN_PORT:-27401}
 export SWITCHBOARD_WIRE_PORT=${SWITCHBOARD_WIRE_PORT:-27900}
 export SWITCHBOARD_WIRE_QUIC_PORT=${SWITCHBOARD_WIRE_QUIC_PORT:-27902}
 
-project=switchboard-e2e
+project=${SWITCHBOARD_E2E_PROJECT:-switchboard-e2e}
 dc() { "${compose[@]}" -p "$project" -f "$root/deploy/compose.yaml" "$@"; }
 image=${SWITCHBOARD_IMAGE:-switchboard/switchboard:dev}
 
@@ -276,6 +287,47 @@ ping_ran() {
 poll 30 "two results of the scheduled ping job" ping_ran || fail "scheduled ping job"
 rtt=$(grpc "$SWITCHBOARD_PROBER_PORT" switchboard.prober.v1.Prober/Results '{"id":"ping-demo-1","limit":1}' | jq -r '.results[0].ping.avg')
 log "ok: scheduled ping job to demo-1 runs (rtt $rtt)"
+
+# 4b. Metrics people alert on: each admin port's /metrics (https) has the
+# documented series, with their labels, after the traffic above.
+scrape() { curl -fsS -m 5 --cacert "$secrets/ca.pem" "https://127.0.0.1:$1/metrics"; }
+has_series() { # PORT SERIES...: every SERIES (a line prefix) is in PORT's /metrics
+	local port=$1 text s
+	shift
+	text=$(scrape "$port") || return 1
+	for s in "$@"; do grep -qF -- "$s" <<<"$text" || return 1; done
+}
+declare -A want_series=(
+	[registry:$SWITCHBOARD_REGISTRY_ADMIN_PORT]='switchboard_registry_backend_up{store="consul"} 1|switchboard_registry_instances{|switchboard_registry_stale{'
+	[balancer:$SWITCHBOARD_BALANCER_ADMIN_PORT]='switchboard_balancer_registry_stale 0|switchboard_balancer_endpoints{service="demo"} 2|switchboard_balancer_endpoints_healthy{service="demo"} 2|switchboard_balancer_endpoints_ejected{service="demo"} 0|switchboard_balancer_breaker_open{service="demo"} 0'
+	[resolver:$SWITCHBOARD_RESOLVER_ADMIN_PORT]='switchboard_resolver_queries_total{protocol="udp",qtype="A",rcode="NOERROR"}|switchboard_resolver_query_duration_seconds_bucket{'
+	[prober:$SWITCHBOARD_PROBER_ADMIN_PORT]='switchboard_prober_instance_up{id="demo-1",service="demo"} 1|switchboard_prober_health_checks_total{'
+	[edge:$SWITCHBOARD_EDGE_ADMIN_PORT]='switchboard_edge_http_requests_total{code="2xx",|switchboard_edge_backend_up{backend="demo-1",service="demo"} 1|switchboard_edge_backend_up{backend="demo-2",service="demo"} 1|switchboard_edge_backend_active_requests{backend="demo-1",service="demo"}|switchboard_edge_backend_upstream_latency_seconds_bucket{backend="demo-2",service="demo",le=|switchboard_edge_backend_bytes_total{backend="demo-1",direction="sent",service="demo"}|switchboard_edge_backend_bytes_total{backend="demo-1",direction="received",service="demo"}|switchboard_edge_config_last_reload_successful 1'
+)
+for key in "${!want_series[@]}"; do
+	svc=${key%%:*} port=${key#*:}
+	IFS='|' read -ra series <<<"${want_series[$key]}"
+	poll 30 "$svc's documented metrics" has_series "$port" "${series[@]}" || {
+		text=$(scrape "$port" || true)
+		for s in "${series[@]}"; do grep -qF -- "$s" <<<"$text" || log "$svc /metrics lacks: $s"; done
+		fail "$svc's /metrics lacks documented series"
+	}
+	text=$(scrape "$port") || fail "$svc /metrics"
+	if grep -E '^[a-z_]+\{([^}]*,)?(job|instance)="' <<<"$text" | head -3 | grep .; then
+		fail "$svc exports a label named job or instance (Prometheus's own)"
+	fi
+	if grep -E '^[a-z_]+' <<<"$text" | grep -vE '^(switchboard_'"$svc"'_|grpc_server_|go_|process_|promhttp_)' | head -3 | grep .; then
+		fail "$svc exports a series without its switchboard_${svc}_ prefix"
+	fi
+done
+log "ok: every admin port's /metrics has the documented series and labels"
+if command -v promtool >/dev/null; then
+	promtool check rules "$root/deploy/prometheus/alerts.yaml" >/dev/null || fail "promtool check rules deploy/prometheus/alerts.yaml"
+	promtool test rules "$root/deploy/prometheus/alerts_test.yaml" >/dev/null || fail "promtool test rules deploy/prometheus/alerts_test.yaml"
+	log "ok: promtool check rules and test rules pass on deploy/prometheus/alerts.yaml"
+else
+	log "skip: promtool not installed (scripts/tools.sh installs it)"
+fi
 
 # 5. The dashboard, when the edge serves it: https on the admin port, with
 # the host's client certificate (the admin port beyond loopback serves only

@@ -33,7 +33,7 @@ conf $BE1 0 > "$TMP/edge.yaml"
 EDGEPID=$!
 for _ in $(seq 100); do curl -sf "http://$EDGE/" >/dev/null 2>&1 && break; sleep 0.1; done
 
-reloads() { curl -s "http://$ADMIN/metrics" | awk -v r="$1" '$1=="edge_config_reloads_total{result=\""r"\"}" {print $2}'; }
+reloads() { curl -s "http://$ADMIN/metrics" | awk -v r="$1" '$1=="switchboard_edge_config_reloads_total{result=\""r"\"}" {print $2}'; }
 
 # rewrite: every 200 ms a new config, until $1 (a file) exists.
 rewrite() {

@@ -81,6 +81,7 @@ func start(_ context.Context, rt *service.Runtime, cfg *Config) error {
 
 	reg := registryv1.NewRegistryClient(cc)
 	b := newBalancer(rt.Log, policies, newMetrics(rt.Metrics))
+	rt.Metrics.MustRegister(serviceCollector{b})
 	b.reg = reg
 	balancerv1.RegisterBalancerServer(rt.GRPC, &server{b: b})
 	rt.AddReadyCheck("registry", b.ready)

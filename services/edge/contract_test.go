@@ -465,10 +465,10 @@ func TestPipelineContract(t *testing.T) {
 					}
 				}
 				m := ce.metrics(t)
-				if v := metricValue(t, m, `edge_http_upstream_latency_seconds_sum{route="slow"}`); v >= 0.35 {
+				if v := metricValue(t, m, `switchboard_edge_http_upstream_latency_seconds_sum{route="slow"}`); v >= 0.35 {
 					t.Errorf("upstream latency %.3fs includes the body", v)
 				}
-				if v := metricValue(t, m, `edge_http_request_duration_seconds_sum{route="slow"}`); v < 0.4 {
+				if v := metricValue(t, m, `switchboard_edge_http_request_duration_seconds_sum{route="slow"}`); v < 0.4 {
 					t.Errorf("request duration %.3fs is less than the body took", v)
 				}
 			})
@@ -480,10 +480,10 @@ func TestPipelineContract(t *testing.T) {
 				}
 				m := ce.metrics(t)
 				for _, s := range []string{
-					`edge_http_requests_total{code="2xx",route="web"}`,
-					`edge_http_request_duration_seconds_count{route="web"}`,
-					`edge_http_upstream_latency_seconds_count{route="web"}`,
-					`edge_backend_requests_total{backend="web",service="web"}`,
+					`switchboard_edge_http_requests_total{code="2xx",route="web"}`,
+					`switchboard_edge_http_request_duration_seconds_count{route="web"}`,
+					`switchboard_edge_http_upstream_latency_seconds_count{route="web"}`,
+					`switchboard_edge_backend_requests_total{backend="web",service="web"}`,
 				} {
 					if metricValue(t, m, s) < 1 {
 						t.Errorf("%s not counted", s)
@@ -491,15 +491,15 @@ func TestPipelineContract(t *testing.T) {
 				}
 				var n float64
 				for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
-					n += metricValue(t, m, `edge_http_requests_total{code="`+c+`",route="web"}`)
+					n += metricValue(t, m, `switchboard_edge_http_requests_total{code="`+c+`",route="web"}`)
 				}
-				if d := metricValue(t, m, `edge_http_request_duration_seconds_count{route="web"}`); n != d {
+				if d := metricValue(t, m, `switchboard_edge_http_request_duration_seconds_count{route="web"}`); n != d {
 					t.Errorf("web: %v requests but %v durations", n, d)
 				}
-				if got := metricValue(t, m, `edge_http_requests_total{code="5xx",route="hung"}`); got != 1 {
+				if got := metricValue(t, m, `switchboard_edge_http_requests_total{code="5xx",route="hung"}`); got != 1 {
 					t.Errorf("hung route counted %v 5xx, want 1", got)
 				}
-				if got := metricValue(t, m, `edge_http_requests_total{code="5xx",route="empty"}`); got != 1 {
+				if got := metricValue(t, m, `switchboard_edge_http_requests_total{code="5xx",route="empty"}`); got != 1 {
 					t.Errorf("empty route counted %v 5xx, want 1", got)
 				}
 				if err := ce.stop(); err != nil { // flushes the access log

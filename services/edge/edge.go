@@ -182,6 +182,9 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 	met := newMetrics(rt.Metrics)
 	dialer := &netx.Dialer{Timeout: cfg.HTTP.ConnectTimeout}
 	ups := newUpstreams(dialer, 256, 30*time.Second, met)
+	if rt.Metrics != nil {
+		rt.Metrics.MustRegister(backendCollector{ups})
+	}
 	e.ups, e.met, e.rmet = ups, met, newReloadMetrics(rt.Metrics)
 
 	var rep *reporter

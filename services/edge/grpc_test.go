@@ -233,9 +233,9 @@ func TestGRPCThroughEdge(t *testing.T) {
 	t.Run("metrics count the calls", func(t *testing.T) {
 		m := metricsText(t, inst)
 		for _, want := range []string{
-			`edge_http_requests_total{code="2xx",route="grpc"}`,
-			`edge_backend_requests_total{backend="` + a.addr + `",service="static:grpc"}`,
-			`edge_backend_requests_total{backend="` + b.addr + `",service="static:grpc"}`,
+			`switchboard_edge_http_requests_total{code="2xx",route="grpc"}`,
+			`switchboard_edge_backend_requests_total{backend="` + a.addr + `",service="static:grpc"}`,
+			`switchboard_edge_backend_requests_total{backend="` + b.addr + `",service="static:grpc"}`,
 		} {
 			if !strings.Contains(m, want) {
 				t.Errorf("metrics lack %s", want)
@@ -283,7 +283,7 @@ func TestGRPCRetriesOnlyUnreachedBackends(t *testing.T) {
 		}
 	}
 	m := metricsText(t, inst)
-	if want := `edge_backend_failures_total{backend="` + dead + `",service="static:grpc"}`; !strings.Contains(m, want) {
+	if want := `switchboard_edge_backend_failures_total{backend="` + dead + `",service="static:grpc"}`; !strings.Contains(m, want) {
 		t.Fatalf("metrics lack %s", want)
 	}
 }

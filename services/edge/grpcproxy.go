@@ -110,6 +110,7 @@ type trackedBody struct {
 	timeout time.Duration
 	dl      time.Time // guarded by the transport: one reader at a time
 	read    atomic.Bool
+	n       atomic.Int64 // bytes read
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
@@ -120,7 +121,9 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 			b.rc2.SetReadDeadline(b.dl)
 		}
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 func (b *trackedBody) Close() error {

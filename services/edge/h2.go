@@ -320,6 +320,9 @@ func (h *h2handler) forward(w http.ResponseWriter, r *http.Request, x *h2exchang
 	}
 	x.backend = a.b.id
 	failed := h.relay(w, r, x, resp, a)
+	if body != nil { // the body went to the backend that answered
+		a.b.mSent.Add(float64(body.n.Load()))
+	}
 	e := endAnswered
 	switch {
 	case failed:
@@ -424,6 +427,7 @@ func (h *h2handler) relay(w http.ResponseWriter, r *http.Request, x *h2exchange,
 				break
 			}
 			x.n += int64(n)
+			a.b.mRecv.Add(float64(n))
 		}
 		if err != nil {
 			if err != io.EOF {

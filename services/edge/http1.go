@@ -843,7 +843,9 @@ func (h *h1conn) tunnel(uc *upConn, code int) attemptResult {
 	}
 	if n := h.br.Buffered(); n > 0 {
 		b, _ := h.br.Peek(n)
-		if _, err := uc.c.Write(b); err != nil {
+		n, err := uc.c.Write(b)
+		uc.b.countJoined(int64(n), 0)
+		if err != nil {
 			uc.c.Close()
 			return attemptResult{sent: true, code: code}
 		}
@@ -863,7 +865,8 @@ func (h *h1conn) tunnel(uc *upConn, code int) attemptResult {
 		defer cancel()
 		stop := context.AfterFunc(p.hardStop, cancel)
 		defer stop()
-		netx.Join(ctx, c, uc.c, netx.JoinOptions{IdleTimeout: p.opt.TunnelIdleTimeout})
+		sent, recv, _ := netx.Join(ctx, c, uc.c, netx.JoinOptions{IdleTimeout: p.opt.TunnelIdleTimeout})
+		uc.b.countJoined(recv, sent) // c is the client's side
 	}()
 	return attemptResult{sent: true, code: code, handed: true}
 }

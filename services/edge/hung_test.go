@@ -239,8 +239,8 @@ func TestHungBackendCostsBoundedDelay(t *testing.T) {
 				t.Errorf("the hung backend was not ejected within 5s")
 			}
 			m := metricsText(t, inst)
-			if v := metricValue(t, m, "edge_http_try_timeouts_total"); v < 5 {
-				t.Errorf("edge_http_try_timeouts_total %v, want at least the 5 that ejected it", v)
+			if v := metricValue(t, m, "switchboard_edge_http_try_timeouts_total"); v < 5 {
+				t.Errorf("switchboard_edge_http_try_timeouts_total %v, want at least the 5 that ejected it", v)
 			}
 			// The edge let go of every request it held there.
 			eventually(t, 5*time.Second, "the held requests cancelled", func() bool {
@@ -396,8 +396,8 @@ func TestHedgeRacesTheLateTry(t *testing.T) {
 				eventually(t, 5*time.Second, "the losing tries cancelled", func() bool {
 					return x.cancelled.Load()+y.cancelled.Load() == requests
 				})
-				if v := metricValue(t, metricsText(t, inst), "edge_http_hedges_total"); (v == requests) != hedge {
-					t.Fatalf("edge_http_hedges_total %v with hedge=%v", v, hedge)
+				if v := metricValue(t, metricsText(t, inst), "switchboard_edge_http_hedges_total"); (v == requests) != hedge {
+					t.Fatalf("switchboard_edge_http_hedges_total %v with hedge=%v", v, hedge)
 				}
 			})
 		}
@@ -543,7 +543,7 @@ func waitFor(cond func() bool) <-chan struct{} {
 }
 
 // TestReportsDroppedWhileBalancerAway: load reports that cannot reach the
-// balancer are counted in edge_reports_dropped_total (they used to vanish
+// balancer are counted in switchboard_edge_reports_dropped_total (they used to vanish
 // without a trace: the queue never filled, since each failed batch was
 // simply discarded).
 func TestReportsDroppedWhileBalancerAway(t *testing.T) {
@@ -558,8 +558,8 @@ func TestReportsDroppedWhileBalancerAway(t *testing.T) {
 	base := "http://" + inst.Addrs["http"] + "/"
 	get(t, c, base, "")
 	eventually(t, 5*time.Second, "a delivered report", func() bool { n, _ := bal.reportCount(); return n > 0 })
-	if v := metricValue(t, metricsText(t, inst), "edge_reports_dropped_total"); v != 0 {
-		t.Fatalf("edge_reports_dropped_total %v with the balancer up", v)
+	if v := metricValue(t, metricsText(t, inst), "switchboard_edge_reports_dropped_total"); v != 0 {
+		t.Fatalf("switchboard_edge_reports_dropped_total %v with the balancer up", v)
 	}
 	bal.srv.Stop()
 	for i := 0; i < 20; i++ {
@@ -568,7 +568,7 @@ func TestReportsDroppedWhileBalancerAway(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "dropped reports counted", func() bool {
-		return metricValue(t, metricsText(t, inst), "edge_reports_dropped_total") >= 20
+		return metricValue(t, metricsText(t, inst), "switchboard_edge_reports_dropped_total") >= 20
 	})
 }
 

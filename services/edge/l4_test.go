@@ -85,6 +85,22 @@ tcp:
 		if i == 1 && got != "PING|"+c.LocalAddr().String() {
 			t.Fatalf("PROXY v2 source %q, want %q", got, c.LocalAddr())
 		}
+		// The backend's byte counts: "ping" (and the 28-byte PROXY v2
+		// header) sent, its answer received, once the connection is over.
+		sent, recv := 4, len(got)
+		if i == 1 {
+			sent += 28
+		}
+		backend := []string{plain, v2}[i]
+		lbl := func(dir string) string {
+			return fmt.Sprintf(`switchboard_edge_backend_bytes_total{backend=%q,direction=%q,service="static:%s"}`, backend, dir, name)
+		}
+		eventually(t, 5*time.Second, name+"'s byte counts", func() bool {
+			m := metricsText(t, inst)
+			s, _ := sample(m, lbl("sent"))
+			r, _ := sample(m, lbl("received"))
+			return s == float64(sent) && r == float64(recv)
+		})
 	}
 }
 
@@ -128,6 +144,17 @@ func TestUDPProxyFlows(t *testing.T) {
 			t.Fatalf("client %d got %q", i, got)
 		}
 	}
+	// Every client's datagram reached the backend and its reply came back
+	// (a datagram lost and sent again counts twice).
+	lbl := func(dir string) string {
+		return fmt.Sprintf(`switchboard_edge_backend_bytes_total{backend=%q,direction=%q,service="static:udp0"}`, up.LocalAddr().String(), dir)
+	}
+	eventually(t, 5*time.Second, "the backend's byte counts", func() bool {
+		m := metricsText(t, inst)
+		s, _ := sample(m, lbl("sent"))
+		r, _ := sample(m, lbl("received"))
+		return s >= 3*7 && r >= 3*7
+	})
 }
 
 func TestWireTunnel(t *testing.T) {

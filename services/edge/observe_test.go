@@ -60,9 +60,9 @@ func TestSpansMetricsAndAccessLog(t *testing.T) {
 
 	m := metricsText(t, inst)
 	for _, want := range []string{
-		`edge_http_requests_total{code="2xx",route="app"} 2`,
-		`edge_backend_requests_total{backend="` + strings.TrimPrefix(a.URL, "http://") + `",service="static:app"} 2`,
-		`edge_http_request_duration_seconds_count{route="app"} 2`,
+		`switchboard_edge_http_requests_total{code="2xx",route="app"} 2`,
+		`switchboard_edge_backend_requests_total{backend="` + strings.TrimPrefix(a.URL, "http://") + `",service="static:app"} 2`,
+		`switchboard_edge_http_request_duration_seconds_count{route="app"} 2`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
@@ -148,14 +148,21 @@ func TestAccessLogHTTP2AndGRPC(t *testing.T) {
 
 	m := metricsText(t, inst)
 	for _, want := range []string{
-		`edge_http_requests_total{code="2xx",route="web"} 3`,
-		`edge_backend_requests_total{backend="` + webAddr + `",service="static:web"} 3`,
-		`edge_http_requests_total{code="2xx",route="grpc"} 2`,
-		`edge_backend_requests_total{backend="` + gb.addr + `",service="static:grpc"} 2`,
-		`edge_http_request_duration_seconds_count{route="grpc"} 2`,
+		`switchboard_edge_http_requests_total{code="2xx",route="web"} 3`,
+		`switchboard_edge_backend_requests_total{backend="` + webAddr + `",service="static:web"} 3`,
+		`switchboard_edge_http_requests_total{code="2xx",route="grpc"} 2`,
+		`switchboard_edge_backend_requests_total{backend="` + gb.addr + `",service="static:grpc"} 2`,
+		`switchboard_edge_http_request_duration_seconds_count{route="grpc"} 2`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// gRPC goes the HTTP/2 way: its bodies are counted both ways.
+	for _, dir := range []string{"sent", "received"} {
+		series := `switchboard_edge_backend_bytes_total{backend="` + gb.addr + `",direction="` + dir + `",service="static:grpc"}`
+		if v, _ := sample(m, series); v <= 0 {
+			t.Errorf("%s = %v, want the gRPC messages' bytes", series, v)
 		}
 	}
 

@@ -103,7 +103,7 @@ func grpcCodeOf(code int) int {
 // observe counts a finished request in its route's metrics: the status
 // class, the whole duration (head in to response end) and, when a
 // backend answered, the time from sending the request to the first byte
-// of the answer (every try together): edge_http_upstream_latency_seconds.
+// of the answer (every try together): switchboard_edge_http_upstream_latency_seconds.
 func (p *proxy) observe(x *exchange) {
 	rt := x.rt
 	if rt == nil {

@@ -87,15 +87,15 @@ type reloadMetrics struct {
 func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 	m := &reloadMetrics{
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_config_reloads_total", Help: "Configuration reloads by result: ok (applied) or error (refused; the old configuration stays)."},
+			Name: "switchboard_edge_config_reloads_total", Help: "Configuration reloads by result: ok (applied) or error (refused; the old configuration stays)."},
 			[]string{"result"}),
 		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edge_config_info", Help: "The live configuration: version (configurations applied, 1 at start) and the config file's SHA-256 prefix; always 1."},
+			Name: "switchboard_edge_config_info", Help: "The live configuration: version (configurations applied, 1 at start) and the config file's SHA-256 prefix; always 1."},
 			[]string{"version", "sha256"}),
 		success: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "edge_config_last_reload_successful", Help: "1 when the last reload was applied, 0 when it was refused."}),
+			Name: "switchboard_edge_config_last_reload_successful", Help: "1 when the last reload was applied, 0 when it was refused."}),
 		at: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "edge_config_last_reload_success_timestamp_seconds", Help: "When the live configuration was loaded (Unix time)."}),
+			Name: "switchboard_edge_config_last_reload_success_timestamp_seconds", Help: "When the live configuration was loaded (Unix time)."}),
 	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")

@@ -113,9 +113,9 @@ func body(c *http.Client, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-var reloadsRE = regexp.MustCompile(`edge_config_reloads_total\{result="(ok|error)"\} (\d+)`)
+var reloadsRE = regexp.MustCompile(`switchboard_edge_config_reloads_total\{result="(ok|error)"\} (\d+)`)
 
-// reloadCounts reads edge_config_reloads_total from the metrics text.
+// reloadCounts reads switchboard_edge_config_reloads_total from the metrics text.
 func reloadCounts(text string) (ok, failed string) {
 	for _, m := range reloadsRE.FindAllStringSubmatch(text, -1) {
 		if m[1] == "ok" {
@@ -176,8 +176,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	if got := runtimeCmd(t, sock, "show config"); !strings.Contains(got, "version        2\n") || !strings.Contains(got, sum(v2)) || !strings.Contains(got, "(file)") {
 		t.Fatalf("show config after the reload:\n%s", got)
 	}
-	if m := metricsText(t, inst); !strings.Contains(m, fmt.Sprintf(`edge_config_info{sha256=%q,version="2"} 1`, sum(v2))) {
-		t.Fatalf("edge_config_info does not name version 2:\n%s", grepLines(m, "edge_config"))
+	if m := metricsText(t, inst); !strings.Contains(m, fmt.Sprintf(`switchboard_edge_config_info{sha256=%q,version="2"} 1`, sum(v2))) {
+		t.Fatalf("switchboard_edge_config_info does not name version 2:\n%s", grepLines(m, "edge_config"))
 	}
 
 	// 2. A broken file (a policy name misspelt), written in place: refused,
@@ -202,8 +202,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	if ok, failed := reloadCounts(m); ok != "1" || failed != "1" {
 		t.Fatalf("reloads ok=%s error=%s, want 1 and 1", ok, failed)
 	}
-	if !strings.Contains(m, "edge_config_last_reload_successful 0") {
-		t.Fatalf("edge_config_last_reload_successful is not 0 after a refused reload:\n%s", grepLines(m, "edge_config"))
+	if !strings.Contains(m, "switchboard_edge_config_last_reload_successful 0") {
+		t.Fatalf("switchboard_edge_config_last_reload_successful is not 0 after a refused reload:\n%s", grepLines(m, "edge_config"))
 	}
 
 	// 3. Fixed again, in place, with /new gone: version 3, /new is 404.

@@ -22,8 +22,8 @@ type route struct {
 	try     routeTry // per-route try settings from the config file
 
 	mCode [6]prometheus.Counter // by status class: 0 = other, 1..5
-	mDur  prometheus.Observer   // edge_http_request_duration_seconds
-	mUp   prometheus.Observer   // edge_http_upstream_latency_seconds
+	mDur  prometheus.Observer   // switchboard_edge_http_request_duration_seconds
+	mUp   prometheus.Observer   // switchboard_edge_http_upstream_latency_seconds
 }
 
 // routeTry holds a route's overrides of --try-timeout and --hedge.

@@ -77,15 +77,19 @@ func (t *tcpProxy) handle(ctx context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
+	b := a.b
 	if t.cfg.ProxyProtocol {
-		if _, err := up.Write(proxyV2Header(c.RemoteAddr(), c.LocalAddr())); err != nil {
+		n, err := up.Write(proxyV2Header(c.RemoteAddr(), c.LocalAddr()))
+		b.countJoined(int64(n), 0)
+		if err != nil {
 			up.Close()
 			c.Close()
 			tr.end(&a, endFailed)
 			return
 		}
 	}
-	_, _, err = netx.Join(ctx, c, up, netx.JoinOptions{IdleTimeout: time.Duration(t.cfg.IdleTimeout)})
+	sent, recv, err := netx.Join(ctx, c, up, netx.JoinOptions{IdleTimeout: time.Duration(t.cfg.IdleTimeout)})
+	b.countJoined(sent, recv)
 	e := endAnswered
 	if err != nil && !errors.Is(err, netx.ErrIdleTimeout) && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
 		e = endIgnored // a reset mid-stream may be either side's doing

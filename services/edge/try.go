@@ -254,6 +254,9 @@ func (t *tries) begin(a *attempt, sel balance.Selection, b *backend) {
 func (t *tries) answer(a *attempt) {
 	now := time.Now()
 	a.answered, t.firstByte = now, now
+	if a.b != nil {
+		a.b.mLat.Observe(now.Sub(a.start).Seconds())
+	}
 }
 
 // tryEnd is how a try ended, for its backend's record.

@@ -31,6 +31,7 @@ type udpProxy struct {
 type udpFlow struct {
 	client netip.AddrPort
 	up     *net.UDPConn
+	b      *backend
 	sel    balance.Selection
 	last   time.Time // guarded by udpProxy.mu
 }
@@ -72,7 +73,9 @@ func (u *udpProxy) run(ctx context.Context) error {
 		if f == nil {
 			continue // table full or no backend: dropped
 		}
-		f.up.Write(buf[:n])
+		if n, err := f.up.Write(buf[:n]); err == nil {
+			f.b.mSent.Add(float64(n))
+		}
 	}
 }
 
@@ -136,7 +139,7 @@ func (u *udpProxy) flow(client netip.AddrPort) *udpFlow {
 	}
 	b.total.Add(1)
 	b.mReq.Inc()
-	f := &udpFlow{client: client, up: up, sel: sel, last: now}
+	f := &udpFlow{client: client, up: up, b: b, sel: sel, last: now}
 	u.flows[client] = f
 	u.e.met.udpFlows.WithLabelValues(u.name).Inc()
 	u.wg.Add(1)
@@ -163,6 +166,7 @@ func (u *udpProxy) replies(f *udpFlow) {
 			u.mu.Unlock()
 			return
 		}
+		f.b.mRecv.Add(float64(n))
 		u.mu.Lock()
 		f.last = time.Now()
 		u.mu.Unlock()

@@ -71,7 +71,9 @@ type backend struct {
 	fmu     sync.Mutex
 	flights *flight // tries that move elsewhere when the backend leaves (try.go)
 
-	mReq, mFail prometheus.Counter
+	// Its series (metrics.go: backendSeries), resolved when it is made.
+	mReq, mFail, mSent, mRecv prometheus.Counter
+	mLat                      prometheus.Observer
 }
 
 // upConn is a pooled upstream HTTP/1.1 connection with its buffers.
@@ -211,7 +213,9 @@ func (u *upstreams) applyToLocked(s *upService, set *balance.Set) error {
 		for id, b := range next {
 			if old[id] != b {
 				b.close()
-				u.met.forgetBackend(b)
+				if old[id] == nil { // else the old backend still counts in these series
+					u.met.forgetBackend(b)
+				}
 			}
 		}
 		return fmt.Errorf("service %s: %w", s.name, err)
@@ -232,7 +236,9 @@ func (u *upstreams) applyToLocked(s *upService, set *balance.Set) error {
 				// dropped finishes what it has (a reload, reload.go).
 				b.leave()
 			}
-			u.met.forgetBackend(b)
+			if next[id] == nil { // else its successor (a new address) keeps the series
+				u.met.forgetBackend(b)
+			}
 		}
 	}
 	// A backend that leaves the set (disabled, unhealthy or ejected by
@@ -253,7 +259,7 @@ func (u *upstreams) applyToLocked(s *upService, set *balance.Set) error {
 
 func (u *upstreams) newBackend(svc, id, addr string) *backend {
 	b := &backend{svc: svc, id: id, addr: addr, idle: make(chan *upConn, u.maxIdle)}
-	b.mReq, b.mFail = u.met.backendCounters(b)
+	u.met.backendSeries(b)
 	return b
 }
 
@@ -399,7 +405,7 @@ func (b *backend) get(ctx context.Context, u *upstreams) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	uc := &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10), b: b}
+	uc := &upConn{c: c, br: bufio.NewReaderSize(&countReader{c, b.mRecv}, 16<<10), bw: bufio.NewWriterSize(&countWriter{c, b.mSent}, 8<<10), b: b}
 	uc.dl.reset(c)
 	uc.probe.Init(c)
 	return uc, nil

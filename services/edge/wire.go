@@ -462,7 +462,8 @@ func (w *wireServer) stream(p *wirePeer, st wiretransport.Stream) {
 	}
 	defer b.active.Add(-1)
 	start := time.Now()
-	netx.Join(context.Background(), st, up, netx.JoinOptions{IdleTimeout: time.Hour})
+	sent, recv, _ := netx.Join(context.Background(), st, up, netx.JoinOptions{IdleTimeout: time.Hour})
+	b.countJoined(sent, recv)
 	sel.Done(balance.Success, time.Since(start))
 }
 
