@@ -63,7 +63,7 @@ func (f *fakeRegistry) Watch(req *registryv1.WatchRequest, stream registryv1.Reg
 		idx, list, wake := f.index, f.current, f.wake
 		f.mu.Unlock()
 		if idx != sent {
-			if err := stream.Send(&registryv1.WatchResponse{Index: idx, Instances: list}); err != nil {
+			if err := stream.Send(&registryv1.WatchResponse{Index: idx, Instances: list, Snapshot: req.GetIncremental()}); err != nil {
 				return err
 			}
 			sent = idx

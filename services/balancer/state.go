@@ -141,9 +141,7 @@ func (b *Balancer) getOrCreateLocked(name string) *svc {
 // endpoint sets stay in force and watchers are told they are stale.
 // pkg/watch logs when the watch goes stale and when it resumes.
 func (b *Balancer) followRegistry(ctx context.Context, reg registryv1.RegistryClient) error {
-	watch.Follow(ctx, watch.Stream(func(ctx context.Context) (watch.Receiver[*registryv1.WatchResponse], error) {
-		return reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
-	}, b.apply), func(error, time.Duration) {
+	watch.Follow(ctx, watch.Instances(reg.Watch, &registryv1.WatchRequest{IncludeUnhealthy: true}, b.apply), func(error, time.Duration) {
 		b.setStale(true)
 	}, watch.WithLogger(b.log, "registry"))
 	return nil

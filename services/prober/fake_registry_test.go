@@ -67,7 +67,7 @@ func (f *fakeRegistry) setCalls() []*registryv1.SetHealthRequest {
 func (f *fakeRegistry) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreamingServer[registryv1.WatchResponse]) error {
 	for {
 		f.mu.Lock()
-		resp := &registryv1.WatchResponse{Index: f.index}
+		resp := &registryv1.WatchResponse{Index: f.index, Snapshot: req.GetIncremental()}
 		for _, in := range f.insts {
 			resp.Instances = append(resp.Instances, proto.Clone(in).(*registryv1.Instance))
 		}

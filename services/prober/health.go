@@ -78,15 +78,10 @@ func (h *healthLoop) run(ctx context.Context) error {
 	}()
 	// Checkers live on ctx, beyond each stream.
 	apply := func(snap *registryv1.WatchResponse) { h.apply(ctx, snap.GetInstances()) }
-	watch.Follow(ctx, watch.Stream(h.open, apply), func(err error, wait time.Duration) {
+	watch.Follow(ctx, watch.Instances(h.reg.Watch, &registryv1.WatchRequest{IncludeUnhealthy: true}, apply), func(err error, wait time.Duration) {
 		h.log.Debug("registry watch ended; retrying", "err", err, "in", wait)
 	}, watch.WithLogger(h.log, "registry"))
 	return nil
-}
-
-// open opens the registry's Watch of every instance.
-func (h *healthLoop) open(ctx context.Context) (watch.Receiver[*registryv1.WatchResponse], error) {
-	return h.reg.Watch(ctx, &registryv1.WatchRequest{IncludeUnhealthy: true})
 }
 
 // apply refreshes the allowlist's registered addresses and the live

@@ -15,6 +15,7 @@ type Metrics struct {
 	ops           *prometheus.CounterVec
 	watches       *prometheus.GaugeVec
 	backendErrors *prometheus.CounterVec
+	watchResets   prometheus.Counter
 
 	backendUp       prometheus.Gauge
 	restoreDuration prometheus.Histogram
@@ -42,6 +43,10 @@ func newMetrics(backend string) *Metrics {
 			Name: "switchboard_registry_backend_errors_total",
 			Help: "Calls that failed in the backend (unreachable, timed out or refused), by operation.",
 		}, []string{"op"}),
+		watchResets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_registry_watch_resets_total",
+			Help: "Fresh snapshots sent to incremental Watch streams whose pending changes had grown as large as a snapshot (slow readers).",
+		}),
 		backendUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchboard_registry_backend_up", Help: "1 while the backend answers (for Consul and etcd: reachable and restored after a loss), else 0.", ConstLabels: labels,
 		}),
@@ -74,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer, backend string) *Metrics {
 		}
 		return nil
 	}
-	reg.MustRegister(m.ops, m.watches, m.backendErrors,
+	reg.MustRegister(m.ops, m.watches, m.backendErrors, m.watchResets,
 		m.backendUp, m.restoreDuration, m.restoredInsts, m.restoredRecs, m.restoreFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchboard_registry_instances", Help: "Registered instances.", ConstLabels: labels,

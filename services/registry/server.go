@@ -176,7 +176,9 @@ func (s *Server) ListServices(ctx context.Context, _ *registryv1.ListServicesReq
 // Watch streams snapshots of one service (or all) whenever they change. The
 // first snapshot goes out at once when after_index is 0 (or newer than
 // anything this registry has: the caller saw an earlier run); after that,
-// every snapshot with a higher index, and every change of staleness.
+// every snapshot with a higher index, and every change of staleness. With
+// incremental set, the later ones are the changes only, and every
+// snapshot or update goes out in parts of about 1 MiB (see instanceWatch).
 func (s *Server) Watch(req *registryv1.WatchRequest, stream registryv1.Registry_WatchServer) error {
 	name := req.GetService()
 	if name != "" {
@@ -192,8 +194,17 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream registryv1.Registry_
 		}
 		return snap.Service(name)
 	}
+	if req.GetIncremental() {
+		w := &instanceWatch{service: name, all: req.GetIncludeUnhealthy(), send: stream.Send,
+			resets: func() { s.metrics.watchResets.Inc() }}
+		return w.run(stream.Context(), s.store.Snapshot, req.GetAfterIndex())
+	}
 	return watchLoop(stream.Context(), s.store.Snapshot, req.GetAfterIndex(), pick, func(idx uint64, insts []*registryv1.Instance, stale bool) error {
-		return stream.Send(&registryv1.WatchResponse{Index: idx, Instances: filter(insts, req.GetIncludeUnhealthy()), Stale: stale})
+		resp := &registryv1.WatchResponse{Index: idx, Instances: filter(insts, req.GetIncludeUnhealthy()), Stale: stale}
+		if err := checkWholeSnapshot(resp); err != nil {
+			return err
+		}
+		return stream.Send(resp)
 	})
 }
 

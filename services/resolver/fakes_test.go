@@ -76,7 +76,7 @@ func (f *fakeRegistry) Watch(req *registryv1.WatchRequest, stream grpc.ServerStr
 		}
 		f.mu.Unlock()
 		if idx > last {
-			if err := stream.Send(&registryv1.WatchResponse{Index: idx, Instances: ins}); err != nil {
+			if err := stream.Send(&registryv1.WatchResponse{Index: idx, Instances: ins, Snapshot: req.GetIncremental()}); err != nil {
 				return err
 			}
 			last = idx

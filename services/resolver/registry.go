@@ -20,9 +20,7 @@ func follow(ctx context.Context, s *server, what string, run func(ctx context.Co
 // watchServices follows the registry's Watch of every service and keeps
 // the service zone in step with the healthy instances.
 func (s *server) watchServices(ctx context.Context, reg registryv1.RegistryClient) error {
-	return follow(ctx, s, "services", watch.Stream(func(ctx context.Context) (watch.Receiver[*registryv1.WatchResponse], error) {
-		return reg.Watch(ctx, &registryv1.WatchRequest{})
-	}, func(resp *registryv1.WatchResponse) {
+	return follow(ctx, s, "services", watch.Instances(reg.Watch, &registryv1.WatchRequest{}, func(resp *registryv1.WatchResponse) {
 		if resp.GetStale() {
 			s.log.Warn("registry snapshot is stale (its backend is unreachable)", "index", resp.GetIndex())
 		}

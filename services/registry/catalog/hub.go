@@ -370,3 +370,33 @@ func CompareRecords(a, b *registryv1.Record) int {
 	}
 	return strings.Compare(a.Data, b.Data)
 }
+
+// ChangedServices returns, sorted, the names of the services whose
+// instances differ between prev and s. It compares the services' sets by
+// identity (an unchanged set is shared between snapshots), so its cost is
+// the number of services, not of instances; a set that was replaced by an
+// equal one may be reported, never a changed one missed.
+func (s *Snapshot) ChangedServices(prev *Snapshot) []string {
+	if prev == s || (prev.instIndex == s.instIndex && prev.base == s.base) {
+		return nil
+	}
+	var names []string
+	for name, set := range s.services {
+		if p := prev.services[name]; p != set && (len(set.insts) > 0 || (p != nil && len(p.insts) > 0)) {
+			names = append(names, name)
+		}
+	}
+	for name, p := range prev.services {
+		if _, ok := s.services[name]; !ok && len(p.insts) > 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// SameService reports whether a service's instances are the same set (by
+// identity) in prev and s.
+func (s *Snapshot) SameService(prev *Snapshot, name string) bool {
+	return s.services[name] == prev.services[name]
+}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	pkgwatch "github.com/switchboard-net/switchboard/pkg/watch"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 	"github.com/switchboard-net/switchboard/services/registry"
 )
@@ -62,6 +63,8 @@ func Run(t *testing.T, b Backend) {
 			{"TTL", testTTL},
 			{"Watch", testWatch},
 			{"WatchAll", testWatchAll},
+			{"WatchIncremental", testWatchIncremental},
+			{"WatchAllIncremental", testWatchAllIncremental},
 			{"Records", testRecords},
 			{"Config", testConfig},
 		} {
@@ -506,6 +509,131 @@ func testWatchAll(t *testing.T, c registryv1.RegistryClient) {
 		}
 		return n == 2
 	})
+}
+
+// update is one assembled snapshot or update of an incremental watch: its
+// messages' instances and removals, and the whole set after it.
+type update struct {
+	index    uint64
+	snapshot bool
+	upserted string // ids, in the order sent
+	removed  string
+	all      string            // ids of every instance held after the update
+	keys     map[string]string // "service/id" -> "up" or "rm", of every service
+}
+
+// incremental reads an incremental watch's messages into a
+// pkgwatch.Catalog, as clients do.
+type incremental struct {
+	w   *watcher
+	cat pkgwatch.Catalog
+}
+
+// next returns the next complete update.
+func (in *incremental) next(t testing.TB, what string) update {
+	t.Helper()
+	u := update{keys: map[string]string{}}
+	var up, rm []string
+	first := true
+	in.w.next(t, what, func(m *registryv1.WatchResponse) bool {
+		if first {
+			u.snapshot, first = m.Snapshot, false
+		}
+		for _, i := range m.Instances {
+			up = append(up, i.Id)
+			u.keys[i.Service+"/"+i.Id] = "up"
+		}
+		for _, r := range m.Removed {
+			rm = append(rm, r.Id)
+			u.keys[r.Service+"/"+r.Id] = "rm"
+		}
+		done, err := in.cat.Apply(m)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return done
+	})
+	u.index, u.upserted, u.removed, u.all = in.cat.Index(), strings.Join(up, ","), strings.Join(rm, ","), ids(in.cat.Instances())
+	return u
+}
+
+func testWatchIncremental(t *testing.T, c registryv1.RegistryClient) {
+	svc := name("incr")
+	w := &incremental{w: watch(t, c, &registryv1.WatchRequest{Service: svc, Incremental: true})}
+	first := w.next(t, "the current (empty) snapshot")
+	if !first.snapshot || first.all != "" {
+		t.Fatalf("first message %+v, want an empty snapshot", first)
+	}
+	register(t, c, inst(svc, "a", 1))
+	u := w.next(t, "a added")
+	if u.snapshot || u.upserted != "a" || u.removed != "" || u.all != "a" || u.index <= first.index {
+		t.Fatalf("after registering a: %+v, want an update adding a after index %d", u, first.index)
+	}
+	register(t, c, inst(svc, "b", 2))
+	if u = w.next(t, "b added"); u.snapshot || u.upserted != "b" || u.all != "a,b" {
+		t.Fatalf("after registering b: %+v, want an update with b only", u)
+	}
+	register(t, c, inst(svc, "a", 11))
+	if u = w.next(t, "a changed"); u.upserted != "a" || u.all != "a,b" {
+		t.Fatalf("after changing a's port: %+v, want an update with a only", u)
+	}
+	if p := w.cat.Instances()[0].Port; p != 11 {
+		t.Fatalf("a's port after the update is %d, want 11", p)
+	}
+	// A healthy-only watch sees an instance that stops passing as removed.
+	setHealth(t, c, svc, "a", registryv1.HealthStatus_HEALTH_STATUS_CRITICAL, "down")
+	if u = w.next(t, "a critical"); u.upserted != "" || u.removed != "a" || u.all != "b" {
+		t.Fatalf("after a failed its check: %+v, want a removed", u)
+	}
+	if _, err := c.Deregister(ctxT(t), &registryv1.DeregisterRequest{Service: svc, Id: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	// Removing the last instance names more instances than remain: the
+	// update is the (empty) snapshot instead.
+	if u = w.next(t, "b removed"); !u.snapshot || u.all != "" {
+		t.Fatalf("after deregistering b: %+v, want an empty snapshot", u)
+	}
+	// Resuming from an index starts with a snapshot of what changed since.
+	w.w.cancel()
+	resumed := &incremental{w: watch(t, c, &registryv1.WatchRequest{Service: svc, AfterIndex: u.index, IncludeUnhealthy: true, Incremental: true})}
+	register(t, c, inst(svc, "c", 3))
+	if r := resumed.next(t, "a,c"); !r.snapshot || r.all != "a,c" || r.index <= u.index {
+		t.Fatalf("resumed watch began with %+v, want a snapshot of a,c after index %d", r, u.index)
+	}
+}
+
+func testWatchAllIncremental(t *testing.T, c registryv1.RegistryClient) {
+	s1, s2 := name("incrall"), name("incrall")
+	register(t, c, inst(s1, "a", 1))
+	w := &incremental{w: watch(t, c, &registryv1.WatchRequest{Incremental: true, IncludeUnhealthy: true})}
+	if first := w.next(t, "the current snapshot"); !first.snapshot || first.keys[s1+"/a"] != "up" {
+		t.Fatalf("first message %+v, want a snapshot holding a", first)
+	}
+	// Other tests change other services meanwhile: wait for the update
+	// that carries this one.
+	register(t, c, inst(s2, "b", 2))
+	var u update
+	for u.keys[s2+"/b"] != "up" {
+		u = w.next(t, s2+"/b added")
+		if u.snapshot {
+			t.Fatalf("update %+v is a whole snapshot, want the changes only", u)
+		}
+	}
+	if _, ok := u.keys[s1+"/a"]; ok {
+		t.Fatalf("update adding %s/b also sent %s/a, which did not change: %+v", s2, s1, u)
+	}
+	_, err := c.Deregister(ctxT(t), &registryv1.DeregisterRequest{Service: s1, Id: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u.keys[s1+"/a"] != "rm" {
+		u = w.next(t, s1+"/a removed")
+	}
+	for _, in := range w.cat.Instances() {
+		if in.Service == s1 {
+			t.Fatalf("%s/%s still held after its removal", in.Service, in.Id)
+		}
+	}
 }
 
 func testRecords(t *testing.T, c registryv1.RegistryClient) {

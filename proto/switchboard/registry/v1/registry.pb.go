@@ -941,8 +941,17 @@ type WatchRequest struct {
 	AfterIndex uint64 `protobuf:"varint,2,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
 	// Include instances that are not passing.
 	IncludeUnhealthy bool `protobuf:"varint,3,opt,name=include_unhealthy,json=includeUnhealthy,proto3" json:"include_unhealthy,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Send a snapshot once and then only the changes. The snapshot may span
+	// several messages (snapshot set on the first, more on all but the
+	// last); each later update is one or more messages of instances added or
+	// changed and refs of instances removed, the last with more unset. A
+	// client that falls behind gets a fresh snapshot instead of the changes
+	// it missed. Without it, every message is a whole snapshot, and a watch
+	// whose snapshot exceeds the message size limit fails with
+	// RESOURCE_EXHAUSTED.
+	Incremental   bool `protobuf:"varint,4,opt,name=incremental,proto3" json:"incremental,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchRequest) Reset() {
@@ -996,22 +1005,97 @@ func (x *WatchRequest) GetIncludeUnhealthy() bool {
 	return false
 }
 
-// WatchResponse is a whole snapshot of the watched service(s).
+func (x *WatchRequest) GetIncremental() bool {
+	if x != nil {
+		return x.Incremental
+	}
+	return false
+}
+
+// InstanceRef names one instance.
+type InstanceRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Service name.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Instance id.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceRef) Reset() {
+	*x = InstanceRef{}
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceRef) ProtoMessage() {}
+
+func (x *InstanceRef) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceRef.ProtoReflect.Descriptor instead.
+func (*InstanceRef) Descriptor() ([]byte, []int) {
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *InstanceRef) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *InstanceRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// WatchResponse is a whole snapshot of the watched service(s), or, on an
+// incremental watch, one part of a snapshot or of an update.
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Catalog index of the snapshot.
+	// Catalog index of the snapshot or update.
 	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	// Every instance in the snapshot (of all services when watching all).
+	// Without incremental: every instance in the snapshot (of all services
+	// when watching all). Incremental: the instances of this snapshot part, or
+	// the instances an update added or changed (whole, replacing any held
+	// with the same service and id).
 	Instances []*Instance `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
 	// True when the backend is unreachable and this is the last known snapshot.
-	Stale         bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	// Incremental only: this message begins a snapshot; drop every instance
+	// held before and apply this and the following parts.
+	Snapshot bool `protobuf:"varint,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// Incremental only: instances the update removed (or, for a healthy-only
+	// watch, that stopped passing).
+	Removed []*InstanceRef `protobuf:"bytes,5,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Incremental only: more messages of the same index follow; apply them
+	// all as one step once a message with more unset arrives.
+	More          bool `protobuf:"varint,6,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1107,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1120,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchResponse) GetIndex() uint64 {
@@ -1060,6 +1144,27 @@ func (x *WatchResponse) GetStale() bool {
 	return false
 }
 
+func (x *WatchResponse) GetSnapshot() bool {
+	if x != nil {
+		return x.Snapshot
+	}
+	return false
+}
+
+func (x *WatchResponse) GetRemoved() []*InstanceRef {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // SetHealthRequest records a check result.
 type SetHealthRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1077,7 +1182,7 @@ type SetHealthRequest struct {
 
 func (x *SetHealthRequest) Reset() {
 	*x = SetHealthRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1194,7 @@ func (x *SetHealthRequest) String() string {
 func (*SetHealthRequest) ProtoMessage() {}
 
 func (x *SetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1207,7 @@ func (x *SetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHealthRequest.ProtoReflect.Descriptor instead.
 func (*SetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetHealthRequest) GetService() string {
@@ -1142,7 +1247,7 @@ type SetHealthResponse struct {
 
 func (x *SetHealthResponse) Reset() {
 	*x = SetHealthResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1259,7 @@ func (x *SetHealthResponse) String() string {
 func (*SetHealthResponse) ProtoMessage() {}
 
 func (x *SetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1272,7 @@ func (x *SetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHealthResponse.ProtoReflect.Descriptor instead.
 func (*SetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 // Record is a static DNS resource record.
@@ -1187,7 +1292,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1304,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1317,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Record) GetName() string {
@@ -1254,7 +1359,7 @@ type PutRecordRequest struct {
 
 func (x *PutRecordRequest) Reset() {
 	*x = PutRecordRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1371,7 @@ func (x *PutRecordRequest) String() string {
 func (*PutRecordRequest) ProtoMessage() {}
 
 func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1384,7 @@ func (x *PutRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordRequest.ProtoReflect.Descriptor instead.
 func (*PutRecordRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutRecordRequest) GetRecord() *Record {
@@ -1300,7 +1405,7 @@ type PutRecordResponse struct {
 
 func (x *PutRecordResponse) Reset() {
 	*x = PutRecordResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1417,7 @@ func (x *PutRecordResponse) String() string {
 func (*PutRecordResponse) ProtoMessage() {}
 
 func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1430,7 @@ func (x *PutRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRecordResponse.ProtoReflect.Descriptor instead.
 func (*PutRecordResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutRecordResponse) GetRecord() *Record {
@@ -1350,7 +1455,7 @@ type DeleteRecordRequest struct {
 
 func (x *DeleteRecordRequest) Reset() {
 	*x = DeleteRecordRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1467,7 @@ func (x *DeleteRecordRequest) String() string {
 func (*DeleteRecordRequest) ProtoMessage() {}
 
 func (x *DeleteRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1480,7 @@ func (x *DeleteRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRecordRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRecordRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteRecordRequest) GetName() string {
@@ -1410,7 +1515,7 @@ type DeleteRecordResponse struct {
 
 func (x *DeleteRecordResponse) Reset() {
 	*x = DeleteRecordResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1527,7 @@ func (x *DeleteRecordResponse) String() string {
 func (*DeleteRecordResponse) ProtoMessage() {}
 
 func (x *DeleteRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1540,7 @@ func (x *DeleteRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRecordResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRecordResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteRecordResponse) GetDeleted() uint32 {
@@ -1456,7 +1561,7 @@ type ListRecordsRequest struct {
 
 func (x *ListRecordsRequest) Reset() {
 	*x = ListRecordsRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1573,7 @@ func (x *ListRecordsRequest) String() string {
 func (*ListRecordsRequest) ProtoMessage() {}
 
 func (x *ListRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1586,7 @@ func (x *ListRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListRecordsRequest) GetSuffix() string {
@@ -1502,7 +1607,7 @@ type ListRecordsResponse struct {
 
 func (x *ListRecordsResponse) Reset() {
 	*x = ListRecordsResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1619,7 @@ func (x *ListRecordsResponse) String() string {
 func (*ListRecordsResponse) ProtoMessage() {}
 
 func (x *ListRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1632,7 @@ func (x *ListRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListRecordsResponse) GetRecords() []*Record {
@@ -1548,7 +1653,7 @@ type WatchRecordsRequest struct {
 
 func (x *WatchRecordsRequest) Reset() {
 	*x = WatchRecordsRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1665,7 @@ func (x *WatchRecordsRequest) String() string {
 func (*WatchRecordsRequest) ProtoMessage() {}
 
 func (x *WatchRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1678,7 @@ func (x *WatchRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRecordsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchRecordsRequest) GetAfterIndex() uint64 {
@@ -1598,7 +1703,7 @@ type WatchRecordsResponse struct {
 
 func (x *WatchRecordsResponse) Reset() {
 	*x = WatchRecordsResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1715,7 @@ func (x *WatchRecordsResponse) String() string {
 func (*WatchRecordsResponse) ProtoMessage() {}
 
 func (x *WatchRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1728,7 @@ func (x *WatchRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRecordsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchRecordsResponse) GetIndex() uint64 {
@@ -1670,7 +1775,7 @@ type ConfigEntry struct {
 
 func (x *ConfigEntry) Reset() {
 	*x = ConfigEntry{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1787,7 @@ func (x *ConfigEntry) String() string {
 func (*ConfigEntry) ProtoMessage() {}
 
 func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1800,7 @@ func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
 func (*ConfigEntry) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfigEntry) GetKind() string {
@@ -1744,7 +1849,7 @@ type PutConfigRequest struct {
 
 func (x *PutConfigRequest) Reset() {
 	*x = PutConfigRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1861,7 @@ func (x *PutConfigRequest) String() string {
 func (*PutConfigRequest) ProtoMessage() {}
 
 func (x *PutConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1874,7 @@ func (x *PutConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutConfigRequest.ProtoReflect.Descriptor instead.
 func (*PutConfigRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutConfigRequest) GetEntry() *ConfigEntry {
@@ -1790,7 +1895,7 @@ type PutConfigResponse struct {
 
 func (x *PutConfigResponse) Reset() {
 	*x = PutConfigResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1907,7 @@ func (x *PutConfigResponse) String() string {
 func (*PutConfigResponse) ProtoMessage() {}
 
 func (x *PutConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1920,7 @@ func (x *PutConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutConfigResponse.ProtoReflect.Descriptor instead.
 func (*PutConfigResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PutConfigResponse) GetEntry() *ConfigEntry {
@@ -1838,7 +1943,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1955,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1968,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteConfigRequest) GetKind() string {
@@ -1889,7 +1994,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2006,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2019,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 // ListConfigRequest names a kind.
@@ -1928,7 +2033,7 @@ type ListConfigRequest struct {
 
 func (x *ListConfigRequest) Reset() {
 	*x = ListConfigRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2045,7 @@ func (x *ListConfigRequest) String() string {
 func (*ListConfigRequest) ProtoMessage() {}
 
 func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2058,7 @@ func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListConfigRequest) GetKind() string {
@@ -1978,7 +2083,7 @@ type ListConfigResponse struct {
 
 func (x *ListConfigResponse) Reset() {
 	*x = ListConfigResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2095,7 @@ func (x *ListConfigResponse) String() string {
 func (*ListConfigResponse) ProtoMessage() {}
 
 func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2108,7 @@ func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListConfigResponse) GetEntries() []*ConfigEntry {
@@ -2040,7 +2145,7 @@ type WatchConfigRequest struct {
 
 func (x *WatchConfigRequest) Reset() {
 	*x = WatchConfigRequest{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2157,7 @@ func (x *WatchConfigRequest) String() string {
 func (*WatchConfigRequest) ProtoMessage() {}
 
 func (x *WatchConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2170,7 @@ func (x *WatchConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchConfigRequest.ProtoReflect.Descriptor instead.
 func (*WatchConfigRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchConfigRequest) GetKind() string {
@@ -2097,7 +2202,7 @@ type WatchConfigResponse struct {
 
 func (x *WatchConfigResponse) Reset() {
 	*x = WatchConfigResponse{}
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2214,7 @@ func (x *WatchConfigResponse) String() string {
 func (*WatchConfigResponse) ProtoMessage() {}
 
 func (x *WatchConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_switchboard_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2227,7 @@ func (x *WatchConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchConfigResponse.ProtoReflect.Descriptor instead.
 func (*WatchConfigResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_switchboard_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchConfigResponse) GetIndex() uint64 {
@@ -2202,16 +2307,23 @@ const file_switchboard_registry_v1_registry_proto_rawDesc = "" +
 	"\x04tags\x18\x04 \x03(\tR\x04tags\"q\n" +
 	"\x14ListServicesResponse\x12C\n" +
 	"\bservices\x18\x01 \x03(\v2'.switchboard.registry.v1.ServiceSummaryR\bservices\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"v\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x98\x01\n" +
 	"\fWatchRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1f\n" +
 	"\vafter_index\x18\x02 \x01(\x04R\n" +
 	"afterIndex\x12+\n" +
-	"\x11include_unhealthy\x18\x03 \x01(\bR\x10includeUnhealthy\"|\n" +
+	"\x11include_unhealthy\x18\x03 \x01(\bR\x10includeUnhealthy\x12 \n" +
+	"\vincremental\x18\x04 \x01(\bR\vincremental\"7\n" +
+	"\vInstanceRef\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xec\x01\n" +
 	"\rWatchResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12?\n" +
 	"\tinstances\x18\x02 \x03(\v2!.switchboard.registry.v1.InstanceR\tinstances\x12\x14\n" +
-	"\x05stale\x18\x03 \x01(\bR\x05stale\"\x93\x01\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x12\x1a\n" +
+	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\x12>\n" +
+	"\aremoved\x18\x05 \x03(\v2$.switchboard.registry.v1.InstanceRefR\aremoved\x12\x12\n" +
+	"\x04more\x18\x06 \x01(\bR\x04more\"\x93\x01\n" +
 	"\x10SetHealthRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12=\n" +
@@ -2318,7 +2430,7 @@ func file_switchboard_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_switchboard_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchboard_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_switchboard_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_switchboard_registry_v1_registry_proto_goTypes = []any{
 	(HealthStatus)(0),             // 0: switchboard.registry.v1.HealthStatus
 	(CheckKind)(0),                // 1: switchboard.registry.v1.CheckKind
@@ -2336,89 +2448,91 @@ var file_switchboard_registry_v1_registry_proto_goTypes = []any{
 	(*ServiceSummary)(nil),        // 13: switchboard.registry.v1.ServiceSummary
 	(*ListServicesResponse)(nil),  // 14: switchboard.registry.v1.ListServicesResponse
 	(*WatchRequest)(nil),          // 15: switchboard.registry.v1.WatchRequest
-	(*WatchResponse)(nil),         // 16: switchboard.registry.v1.WatchResponse
-	(*SetHealthRequest)(nil),      // 17: switchboard.registry.v1.SetHealthRequest
-	(*SetHealthResponse)(nil),     // 18: switchboard.registry.v1.SetHealthResponse
-	(*Record)(nil),                // 19: switchboard.registry.v1.Record
-	(*PutRecordRequest)(nil),      // 20: switchboard.registry.v1.PutRecordRequest
-	(*PutRecordResponse)(nil),     // 21: switchboard.registry.v1.PutRecordResponse
-	(*DeleteRecordRequest)(nil),   // 22: switchboard.registry.v1.DeleteRecordRequest
-	(*DeleteRecordResponse)(nil),  // 23: switchboard.registry.v1.DeleteRecordResponse
-	(*ListRecordsRequest)(nil),    // 24: switchboard.registry.v1.ListRecordsRequest
-	(*ListRecordsResponse)(nil),   // 25: switchboard.registry.v1.ListRecordsResponse
-	(*WatchRecordsRequest)(nil),   // 26: switchboard.registry.v1.WatchRecordsRequest
-	(*WatchRecordsResponse)(nil),  // 27: switchboard.registry.v1.WatchRecordsResponse
-	(*ConfigEntry)(nil),           // 28: switchboard.registry.v1.ConfigEntry
-	(*PutConfigRequest)(nil),      // 29: switchboard.registry.v1.PutConfigRequest
-	(*PutConfigResponse)(nil),     // 30: switchboard.registry.v1.PutConfigResponse
-	(*DeleteConfigRequest)(nil),   // 31: switchboard.registry.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),  // 32: switchboard.registry.v1.DeleteConfigResponse
-	(*ListConfigRequest)(nil),     // 33: switchboard.registry.v1.ListConfigRequest
-	(*ListConfigResponse)(nil),    // 34: switchboard.registry.v1.ListConfigResponse
-	(*WatchConfigRequest)(nil),    // 35: switchboard.registry.v1.WatchConfigRequest
-	(*WatchConfigResponse)(nil),   // 36: switchboard.registry.v1.WatchConfigResponse
-	nil,                           // 37: switchboard.registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*InstanceRef)(nil),           // 16: switchboard.registry.v1.InstanceRef
+	(*WatchResponse)(nil),         // 17: switchboard.registry.v1.WatchResponse
+	(*SetHealthRequest)(nil),      // 18: switchboard.registry.v1.SetHealthRequest
+	(*SetHealthResponse)(nil),     // 19: switchboard.registry.v1.SetHealthResponse
+	(*Record)(nil),                // 20: switchboard.registry.v1.Record
+	(*PutRecordRequest)(nil),      // 21: switchboard.registry.v1.PutRecordRequest
+	(*PutRecordResponse)(nil),     // 22: switchboard.registry.v1.PutRecordResponse
+	(*DeleteRecordRequest)(nil),   // 23: switchboard.registry.v1.DeleteRecordRequest
+	(*DeleteRecordResponse)(nil),  // 24: switchboard.registry.v1.DeleteRecordResponse
+	(*ListRecordsRequest)(nil),    // 25: switchboard.registry.v1.ListRecordsRequest
+	(*ListRecordsResponse)(nil),   // 26: switchboard.registry.v1.ListRecordsResponse
+	(*WatchRecordsRequest)(nil),   // 27: switchboard.registry.v1.WatchRecordsRequest
+	(*WatchRecordsResponse)(nil),  // 28: switchboard.registry.v1.WatchRecordsResponse
+	(*ConfigEntry)(nil),           // 29: switchboard.registry.v1.ConfigEntry
+	(*PutConfigRequest)(nil),      // 30: switchboard.registry.v1.PutConfigRequest
+	(*PutConfigResponse)(nil),     // 31: switchboard.registry.v1.PutConfigResponse
+	(*DeleteConfigRequest)(nil),   // 32: switchboard.registry.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),  // 33: switchboard.registry.v1.DeleteConfigResponse
+	(*ListConfigRequest)(nil),     // 34: switchboard.registry.v1.ListConfigRequest
+	(*ListConfigResponse)(nil),    // 35: switchboard.registry.v1.ListConfigResponse
+	(*WatchConfigRequest)(nil),    // 36: switchboard.registry.v1.WatchConfigRequest
+	(*WatchConfigResponse)(nil),   // 37: switchboard.registry.v1.WatchConfigResponse
+	nil,                           // 38: switchboard.registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_switchboard_registry_v1_registry_proto_depIdxs = []int32{
 	1,  // 0: switchboard.registry.v1.HealthCheck.kind:type_name -> switchboard.registry.v1.CheckKind
-	38, // 1: switchboard.registry.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	38, // 2: switchboard.registry.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	37, // 3: switchboard.registry.v1.Instance.metadata:type_name -> switchboard.registry.v1.Instance.MetadataEntry
+	39, // 1: switchboard.registry.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	39, // 2: switchboard.registry.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	38, // 3: switchboard.registry.v1.Instance.metadata:type_name -> switchboard.registry.v1.Instance.MetadataEntry
 	2,  // 4: switchboard.registry.v1.Instance.check:type_name -> switchboard.registry.v1.HealthCheck
 	0,  // 5: switchboard.registry.v1.Instance.health:type_name -> switchboard.registry.v1.HealthStatus
-	39, // 6: switchboard.registry.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 6: switchboard.registry.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	3,  // 7: switchboard.registry.v1.RegisterRequest.instance:type_name -> switchboard.registry.v1.Instance
 	3,  // 8: switchboard.registry.v1.RegisterResponse.instance:type_name -> switchboard.registry.v1.Instance
 	3,  // 9: switchboard.registry.v1.GetServiceResponse.instances:type_name -> switchboard.registry.v1.Instance
 	13, // 10: switchboard.registry.v1.ListServicesResponse.services:type_name -> switchboard.registry.v1.ServiceSummary
 	3,  // 11: switchboard.registry.v1.WatchResponse.instances:type_name -> switchboard.registry.v1.Instance
-	0,  // 12: switchboard.registry.v1.SetHealthRequest.status:type_name -> switchboard.registry.v1.HealthStatus
-	19, // 13: switchboard.registry.v1.PutRecordRequest.record:type_name -> switchboard.registry.v1.Record
-	19, // 14: switchboard.registry.v1.PutRecordResponse.record:type_name -> switchboard.registry.v1.Record
-	19, // 15: switchboard.registry.v1.ListRecordsResponse.records:type_name -> switchboard.registry.v1.Record
-	19, // 16: switchboard.registry.v1.WatchRecordsResponse.records:type_name -> switchboard.registry.v1.Record
-	39, // 17: switchboard.registry.v1.ConfigEntry.updated_at:type_name -> google.protobuf.Timestamp
-	28, // 18: switchboard.registry.v1.PutConfigRequest.entry:type_name -> switchboard.registry.v1.ConfigEntry
-	28, // 19: switchboard.registry.v1.PutConfigResponse.entry:type_name -> switchboard.registry.v1.ConfigEntry
-	28, // 20: switchboard.registry.v1.ListConfigResponse.entries:type_name -> switchboard.registry.v1.ConfigEntry
-	28, // 21: switchboard.registry.v1.WatchConfigResponse.entries:type_name -> switchboard.registry.v1.ConfigEntry
-	4,  // 22: switchboard.registry.v1.Registry.Register:input_type -> switchboard.registry.v1.RegisterRequest
-	6,  // 23: switchboard.registry.v1.Registry.Deregister:input_type -> switchboard.registry.v1.DeregisterRequest
-	8,  // 24: switchboard.registry.v1.Registry.Heartbeat:input_type -> switchboard.registry.v1.HeartbeatRequest
-	10, // 25: switchboard.registry.v1.Registry.GetService:input_type -> switchboard.registry.v1.GetServiceRequest
-	12, // 26: switchboard.registry.v1.Registry.ListServices:input_type -> switchboard.registry.v1.ListServicesRequest
-	15, // 27: switchboard.registry.v1.Registry.Watch:input_type -> switchboard.registry.v1.WatchRequest
-	17, // 28: switchboard.registry.v1.Registry.SetHealth:input_type -> switchboard.registry.v1.SetHealthRequest
-	20, // 29: switchboard.registry.v1.Registry.PutRecord:input_type -> switchboard.registry.v1.PutRecordRequest
-	22, // 30: switchboard.registry.v1.Registry.DeleteRecord:input_type -> switchboard.registry.v1.DeleteRecordRequest
-	24, // 31: switchboard.registry.v1.Registry.ListRecords:input_type -> switchboard.registry.v1.ListRecordsRequest
-	26, // 32: switchboard.registry.v1.Registry.WatchRecords:input_type -> switchboard.registry.v1.WatchRecordsRequest
-	29, // 33: switchboard.registry.v1.Registry.PutConfig:input_type -> switchboard.registry.v1.PutConfigRequest
-	31, // 34: switchboard.registry.v1.Registry.DeleteConfig:input_type -> switchboard.registry.v1.DeleteConfigRequest
-	33, // 35: switchboard.registry.v1.Registry.ListConfig:input_type -> switchboard.registry.v1.ListConfigRequest
-	35, // 36: switchboard.registry.v1.Registry.WatchConfig:input_type -> switchboard.registry.v1.WatchConfigRequest
-	5,  // 37: switchboard.registry.v1.Registry.Register:output_type -> switchboard.registry.v1.RegisterResponse
-	7,  // 38: switchboard.registry.v1.Registry.Deregister:output_type -> switchboard.registry.v1.DeregisterResponse
-	9,  // 39: switchboard.registry.v1.Registry.Heartbeat:output_type -> switchboard.registry.v1.HeartbeatResponse
-	11, // 40: switchboard.registry.v1.Registry.GetService:output_type -> switchboard.registry.v1.GetServiceResponse
-	14, // 41: switchboard.registry.v1.Registry.ListServices:output_type -> switchboard.registry.v1.ListServicesResponse
-	16, // 42: switchboard.registry.v1.Registry.Watch:output_type -> switchboard.registry.v1.WatchResponse
-	18, // 43: switchboard.registry.v1.Registry.SetHealth:output_type -> switchboard.registry.v1.SetHealthResponse
-	21, // 44: switchboard.registry.v1.Registry.PutRecord:output_type -> switchboard.registry.v1.PutRecordResponse
-	23, // 45: switchboard.registry.v1.Registry.DeleteRecord:output_type -> switchboard.registry.v1.DeleteRecordResponse
-	25, // 46: switchboard.registry.v1.Registry.ListRecords:output_type -> switchboard.registry.v1.ListRecordsResponse
-	27, // 47: switchboard.registry.v1.Registry.WatchRecords:output_type -> switchboard.registry.v1.WatchRecordsResponse
-	30, // 48: switchboard.registry.v1.Registry.PutConfig:output_type -> switchboard.registry.v1.PutConfigResponse
-	32, // 49: switchboard.registry.v1.Registry.DeleteConfig:output_type -> switchboard.registry.v1.DeleteConfigResponse
-	34, // 50: switchboard.registry.v1.Registry.ListConfig:output_type -> switchboard.registry.v1.ListConfigResponse
-	36, // 51: switchboard.registry.v1.Registry.WatchConfig:output_type -> switchboard.registry.v1.WatchConfigResponse
-	37, // [37:52] is the sub-list for method output_type
-	22, // [22:37] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	16, // 12: switchboard.registry.v1.WatchResponse.removed:type_name -> switchboard.registry.v1.InstanceRef
+	0,  // 13: switchboard.registry.v1.SetHealthRequest.status:type_name -> switchboard.registry.v1.HealthStatus
+	20, // 14: switchboard.registry.v1.PutRecordRequest.record:type_name -> switchboard.registry.v1.Record
+	20, // 15: switchboard.registry.v1.PutRecordResponse.record:type_name -> switchboard.registry.v1.Record
+	20, // 16: switchboard.registry.v1.ListRecordsResponse.records:type_name -> switchboard.registry.v1.Record
+	20, // 17: switchboard.registry.v1.WatchRecordsResponse.records:type_name -> switchboard.registry.v1.Record
+	40, // 18: switchboard.registry.v1.ConfigEntry.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 19: switchboard.registry.v1.PutConfigRequest.entry:type_name -> switchboard.registry.v1.ConfigEntry
+	29, // 20: switchboard.registry.v1.PutConfigResponse.entry:type_name -> switchboard.registry.v1.ConfigEntry
+	29, // 21: switchboard.registry.v1.ListConfigResponse.entries:type_name -> switchboard.registry.v1.ConfigEntry
+	29, // 22: switchboard.registry.v1.WatchConfigResponse.entries:type_name -> switchboard.registry.v1.ConfigEntry
+	4,  // 23: switchboard.registry.v1.Registry.Register:input_type -> switchboard.registry.v1.RegisterRequest
+	6,  // 24: switchboard.registry.v1.Registry.Deregister:input_type -> switchboard.registry.v1.DeregisterRequest
+	8,  // 25: switchboard.registry.v1.Registry.Heartbeat:input_type -> switchboard.registry.v1.HeartbeatRequest
+	10, // 26: switchboard.registry.v1.Registry.GetService:input_type -> switchboard.registry.v1.GetServiceRequest
+	12, // 27: switchboard.registry.v1.Registry.ListServices:input_type -> switchboard.registry.v1.ListServicesRequest
+	15, // 28: switchboard.registry.v1.Registry.Watch:input_type -> switchboard.registry.v1.WatchRequest
+	18, // 29: switchboard.registry.v1.Registry.SetHealth:input_type -> switchboard.registry.v1.SetHealthRequest
+	21, // 30: switchboard.registry.v1.Registry.PutRecord:input_type -> switchboard.registry.v1.PutRecordRequest
+	23, // 31: switchboard.registry.v1.Registry.DeleteRecord:input_type -> switchboard.registry.v1.DeleteRecordRequest
+	25, // 32: switchboard.registry.v1.Registry.ListRecords:input_type -> switchboard.registry.v1.ListRecordsRequest
+	27, // 33: switchboard.registry.v1.Registry.WatchRecords:input_type -> switchboard.registry.v1.WatchRecordsRequest
+	30, // 34: switchboard.registry.v1.Registry.PutConfig:input_type -> switchboard.registry.v1.PutConfigRequest
+	32, // 35: switchboard.registry.v1.Registry.DeleteConfig:input_type -> switchboard.registry.v1.DeleteConfigRequest
+	34, // 36: switchboard.registry.v1.Registry.ListConfig:input_type -> switchboard.registry.v1.ListConfigRequest
+	36, // 37: switchboard.registry.v1.Registry.WatchConfig:input_type -> switchboard.registry.v1.WatchConfigRequest
+	5,  // 38: switchboard.registry.v1.Registry.Register:output_type -> switchboard.registry.v1.RegisterResponse
+	7,  // 39: switchboard.registry.v1.Registry.Deregister:output_type -> switchboard.registry.v1.DeregisterResponse
+	9,  // 40: switchboard.registry.v1.Registry.Heartbeat:output_type -> switchboard.registry.v1.HeartbeatResponse
+	11, // 41: switchboard.registry.v1.Registry.GetService:output_type -> switchboard.registry.v1.GetServiceResponse
+	14, // 42: switchboard.registry.v1.Registry.ListServices:output_type -> switchboard.registry.v1.ListServicesResponse
+	17, // 43: switchboard.registry.v1.Registry.Watch:output_type -> switchboard.registry.v1.WatchResponse
+	19, // 44: switchboard.registry.v1.Registry.SetHealth:output_type -> switchboard.registry.v1.SetHealthResponse
+	22, // 45: switchboard.registry.v1.Registry.PutRecord:output_type -> switchboard.registry.v1.PutRecordResponse
+	24, // 46: switchboard.registry.v1.Registry.DeleteRecord:output_type -> switchboard.registry.v1.DeleteRecordResponse
+	26, // 47: switchboard.registry.v1.Registry.ListRecords:output_type -> switchboard.registry.v1.ListRecordsResponse
+	28, // 48: switchboard.registry.v1.Registry.WatchRecords:output_type -> switchboard.registry.v1.WatchRecordsResponse
+	31, // 49: switchboard.registry.v1.Registry.PutConfig:output_type -> switchboard.registry.v1.PutConfigResponse
+	33, // 50: switchboard.registry.v1.Registry.DeleteConfig:output_type -> switchboard.registry.v1.DeleteConfigResponse
+	35, // 51: switchboard.registry.v1.Registry.ListConfig:output_type -> switchboard.registry.v1.ListConfigResponse
+	37, // 52: switchboard.registry.v1.Registry.WatchConfig:output_type -> switchboard.registry.v1.WatchConfigResponse
+	38, // [38:53] is the sub-list for method output_type
+	23, // [23:38] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_registry_v1_registry_proto_init() }
@@ -2432,7 +2546,7 @@ func file_switchboard_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_registry_v1_registry_proto_rawDesc), len(file_switchboard_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,7 +57,8 @@ type RegistryClient interface {
 	// ListServices returns every service with instance counts.
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	// Watch streams snapshots of one service (or all) each time it changes,
-	// starting after the index the caller last saw.
+	// starting after the index the caller last saw; with incremental set, a
+	// snapshot once and then only the changes (see WatchRequest).
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// SetHealth records a health-check result for an instance (the prober's
 	// feedback path).
@@ -286,7 +287,8 @@ type RegistryServer interface {
 	// ListServices returns every service with instance counts.
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	// Watch streams snapshots of one service (or all) each time it changes,
-	// starting after the index the caller last saw.
+	// starting after the index the caller last saw; with incremental set, a
+	// snapshot once and then only the changes (see WatchRequest).
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// SetHealth records a health-check result for an instance (the prober's
 	// feedback path).
