@@ -16,7 +16,7 @@ BIN      ?= $(CURDIR)/bin
 # VERSION is what `switchboard version` prints for binaries built here.
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all test setup check lint vet staticcheck fmt-check buf-lint proto proto-check unit fuzz e2e build bench clean
+.PHONY: all test setup check lint vet staticcheck fmt-check buf-lint alerts-check proto proto-check unit fuzz e2e build bench clean
 
 all: build
 
@@ -27,8 +27,8 @@ test: setup check unit fuzz e2e
 setup:
 	scripts/setup.sh
 
-## check: formatting, vet, staticcheck, buf lint and stale generated code.
-check: fmt-check vet staticcheck buf-lint proto-check
+## check: formatting, vet, staticcheck, buf lint, the alert rules and stale generated code.
+check: fmt-check vet staticcheck buf-lint alerts-check proto-check
 
 fmt-check:
 	@out=$$(gofmt -l $$(go list -m -f '{{.Dir}}')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -41,6 +41,11 @@ staticcheck:
 
 buf-lint:
 	buf lint
+
+## alerts-check: promtool checks the alert rules and runs their unit tests.
+alerts-check:
+	promtool check rules deploy/prometheus/alerts.yaml
+	promtool test rules deploy/prometheus/alerts_test.yaml
 
 ## proto: regenerate Go from proto/ with the pinned local plugins.
 proto:

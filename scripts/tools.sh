@@ -23,3 +23,6 @@ go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go v1.36.12
 go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2
 go_tool staticcheck honnef.co/go/tools/cmd/staticcheck v0.8.2
 go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.4
+# promtool checks and unit-tests deploy/prometheus/alerts.yaml (make check).
+# Its module is all of Prometheus: the first build takes 5-25 minutes.
+go_tool promtool github.com/prometheus/prometheus/cmd/promtool v0.316.0
