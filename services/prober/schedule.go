@@ -186,19 +186,23 @@ func (s *scheduler) startLocked(sj *scheduled) {
 // loop runs sj now and then every interval until ctx ends. Each run is
 // prepared afresh: the allowlist (registered instances) may have changed.
 func (s *scheduler) loop(ctx context.Context, sj *scheduled) {
-	every := sj.job.GetInterval().AsDuration()
+	// apply may swap in an equal job (without its runner) under s.mu.
+	s.mu.Lock()
+	job := sj.job
+	s.mu.Unlock()
+	every := job.GetInterval().AsDuration()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, max(every, 2*time.Minute))
 		var res *proberv1.JobResult
-		j, err := s.r.prepare(rctx, sj.job.GetSpec(), "spec")
+		j, err := s.r.prepare(rctx, job.GetSpec(), "spec")
 		if err != nil {
 			res = failed(err)
-			res.JobId = sj.job.GetId()
-			s.r.met.observe(kindOf(sj.job.GetSpec()), sj.job.GetId(), res)
+			res.JobId = job.GetId()
+			s.r.met.observe(kindOf(job.GetSpec()), job.GetId(), res)
 		} else {
-			res = s.r.execute(rctx, j, sj.job.GetId(), nil)
+			res = s.r.execute(rctx, j, job.GetId(), nil)
 		}
 		cancel()
 		res.Prober = s.members.self
