@@ -48,10 +48,7 @@ func main() {
 	mode := flag.String("mode", "", "internal: whole or incremental (child process)")
 	flag.Parse()
 	if *watchAddr != "" {
-		if err := openWatchers(*watchAddr, *mode, *watchers); err != nil {
-			log.Fatal(err)
-		}
-		return
+		log.Fatal(openWatchers(*watchAddr, *mode, *watchers))
 	}
 	for r := 1; r <= *rounds; r++ {
 		for _, mode := range []string{"none", "whole", "incremental"} {
@@ -167,7 +164,8 @@ func round(mode string, n, watchers, changes int) (float64, int, error) {
 }
 
 // openWatchers opens n watchers of every service on addr, each on its own
-// connection, says "ready" once all are open and then never reads them.
+// connection, says "ready" once all are open and then never reads them; it
+// returns only on error (the parent kills the process).
 func openWatchers(addr, mode string, n int) error {
 	ctx := context.Background()
 	for range n {
