@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/switchboard-net/switchboard/pkg/watch"
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
@@ -335,14 +336,17 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := c.ready(ctx, "registry"); err != nil {
 		return err
 	}
-	stream, err := reg.Watch(ctx, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: !*passing})
+	// Incremental: a catalog larger than one message still arrives (in
+	// parts), and each change costs its size, not the catalog's.
+	stream, err := reg.Watch(ctx, &registryv1.WatchRequest{Service: svc, IncludeUnhealthy: !*passing, Incremental: true})
 	if err != nil {
 		return rpcError("registry", err)
 	}
 	prev := map[string]*registryv1.Instance{}
 	first := true
+	var cat watch.Catalog
 	for {
-		snap, err := stream.Recv()
+		m, err := stream.Recv()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -352,6 +356,14 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			return rpcError("registry", err)
 		}
+		done, err := cat.Apply(m)
+		if err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+		if !done {
+			continue
+		}
+		snap := &registryv1.WatchResponse{Index: cat.Index(), Instances: cat.Instances(), Stale: cat.Stale()}
 		if c.structured() {
 			if err := c.emitLine(snap); err != nil {
 				return err

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	registryv1 "github.com/switchboard-net/switchboard/proto/switchboard/registry/v1"
 )
 
@@ -108,4 +110,48 @@ func TestCatalogSharedSlices(t *testing.T) {
 	if len(before) != 1 || before[0].Port != 1 || held(&c) != "a/1,a/2" || c.Instances()[0].Port != 2 {
 		t.Fatalf("kept %v, now %s", before, held(&c))
 	}
+}
+
+// FuzzCatalog feeds arbitrary message sequences (as a server or a broken
+// peer might send) to a Catalog: it never panics, and what it holds is
+// always sorted by service then id without duplicates.
+func FuzzCatalog(f *testing.F) {
+	seed := func(msgs ...*registryv1.WatchResponse) []byte {
+		var out []byte
+		for _, m := range msgs {
+			b, _ := proto.Marshal(m)
+			out = append(out, byte(len(b)>>8), byte(len(b)))
+			out = append(out, b...)
+		}
+		return out
+	}
+	f.Add(seed(&registryv1.WatchResponse{Index: 1, Snapshot: true, More: true, Instances: []*registryv1.Instance{in("a", "1", 1)}},
+		&registryv1.WatchResponse{Index: 1, Instances: []*registryv1.Instance{in("a", "1", 2), in("b", "0", 1)}},
+		&registryv1.WatchResponse{Index: 2, Removed: []*registryv1.InstanceRef{ref("a", "1")}}))
+	f.Add(seed(&registryv1.WatchResponse{Index: 3, Instances: []*registryv1.Instance{in("a", "1", 1)}}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c Catalog
+		for len(data) >= 2 {
+			n := int(data[0])<<8 | int(data[1])
+			data = data[2:]
+			if n > len(data) {
+				return
+			}
+			m := &registryv1.WatchResponse{}
+			if err := proto.Unmarshal(data[:n], m); err != nil {
+				return
+			}
+			data = data[n:]
+			if _, err := c.Apply(m); err != nil {
+				return
+			}
+			all := c.Instances()
+			for i := 1; i < len(all); i++ {
+				a, b := all[i-1], all[i]
+				if a.GetService() > b.GetService() || (a.GetService() == b.GetService() && a.GetId() >= b.GetId()) {
+					t.Fatalf("held out of order or twice: %s/%s then %s/%s", a.GetService(), a.GetId(), b.GetService(), b.GetId())
+				}
+			}
+		}
+	})
 }

@@ -178,7 +178,8 @@ func (s *Server) ListServices(ctx context.Context, _ *registryv1.ListServicesReq
 // anything this registry has: the caller saw an earlier run); after that,
 // every snapshot with a higher index, and every change of staleness. With
 // incremental set, the later ones are the changes only, and every
-// snapshot or update goes out in parts of about 1 MiB (see instanceWatch).
+// snapshot or update goes out in parts of at most about 256 KiB (see
+// instanceWatch).
 func (s *Server) Watch(req *registryv1.WatchRequest, stream registryv1.Registry_WatchServer) error {
 	name := req.GetService()
 	if name != "" {

@@ -33,7 +33,7 @@ func largeInstance(service, id string, port uint32) *registryv1.Instance {
 
 // TestWatchLargeCatalog: a catalog larger than the message limit (300
 // instances of about 36 KiB: over 10 MiB) reaches an incremental watcher
-// in parts that fit even gRPC's default 4 MiB receive limit, and the
+// in parts of at most about 256 KiB, which fit even gRPC's default 4 MiB receive limit, and the
 // changes after it arrive as small updates; a whole-snapshot watcher is
 // told why it cannot have it.
 func TestWatchLargeCatalog(t *testing.T) {
@@ -74,8 +74,8 @@ func TestWatchLargeCatalog(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
-			if size := proto.Size(m); size > 1<<20+64<<10 {
-				t.Fatalf("%s: a message of %d bytes, want at most about 1 MiB", what, size)
+			if size := proto.Size(m); size > 256<<10+64<<10 {
+				t.Fatalf("%s: a message of %d bytes, want at most about 256 KiB", what, size)
 			}
 			parts = append(parts, m)
 			done, err := cat.Apply(m)
