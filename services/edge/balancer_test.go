@@ -2,6 +2,7 @@ package edge_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
@@ -246,10 +247,17 @@ func TestRuntimeAPI(t *testing.T) {
 func TestColdStartWaitsForFirstEndpointSet(t *testing.T) {
 	bal := startBalancer(t)
 	bal.hold = make(chan struct{})
+	bal.gap = 20 * time.Millisecond
 	a := backend(t, "a")
 	bal.push(&balancerv1.WatchEndpointsResponse{Service: "web", Endpoints: []*balancerv1.Endpoint{
 		endpoint("web-a", a.URL, "edge.route=/"),
 	}})
+	// Other services' sets come first in the same burst, one message
+	// each: the wait must cover the burst, not end at its first message.
+	for i := range 5 {
+		svc := fmt.Sprintf("app-%d", i)
+		bal.push(&balancerv1.WatchEndpointsResponse{Service: svc, Endpoints: []*balancerv1.Endpoint{endpoint(svc+"-a", a.URL)}})
+	}
 	inst, _ := startEdge(t, "", "--balancer-addr="+bal.addr)
 
 	resp, _ := get(t, http.DefaultClient, "http://"+inst.Addrs["admin"]+"/readyz", "")

@@ -199,13 +199,23 @@ func start(ctx context.Context, rt *service.Runtime, cfg *Config) error {
 			interval: cfg.ReportEvery, met: met, log: rt.Log}
 		e.synced = make(chan struct{})
 		var once sync.Once
+		// The balancer sends one message per service, the whole set at
+		// once on connect: the first set counts as arrived once the stream
+		// has been quiet for firstSetSettle, so that a route learnt from
+		// the third message is there too.
+		settled := time.AfterFunc(time.Hour, func() { once.Do(func() { close(e.synced) }) })
+		settled.Stop()
 		allowed := map[string]bool{}
 		for _, name := range file.AllowLoopback {
 			allowed[name] = true
 		}
 		e.watch = &watcher{client: client, ups: ups, log: rt.Log, changed: func() {
 			e.rebuildRoutes()
-			once.Do(func() { close(e.synced) })
+			select {
+			case <-e.synced:
+			default:
+				settled.Reset(firstSetSettle)
+			}
 		}, allowLocal: func(svc string) bool { return cfg.AllowLoopback || allowed[svc] }}
 	}
 	if cfg.HTTP.MaxConns < 0 {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,9 @@ type fakeBalancer struct {
 	// hold, when set before the edge connects, keeps every endpoint set
 	// back until it is closed (a balancer slow to answer).
 	hold chan struct{}
+	// gap spaces the sets a new stream starts with (sent in service
+	// order): a burst that takes a while to arrive.
+	gap time.Duration
 }
 
 func startBalancer(t *testing.T) *fakeBalancer {
@@ -75,7 +79,13 @@ func (f *fakeBalancer) WatchEndpoints(req *balancerv1.WatchEndpointsRequest, st 
 			return nil
 		}
 	}
-	for _, s := range initial {
+	slices.SortFunc(initial, func(a, b *balancerv1.WatchEndpointsResponse) int {
+		return strings.Compare(a.GetService(), b.GetService())
+	})
+	for i, s := range initial {
+		if i > 0 && f.gap > 0 {
+			time.Sleep(f.gap)
+		}
 		if err := st.Send(s); err != nil {
 			return err
 		}

@@ -46,6 +46,10 @@ import (
 // endpoint set before it takes over the listeners with the routes it has.
 const warmUpLimit = 5 * time.Second
 
+// firstSetSettle is how long the balancer's stream must be quiet after its
+// first messages for the first endpoint set to count as complete.
+const firstSetSettle = 250 * time.Millisecond
+
 // startRestarts installs the SIGUSR2 handler when the edge runs as its own
 // program, and the pid file.
 func (e *Edge) startRestarts(rt *service.Runtime) error {
