@@ -143,7 +143,16 @@ func TestMetricsAfterQueries(t *testing.T) {
 		t.Fatalf("forwarded %s: %v", other, r)
 	}
 
+	// A UDP batch is timed once its answers are sent, so the client may
+	// read the last answer a moment before its latency is recorded: wait
+	// (bounded) for the histogram to count every timed query.
 	fams := scrape(t, e.inst)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); fams = scrape(t, e.inst) {
+		if sameSamples(samples(fams, "switchboard_resolver_query_duration_seconds"), map[string]float64{"protocol=udp": 10, "protocol=tcp": 3}) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for want, got := range map[string]map[string]float64{
 		"switchboard_resolver_queries_total": {
 			"protocol=udp,qtype=A,rcode=NOERROR":     3 + 2, // www, fwd
