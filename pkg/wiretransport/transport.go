@@ -162,6 +162,9 @@ func ParseEndpoint(s string, defaultTLS bool) (Endpoint, error) {
 	if u.Hostname() == "" {
 		return Endpoint{}, fmt.Errorf("edge address %q: no host", s)
 	}
+	if host, _, err := net.SplitHostPort(ep.Host); err != nil || host == "" {
+		return Endpoint{}, fmt.Errorf("edge address %q: bad host %q", s, u.Host)
+	}
 	return ep, nil
 }
 
