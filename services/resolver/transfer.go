@@ -121,7 +121,8 @@ func (s *server) transferAllowed(client netip.Addr) bool {
 
 // isTransfer reports whether r asks for a zone transfer.
 func isTransfer(r *dns.Msg) bool {
-	return len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR)
+	_, ok := transferType(r)
+	return ok
 }
 
 // serveSpecial answers (over TCP, through miekg/dns's server) what the packed-answer path does not:
