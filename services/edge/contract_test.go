@@ -478,7 +478,23 @@ func TestPipelineContract(t *testing.T) {
 				if r.code != http.StatusOK {
 					t.Fatalf("status %d", r.code)
 				}
+				// A request is counted and timed once its response is
+				// written: the client can read the answer and scrape between
+				// the two. Wait (bounded) for the count and the durations to
+				// agree, as they must once every request has finished.
+				counted := func(m string) (n, d float64) {
+					for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
+						n += metricValue(t, m, `switchboard_edge_http_requests_total{code="`+c+`",route="web"}`)
+					}
+					return n, metricValue(t, m, `switchboard_edge_http_request_duration_seconds_count{route="web"}`)
+				}
 				m := ce.metrics(t)
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); m = ce.metrics(t) {
+					if n, d := counted(m); n == d {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
 				for _, s := range []string{
 					`switchboard_edge_http_requests_total{code="2xx",route="web"}`,
 					`switchboard_edge_http_request_duration_seconds_count{route="web"}`,
@@ -489,11 +505,7 @@ func TestPipelineContract(t *testing.T) {
 						t.Errorf("%s not counted", s)
 					}
 				}
-				var n float64
-				for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
-					n += metricValue(t, m, `switchboard_edge_http_requests_total{code="`+c+`",route="web"}`)
-				}
-				if d := metricValue(t, m, `switchboard_edge_http_request_duration_seconds_count{route="web"}`); n != d {
+				if n, d := counted(m); n != d {
 					t.Errorf("web: %v requests but %v durations", n, d)
 				}
 				if got := metricValue(t, m, `switchboard_edge_http_requests_total{code="5xx",route="hung"}`); got != 1 {
